@@ -1,0 +1,127 @@
+"""The exception tree shared by every layer.
+
+Lower layers raise these with context; ``server/errors.py`` owns the only mapping from
+exception type to HTTP status and error code. Messages never carry secrets or host paths.
+"""
+
+from __future__ import annotations
+
+
+class WsiError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+# --- storage -------------------------------------------------------------------------------
+
+
+class StorageError(WsiError):
+    """The storage backend answered with a failure other than "not found"."""
+
+
+class StorageConnectionError(StorageError):
+    """The storage backend could not be reached (refused, timed out, DNS)."""
+
+
+class SlideNotFound(WsiError):
+    """No object or file with this slide id."""
+
+    def __init__(self, slide_id: str) -> None:
+        super().__init__(f"slide not found: {slide_id}")
+        self.slide_id = slide_id
+
+
+class InvalidSlideId(SlideNotFound):
+    """The id can never name a slide (traversal, NUL, absolute, too long); reported as 404."""
+
+
+class ReadPastEnd(WsiError):
+    """A read asked for bytes beyond the end of the object (corrupt offsets)."""
+
+
+# --- format --------------------------------------------------------------------------------
+
+
+class UnsupportedFormat(WsiError):
+    """The file is readable but outside the supported subset; the message names the reason."""
+
+
+class InvalidTiff(UnsupportedFormat):
+    """The TIFF structure is damaged or hostile (loops, absurd counts, offsets past the end)."""
+
+
+class DecodeError(WsiError):
+    """Tile bytes could not be decoded into pixels."""
+
+
+class EncodeError(WsiError):
+    """Pixels could not be encoded into the output format."""
+
+
+# --- request validation --------------------------------------------------------------------
+
+
+class InvalidRequest(WsiError):
+    """A request parameter is malformed."""
+
+
+class InvalidLevel(InvalidRequest):
+    def __init__(self, level: int, level_count: int) -> None:
+        super().__init__(f"level {level} is outside the pyramid (valid: 0 to {level_count - 1})")
+        self.level = level
+        self.level_count = level_count
+
+
+class TileOutOfBounds(InvalidRequest):
+    def __init__(self, level: int, x: int, y: int, tiles_x: int, tiles_y: int) -> None:
+        super().__init__(
+            f"tile ({x}, {y}) is outside level {level}'s grid "
+            f"(x: 0 to {tiles_x - 1}, y: 0 to {tiles_y - 1})"
+        )
+        self.level, self.x, self.y = level, x, y
+        self.tiles_x, self.tiles_y = tiles_x, tiles_y
+
+
+class InvalidQuality(InvalidRequest):
+    def __init__(self, raw: object) -> None:
+        super().__init__(f"quality must be an integer from 1 to 100, got {str(raw)[:32]!r}")
+
+
+class InvalidParameter(InvalidRequest):
+    """Any other malformed query parameter."""
+
+
+# --- auth ----------------------------------------------------------------------------------
+
+
+class AuthError(WsiError):
+    """Base for signed-URL failures; ``code`` is the API error code."""
+
+    code = "invalid_signature"
+
+
+class MissingSignature(AuthError):
+    code = "missing_signature"
+
+
+class MissingExpiry(AuthError):
+    code = "missing_expiry"
+
+
+class SignatureExpired(AuthError):
+    code = "signature_expired"
+
+
+class InvalidSignature(AuthError):
+    code = "invalid_signature"
+
+
+class InvalidSignatureFormat(AuthError):
+    code = "invalid_signature_format"
+
+
+class InvalidExpiryFormat(AuthError):
+    code = "invalid_expiry_format"
+
+
+class ConfigError(WsiError):
+    """A configuration value is invalid; the message names the variable."""

@@ -1,0 +1,178 @@
+"""A tiled TIFF slide (SVS or generic pyramid) over a ``RangeReader``: raw tiles with exact
+byte ranges, decoded tiles cropped to the level, and regions assembled from tiles.
+
+Thread-safe: one instance serves every thread; per-level offset arrays are loaded once, on
+the first tile of that level, under a per-level lock."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from PIL import Image
+
+from ..errors import InvalidLevel, InvalidParameter, InvalidTiff, TileOutOfBounds
+from ..io.range_reader import RangeReader
+from .detect import SlideStructure
+from .jp2k import decode_jp2k
+from .jpeg import complete_stream, decode_jpeg
+from .levels import LevelInfo
+from .tiff.ifd import read_array
+from .tiff.tags import JPEG, PHOTOMETRIC_RGB, PHOTOMETRIC_YCBCR
+
+MAX_REGION_PIXELS = 64 * 1024 * 1024
+BACKGROUND = (255, 255, 255)
+
+
+def max_tile_bytes(level: LevelInfo) -> int:
+    """Largest plausible compressed tile: 4x the raw pixels plus 1 MiB of headroom."""
+    return 4 * level.tile_width * level.tile_height * 3 + (1 << 20)
+
+
+class TiffSlide:
+    """Satisfies ``slide.reader.SlideReader`` without importing it."""
+
+    def __init__(self, reader: RangeReader, structure: SlideStructure) -> None:
+        self.reader = reader
+        self.structure = structure
+        self._arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._locks = [threading.Lock() for _ in structure.levels]
+
+    # --- geometry ----------------------------------------------------------------------------
+    @property
+    def identity(self) -> str:
+        return self.reader.identity
+
+    @property
+    def format_name(self) -> str:
+        return self.structure.format_name
+
+    @property
+    def levels(self) -> tuple[LevelInfo, ...]:
+        return self.structure.levels
+
+    @property
+    def level_count(self) -> int:
+        return len(self.structure.levels)
+
+    @property
+    def dimensions(self) -> tuple[int, int]:
+        base = self.structure.levels[0]
+        return base.width, base.height
+
+    @property
+    def properties(self) -> dict[str, str]:
+        return dict(self.structure.properties)
+
+    def level(self, level: int) -> LevelInfo:
+        if not 0 <= level < len(self.structure.levels):
+            raise InvalidLevel(level, len(self.structure.levels))
+        return self.structure.levels[level]
+
+    def best_level_for_downsample(self, downsample: float) -> int:
+        """The smallest level whose downsample is at most ``downsample`` (OpenSlide's rule)."""
+        best = 0
+        for info in self.structure.levels:
+            if info.downsample <= downsample * 1.001:
+                best = info.level
+        return best
+
+    # --- raw tiles ---------------------------------------------------------------------------
+    def _tile_arrays(self, level: int) -> tuple[np.ndarray, np.ndarray]:
+        arrays = self._arrays.get(level)
+        if arrays is not None:
+            return arrays
+        with self._locks[level]:
+            arrays = self._arrays.get(level)
+            if arrays is None:
+                info = self.structure.levels[level]
+                fmt = self.structure.tiff
+                entries = (info.tile_offsets, info.tile_byte_counts)
+                remote = [e for e in entries if e.inline is None]
+                read_many: Callable[[Sequence[tuple[int, int]]], list[bytes]] | None = getattr(
+                    self.reader, "read_many", None)
+                if read_many is not None and len(remote) == 2:
+                    read_many([(e.offset, e.nbytes) for e in remote])  # both at once
+                arrays = (read_array(self.reader, fmt, entries[0]),
+                          read_array(self.reader, fmt, entries[1]))
+                self._arrays[level] = arrays
+        return arrays
+
+    def tile_range(self, level: int, x: int, y: int) -> tuple[int, int]:
+        """``(offset, length)`` of tile (x, y); length 0 for a sparse (absent) tile."""
+        info = self.level(level)
+        if not (0 <= x < info.tiles_x and 0 <= y < info.tiles_y):
+            raise TileOutOfBounds(level, x, y, info.tiles_x, info.tiles_y)
+        offsets, counts = self._tile_arrays(level)
+        index = y * info.tiles_x + x
+        offset, length = int(offsets[index]), int(counts[index])
+        if length == 0 or offset == 0:
+            return 0, 0
+        if length > max_tile_bytes(info) or offset + length > self.reader.size:
+            raise InvalidTiff(f"tile ({x}, {y}) of level {level}: {length} bytes at {offset} "
+                              f"(file is {self.reader.size} bytes)")
+        return offset, length
+
+    def read_raw_tile(self, level: int, x: int, y: int) -> bytes:
+        """The tile's stored bytes (empty for a sparse tile), exactly one range read."""
+        offset, length = self.tile_range(level, x, y)
+        return self.reader.read(offset, length) if length else b""
+
+    # --- decoded tiles -----------------------------------------------------------------------
+    def decode_tile(self, level: int, data: bytes,
+                    reduce_to: tuple[int, int] | None = None) -> Image.Image:
+        """Decode stored tile bytes of ``level`` to a full-size (uncropped) RGB tile."""
+        info = self.level(level)
+        size = (info.tile_width, info.tile_height)
+        if not data:
+            return Image.new("RGB", size, BACKGROUND)
+        if info.compression == JPEG:
+            stream = complete_stream(data, info.jpeg_tables, info.photometric == PHOTOMETRIC_RGB)
+            image = decode_jpeg(stream, size, reduce_to)
+        else:
+            ycbcr = info.compression == 33003 or (
+                info.compression == 34712 and info.photometric == PHOTOMETRIC_YCBCR)
+            image = decode_jp2k(data, size, ycbcr)
+        if reduce_to is None and image.size != size:
+            padded = Image.new("RGB", size, BACKGROUND)
+            padded.paste(image, (0, 0))
+            image = padded
+        return image
+
+    def read_tile(self, level: int, x: int, y: int) -> Image.Image:
+        """Decoded RGB tile (x, y), cropped to the level's bounds at the right/bottom edge."""
+        info = self.level(level)
+        image = self.decode_tile(level, self.read_raw_tile(level, x, y))
+        width = min(info.tile_width, info.width - x * info.tile_width)
+        height = min(info.tile_height, info.height - y * info.tile_height)
+        if (width, height) != image.size:
+            image = image.crop((0, 0, width, height))
+        return image
+
+    # --- regions -----------------------------------------------------------------------------
+    def read_region(self, level: int, x: int, y: int, width: int, height: int) -> Image.Image:
+        """RGB pixels of ``[x, x + width) x [y, y + height)`` in ``level``'s coordinates;
+        parts outside the level are white. Tiles are fetched concurrently, then decoded."""
+        info = self.level(level)
+        if width <= 0 or height <= 0 or width * height > MAX_REGION_PIXELS:
+            raise InvalidParameter(f"region {width}x{height} is empty or too large")
+        tw, th = info.tile_width, info.tile_height
+        x0, y0 = max(0, x) // tw, max(0, y) // th
+        x1 = min(info.tiles_x - 1, (x + width - 1) // tw)
+        y1 = min(info.tiles_y - 1, (y + height - 1) // th)
+        tiles = [(tx, ty) for ty in range(y0, y1 + 1) for tx in range(x0, x1 + 1)]
+        region = Image.new("RGB", (width, height), BACKGROUND)
+        if x >= info.width or y >= info.height or x + width <= 0 or y + height <= 0:
+            return region
+        ranges = [self.tile_range(level, tx, ty) for tx, ty in tiles]
+        prefetch = getattr(self.reader, "prefetch", None)
+        if prefetch is not None and len(tiles) > 1:
+            prefetch([r for r in ranges if r[1]])
+        for (tx, ty), (offset, length) in zip(tiles, ranges, strict=True):
+            data = self.reader.read(offset, length) if length else b""
+            tile = self.decode_tile(level, data)
+            crop_w = min(tw, info.width - tx * tw)
+            crop_h = min(th, info.height - ty * th)
+            region.paste(tile.crop((0, 0, crop_w, crop_h)), (tx * tw - x, ty * th - y))
+        return region

@@ -1,0 +1,189 @@
+"""A thread-safe LRU cache of fixed-size blocks with per-block singleflight.
+
+``BlockStore`` holds the blocks of any number of readers (keyed by reader identity), bounded by
+total bytes. ``BlockCache`` is the ``RangeReader`` view of one reader through a store.
+
+Guarantees:
+- N threads that want the same missing block cause exactly one storage request; the others
+  wait on that block's ``threading.Event``.
+- A read that needs several consecutive missing blocks issues ONE ranged request for the run.
+- A failed fetch wakes every waiter with the same error and leaves nothing cached.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextvars import copy_context
+
+from .range_reader import IoStats, RangeReader, check_range
+
+DEFAULT_BLOCK_SIZE = 256 * 1024
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+
+_Key = tuple[str, int]
+
+
+class _Flight:
+    """One in-progress block fetch that other threads can wait on."""
+
+    __slots__ = ("event", "data", "error")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.data: bytes | None = None
+        self.error: BaseException | None = None
+
+
+class BlockStore:
+    """Blocks of many readers, LRU-bounded by ``max_bytes``; safe to share between threads."""
+
+    def __init__(self, block_size: int = DEFAULT_BLOCK_SIZE,
+                 max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        if block_size <= 0:
+            raise ValueError("block_size must be positive")
+        self.block_size = block_size
+        self.max_bytes = max_bytes
+        self.stats = IoStats()
+        self._blocks: OrderedDict[_Key, bytes] = OrderedDict()
+        self._flights: dict[_Key, _Flight] = {}
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    @property
+    def cached_bytes(self) -> int:
+        return self._bytes
+
+    def view(self, reader: RangeReader) -> BlockCache:
+        return BlockCache(reader, store=self)
+
+    def get_blocks(self, reader: RangeReader, first: int, last: int) -> list[bytes]:
+        """Return blocks ``first..last`` (inclusive) of ``reader``, fetching missing runs."""
+        ident = reader.identity
+        found: dict[int, bytes] = {}
+        waiting: dict[int, _Flight] = {}
+        mine: list[int] = []
+        with self._lock:
+            for index in range(first, last + 1):
+                key = (ident, index)
+                block = self._blocks.get(key)
+                if block is not None:
+                    self._blocks.move_to_end(key)
+                    found[index] = block
+                elif key in self._flights:
+                    waiting[index] = self._flights[key]
+                else:
+                    flight = _Flight()
+                    self._flights[key] = flight
+                    waiting[index] = flight
+                    mine.append(index)
+        self.stats.add(hits=len(found), misses=len(mine))
+
+        error: BaseException | None = None
+        for start, stop in _runs(mine):
+            try:
+                self._fetch_run(reader, start, stop)
+            except BaseException as exc:  # noqa: BLE001 - handed to every waiter, then raised
+                error = error or exc
+                self._fail_run(ident, start, stop, exc)
+        if error is not None:
+            raise error
+
+        for index, flight in waiting.items():
+            flight.event.wait()
+            if flight.error is not None:
+                raise flight.error
+            assert flight.data is not None
+            found[index] = flight.data
+        return [found[i] for i in range(first, last + 1)]
+
+    def _fetch_run(self, reader: RangeReader, start: int, stop: int) -> None:
+        bs = self.block_size
+        begin = start * bs
+        end = min(stop * bs, reader.size)
+        data = reader.read(begin, end - begin)
+        ident = reader.identity
+        with self._lock:
+            for index in range(start, stop):
+                block = data[(index - start) * bs : (index - start + 1) * bs]
+                key = (ident, index)
+                flight = self._flights.pop(key)
+                flight.data = block
+                self._blocks[key] = block
+                self._bytes += len(block)
+                flight.event.set()
+            self._evict()
+
+    def _fail_run(self, ident: str, start: int, stop: int, exc: BaseException) -> None:
+        with self._lock:
+            for index in range(start, stop):
+                flight = self._flights.pop((ident, index), None)
+                if flight is not None:
+                    flight.error = exc
+                    flight.event.set()
+
+    def _evict(self) -> None:
+        while self._bytes > self.max_bytes and self._blocks:
+            _, block = self._blocks.popitem(last=False)
+            self._bytes -= len(block)
+
+
+def _runs(indices: list[int]) -> list[tuple[int, int]]:
+    """Consecutive runs of sorted indices as half-open ``(start, stop)`` pairs."""
+    runs: list[tuple[int, int]] = []
+    for index in indices:
+        if runs and runs[-1][1] == index:
+            runs[-1] = (runs[-1][0], index + 1)
+        else:
+            runs.append((index, index + 1))
+    return runs
+
+
+class BlockCache:
+    """``RangeReader`` that serves ``reader`` through a ``BlockStore`` (its own unless given)."""
+
+    def __init__(self, reader: RangeReader, store: BlockStore | None = None, *,
+                 block_size: int = DEFAULT_BLOCK_SIZE,
+                 max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self.inner = reader
+        self.store = store if store is not None else BlockStore(block_size, max_bytes)
+
+    @property
+    def size(self) -> int:
+        return self.inner.size
+
+    @property
+    def identity(self) -> str:
+        return self.inner.identity
+
+    @property
+    def stats(self) -> IoStats:
+        return self.store.stats
+
+    def read(self, offset: int, length: int) -> bytes:
+        check_range(offset, length, self.inner.size)
+        if length == 0:
+            return b""
+        bs = self.store.block_size
+        first, last = offset // bs, (offset + length - 1) // bs
+        blocks = self.store.get_blocks(self.inner, first, last)
+        skip = offset - first * bs
+        if len(blocks) == 1:
+            return blocks[0][skip : skip + length]
+        return b"".join(blocks)[skip : skip + length]
+
+    def read_many(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        """Read several ``(offset, length)`` ranges concurrently (one round trip, not N)."""
+        if len(ranges) <= 1:
+            return [self.read(o, n) for o, n in ranges]
+        with ThreadPoolExecutor(max_workers=min(8, len(ranges))) as pool:
+            futures = [pool.submit(copy_context().run, self.read, o, n) for o, n in ranges]
+            return [f.result() for f in futures]
+
+    def prefetch(self, ranges: Sequence[tuple[int, int]]) -> None:
+        """Bring ``ranges`` into the cache concurrently, clipped to the object."""
+        size = self.inner.size
+        clipped = [(max(0, o), min(size, o + n) - max(0, o)) for o, n in ranges]
+        self.read_many([(o, n) for o, n in clipped if n > 0])
