@@ -114,6 +114,13 @@ class TiffSlide:
                               f"(file is {self.reader.size} bytes)")
         return offset, length
 
+    def prefetch_tiles(self, level: int, tiles: Sequence[tuple[int, int]]) -> None:
+        """Fetch the stored bytes of several tiles concurrently (block cache permitting)."""
+        prefetch = getattr(self.reader, "prefetch", None)
+        if prefetch is not None and len(tiles) > 1:
+            ranges = [self.tile_range(level, tx, ty) for tx, ty in tiles]
+            prefetch([r for r in ranges if r[1]])
+
     def read_raw_tile(self, level: int, x: int, y: int) -> bytes:
         """The tile's stored bytes (empty for a sparse tile), exactly one range read."""
         offset, length = self.tile_range(level, x, y)
@@ -165,13 +172,9 @@ class TiffSlide:
         region = Image.new("RGB", (width, height), BACKGROUND)
         if x >= info.width or y >= info.height or x + width <= 0 or y + height <= 0:
             return region
-        ranges = [self.tile_range(level, tx, ty) for tx, ty in tiles]
-        prefetch = getattr(self.reader, "prefetch", None)
-        if prefetch is not None and len(tiles) > 1:
-            prefetch([r for r in ranges if r[1]])
-        for (tx, ty), (offset, length) in zip(tiles, ranges, strict=True):
-            data = self.reader.read(offset, length) if length else b""
-            tile = self.decode_tile(level, data)
+        self.prefetch_tiles(level, tiles)
+        for tx, ty in tiles:
+            tile = self.decode_tile(level, self.read_raw_tile(level, tx, ty))
             crop_w = min(tw, info.width - tx * tw)
             crop_h = min(th, info.height - ty * th)
             region.paste(tile.crop((0, 0, crop_w, crop_h)), (tx * tw - x, ty * th - y))

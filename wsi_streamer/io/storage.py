@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..errors import InvalidSlideId
-from .range_reader import RangeReader
+from .range_reader import IoStats, RangeReader
 
 SLIDE_EXTENSIONS = (".svs", ".tif", ".tiff")
 MAX_ID_LENGTH = 1024
@@ -19,6 +19,8 @@ class SlidePage:
 
 
 class Storage(Protocol):
+    stats: IoStats  # every storage request this store made, in this process
+
     def open(self, slide_id: str) -> RangeReader:
         """Return a reader for the slide; raise ``SlideNotFound`` or a ``StorageError``."""
         ...

@@ -3,6 +3,7 @@ a ``RangeReader``)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from PIL import Image
@@ -39,6 +40,12 @@ class SlideReader(Protocol):
         ...
 
     def best_level_for_downsample(self, downsample: float) -> int: ...
+
+    def tile_range(self, level: int, x: int, y: int) -> tuple[int, int]:
+        """``(offset, length)`` of the stored tile; length 0 when the tile is absent."""
+        ...
+
+    def prefetch_tiles(self, level: int, tiles: Sequence[tuple[int, int]]) -> None: ...
 
     def read_raw_tile(self, level: int, x: int, y: int) -> bytes:
         """Stored tile bytes; ``TileOutOfBounds`` outside the grid."""

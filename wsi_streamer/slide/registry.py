@@ -18,6 +18,7 @@ from typing import Protocol
 from ..format.detect import SlideStructure, parse_structure
 from ..format.tiled import TiffSlide
 from ..io.block_cache import BlockStore
+from ..io.singleflight import SingleFlight
 from ..io.storage import Storage
 from .reader import SlideReader
 
@@ -37,15 +38,6 @@ class _Entry:
     checked_at: float
 
 
-class _Opening:
-    __slots__ = ("event", "slide", "error")
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.slide: SlideReader | None = None
-        self.error: BaseException | None = None
-
-
 class SlideRegistry:
     """Thread-safe. ``get(slide_id)`` returns an open ``SlideReader`` or raises
     ``SlideNotFound``/``UnsupportedFormat``/``StorageError`` (failures are not cached)."""
@@ -60,7 +52,7 @@ class SlideRegistry:
         self.structures = structures
         self._clock = clock
         self._slides: OrderedDict[str, _Entry] = OrderedDict()
-        self._opening: dict[str, _Opening] = {}
+        self._flights: SingleFlight[SlideReader] = SingleFlight()
         self._lock = threading.Lock()
 
     def get(self, slide_id: str) -> SlideReader:
@@ -70,33 +62,21 @@ class SlideRegistry:
             if entry is not None and now - entry.checked_at < self.revalidate_s:
                 self._slides.move_to_end(slide_id)
                 return entry.slide
-            opening = self._opening.get(slide_id)
-            mine = opening is None
-            if opening is None:
-                opening = self._opening[slide_id] = _Opening()
-        if not mine:
-            opening.event.wait()
-            if opening.error is not None:
-                raise opening.error
-            assert opening.slide is not None
-            return opening.slide
         try:
-            slide = self._open(slide_id, entry.slide if entry else None)
-        except BaseException as exc:
-            opening.error = exc
+            slide, _ = self._flights.do(slide_id, lambda: self._open_and_keep(slide_id, entry))
+        except BaseException:
             with self._lock:
-                self._opening.pop(slide_id, None)
                 self._slides.pop(slide_id, None)
-            opening.event.set()
             raise
-        opening.slide = slide
+        return slide
+
+    def _open_and_keep(self, slide_id: str, entry: _Entry | None) -> SlideReader:
+        slide = self._open(slide_id, entry.slide if entry else None)
         with self._lock:
             self._slides[slide_id] = _Entry(slide, self._clock())
             self._slides.move_to_end(slide_id)
             while len(self._slides) > self.max_slides:
                 self._slides.popitem(last=False)
-            self._opening.pop(slide_id, None)
-        opening.event.set()
         return slide
 
     def _open(self, slide_id: str, previous: SlideReader | None) -> SlideReader:

@@ -1,0 +1,94 @@
+"""Fixtures shared by every test package.
+
+- ``aws_isolation`` (session, autouse): fake AWS keys and empty AWS config/credentials files,
+  so nothing reads the developer's ``~/.aws`` or reaches real AWS.
+- ``shared_slides``: ``Path`` of ``../shared/slides`` (real scanner files, see its README);
+  tests using it are skipped, with the reason, when the folder is absent.
+- ``moto_server`` (session): endpoint URL (``http://127.0.0.1:<port>``) of an in-process
+  ``moto.server.ThreadedMotoServer`` bound to loopback on a free port.
+- ``s3_bucket``: a fresh, empty bucket on that server: ``S3Bucket(client, name, endpoint)``.
+- ``svs4``: the 4-level generated SVS (thumbnail, label, macro) as ``GeneratedSlide``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_SLIDES = REPO_ROOT.parent / "shared" / "slides"
+AWS_REGION = "us-east-1"
+
+_bucket_numbers = itertools.count()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def aws_isolation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Fake credentials and empty AWS config files for the whole session."""
+    empty = tmp_path_factory.mktemp("aws") / "empty"
+    empty.write_text("")
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL",
+                     "AWS_ENDPOINT_URL_S3", "AWS_CA_BUNDLE"):
+            mp.delenv(name, raising=False)
+        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
+        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        mp.setenv("AWS_SECURITY_TOKEN", "testing")
+        mp.setenv("AWS_SESSION_TOKEN", "testing")
+        mp.setenv("AWS_DEFAULT_REGION", AWS_REGION)
+        mp.setenv("AWS_CONFIG_FILE", str(empty))
+        mp.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty))
+        mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        yield
+
+
+@pytest.fixture(scope="session")
+def shared_slides() -> Path:
+    """The shared real-slide folder; skips the test when it is absent."""
+    if not SHARED_SLIDES.is_dir():
+        pytest.skip(f"shared slides folder not found at {SHARED_SLIDES}")
+    return SHARED_SLIDES
+
+
+@pytest.fixture(scope="session")
+def moto_server(aws_isolation: None) -> Iterator[str]:
+    """Endpoint URL of a loopback moto S3 server shared by the session."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+class S3Bucket(NamedTuple):
+    client: Any  # boto3 S3 client bound to the moto endpoint
+    name: str
+    endpoint: str
+
+
+@pytest.fixture
+def s3_bucket(moto_server: str) -> S3Bucket:
+    """A new, empty bucket (unique name per test) on the session's moto server."""
+    import boto3
+
+    client = boto3.session.Session().client("s3", endpoint_url=moto_server,
+                                            region_name=AWS_REGION)
+    name = f"slides-{next(_bucket_numbers)}"
+    client.create_bucket(Bucket=name)
+    return S3Bucket(client, name, moto_server)
+
+
+@pytest.fixture(scope="session")
+def svs4() -> Any:
+    """A 4-level Aperio-like SVS (thumbnail, label, macro), about 1 MB."""
+    from tests.fixtures.slides import make_svs
+
+    return make_svs(1536, 1152, levels=4, tile=256)

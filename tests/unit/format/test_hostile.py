@@ -1,0 +1,173 @@
+"""Damaged and hostile files raise typed errors (InvalidTiff/UnsupportedFormat, or ReadPastEnd/
+DecodeError for tile data), quickly and with bounded work; never IndexError, struct.error,
+hangs or huge allocations."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.fixtures.images import abbreviated_jpeg_tiles, tissue
+from tests.fixtures.slides import first_ifd_offset, make_svs
+from tests.fixtures.tiffpack import Field, pack_tiff, payload_offset, tiled_fields
+from wsi_streamer.errors import InvalidTiff, UnsupportedFormat, WsiError
+from wsi_streamer.format.detect import parse_structure
+from wsi_streamer.io.range_reader import BytesReader
+from wsi_streamer.slide.reader import open_slide
+
+TABLES, TILES = abbreviated_jpeg_tiles(
+    [tissue(32, 32, s) for s in range(5)], 80, rgb=True)
+PAYLOAD = b"".join(TILES)
+STARTS = [payload_offset() + sum(map(len, TILES[:i])) for i in range(5)]
+DESC = Field(270, 2, b"Aperio Image Library test\0")
+
+
+def two_levels(level0: list[Field] | None = None, **kwargs: object) -> bytes:
+    """Level 0: 64x64 in four 32x32 tiles; level 1: 32x32 in one tile."""
+    l0 = level0 or tiled_fields(64, 64, 32, STARTS[:4], [len(t) for t in TILES[:4]],
+                                tables=TABLES, extra=[DESC])
+    l1 = tiled_fields(32, 32, 32, STARTS[4:], [len(TILES[4])], tables=TABLES)
+    return pack_tiff([l0, l1], payload=PAYLOAD, **kwargs)  # type: ignore[arg-type]
+
+
+def exercise(data: bytes) -> str:
+    """Open and read tiles; only ``WsiError`` may escape the engine. Returns what happened."""
+    try:
+        slide = open_slide(BytesReader(data))
+    except WsiError:
+        return "refused"
+    for info in slide.levels:
+        if info.tile_width * info.tile_height > 1 << 20:
+            continue  # a legal but huge tile: decoding it is allowed, just slow
+        for y in range(min(info.tiles_y, 4)):
+            for x in range(min(info.tiles_x, 4)):
+                try:
+                    slide.read_tile(info.level, x, y)
+                except WsiError:
+                    pass
+    return "opened"
+
+
+def test_valid_baseline_opens_and_decodes() -> None:
+    slide = open_slide(BytesReader(two_levels()))
+    assert [(lv.width, lv.height) for lv in slide.levels] == [(64, 64), (32, 32)]
+    assert slide.read_tile(0, 1, 1).size == (32, 32)
+
+
+def test_ifd_self_loop() -> None:
+    first = first_ifd_offset(two_levels())
+    with pytest.raises(InvalidTiff, match="loop"):
+        parse_structure(BytesReader(two_levels(next_offsets={0: first})))
+
+
+def test_ifd_loop_back_to_first() -> None:
+    first = first_ifd_offset(two_levels())
+    with pytest.raises(InvalidTiff, match="loop"):
+        parse_structure(BytesReader(two_levels(next_offsets={1: first})))
+
+
+def test_too_many_ifds_is_bounded() -> None:
+    page = [Field(256, 3, [1]), Field(257, 3, [1])]
+    data = pack_tiff([tiled_fields(32, 32, 32, STARTS[:1], [len(TILES[0])], tables=TABLES)]
+                     + [page] * 1100, payload=PAYLOAD)
+    start = time.monotonic()
+    with pytest.raises(InvalidTiff, match="IFDs"):
+        parse_structure(BytesReader(data))
+    assert time.monotonic() - start < 5
+
+
+@pytest.mark.parametrize("count", [0, 5000, 65535])
+def test_absurd_entry_counts(count: int) -> None:
+    with pytest.raises(InvalidTiff, match="entries"):
+        parse_structure(BytesReader(two_levels(entry_counts={0: count})))
+
+
+@pytest.mark.parametrize("first", [3, 7, 10**6, 2**32 - 1])
+def test_first_ifd_offset_outside_file(first: int) -> None:
+    with pytest.raises(InvalidTiff):
+        parse_structure(BytesReader(two_levels(first_ifd=first)))
+
+
+def test_damaged_trailing_ifd_keeps_the_pyramid() -> None:
+    data = two_levels(next_offsets={0: 10**6})
+    assert len(parse_structure(BytesReader(data)).levels) == 1
+
+
+@pytest.mark.parametrize("field", [
+    Field(324, 4, [8] * 4, count=2**30),  # TileOffsets count absurd (past end)
+    Field(325, 4, [8] * 4, offset=10**7),  # TileByteCounts values past end
+    Field(270, 2, b"Aperio x" * 4, offset=10**7),  # eager value past end
+    Field(324, 4, [8] * 3),  # wrong number of tiles for the grid
+    Field(256, 4, [2**31]),  # absurd width
+    Field(322, 3, [0]),  # zero tile width
+    Field(322, 3, [60000]),  # absurd tile width
+])
+def test_absurd_fields_are_invalid_tiff(field: Field) -> None:
+    level0 = [f for f in tiled_fields(64, 64, 32, STARTS[:4], [len(t) for t in TILES[:4]],
+                                      tables=TABLES, extra=[DESC]) if f.tag != field.tag]
+    start = time.monotonic()
+    with pytest.raises(InvalidTiff):
+        parse_structure(BytesReader(two_levels(level0 + [field])))
+    assert time.monotonic() - start < 1
+
+
+def test_huge_eager_value_is_refused_not_loaded() -> None:
+    big = Field(270, 2, b"Aperio " + b"x" * (1 << 20) + b"\0")
+    level0 = tiled_fields(64, 64, 32, STARTS[:4], [len(t) for t in TILES[:4]], tables=TABLES,
+                          extra=[big])
+    with pytest.raises(InvalidTiff, match="bytes"):
+        parse_structure(BytesReader(two_levels(level0)))
+
+
+@pytest.mark.parametrize(("offsets", "counts"), [
+    ([8, 8, 8, 10**8], [10, 10, 10, 10]),  # tile past the end
+    ([8, 8, 8, 8], [10, 10, 10, 10**9]),  # absurd byte count
+])
+def test_tile_ranges_outside_file_are_invalid(offsets: list[int], counts: list[int]) -> None:
+    level0 = tiled_fields(64, 64, 32, offsets, counts, tables=TABLES, extra=[DESC])
+    slide = open_slide(BytesReader(two_levels(level0)))
+    with pytest.raises(InvalidTiff, match="tile"):
+        slide.read_raw_tile(0, 1, 1)
+
+
+def test_garbage_tile_bytes_are_decode_errors() -> None:
+    level0 = tiled_fields(64, 64, 32, [8, 8, 8, 8], [40, 40, 40, 40], tables=TABLES,
+                          extra=[DESC])
+    slide = open_slide(BytesReader(two_levels(level0)))  # the "tiles" are TIFF header bytes
+    with pytest.raises(WsiError):
+        slide.read_tile(0, 0, 0)
+
+
+@pytest.fixture(scope="module")
+def small_svs() -> bytes:
+    return make_svs(300, 200, levels=2, tile=128).data
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.001, 0.01, 0.2, 0.5, 0.8, 0.95, 0.999])
+def test_truncated_files(small_svs: bytes, fraction: float) -> None:
+    data = small_svs[: int(len(small_svs) * fraction)]
+    start = time.monotonic()
+    result = exercise(data)
+    assert time.monotonic() - start < 5
+    if fraction < 0.01:
+        assert result == "refused"
+
+
+def test_truncated_files_raise_typed_errors(small_svs: bytes) -> None:
+    with pytest.raises(UnsupportedFormat):
+        parse_structure(BytesReader(small_svs[:100]))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.integers(0, 2**16), st.integers(0, 255)), min_size=1,
+                max_size=8))
+def test_fuzzed_bytes_only_raise_wsi_errors(edits: list[tuple[int, int]]) -> None:
+    data = bytearray(two_levels())
+    structure_start = STARTS[-1] + len(TILES[-1])  # mostly hit IFDs and their values
+    for pos, value in edits:
+        index = pos % 8 if pos < 1024 else structure_start + pos % (len(data) - structure_start)
+        data[index] = value
+    exercise(bytes(data))

@@ -1,0 +1,110 @@
+"""JPEG tiles: JPEGTables merging, Aperio RGB-coded components vs YCbCr, decode errors."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.fixtures.images import abbreviated_jpeg_tiles, psnr, segments, tissue
+from wsi_streamer.errors import DecodeError
+from wsi_streamer.format.jpeg import (
+    ADOBE_RGB,
+    SOI,
+    complete_stream,
+    decode_jpeg,
+    header_segments,
+    jpeg_size,
+)
+
+TILE = tissue(64, 64, seed=11)
+
+
+def pil_decode(stream: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(stream)).convert("RGB"))
+
+
+def test_rgb_tiles_need_the_colour_space_forced() -> None:
+    tables, (tile,) = abbreviated_jpeg_tiles([TILE], 90, rgb=True)
+    merged = complete_stream(tile, tables, rgb=True)
+    assert merged.startswith(SOI + ADOBE_RGB)
+    good = np.asarray(decode_jpeg(merged, (64, 64)))
+    assert psnr(good, TILE) > 35
+    # the same tables merged without forcing RGB: libjpeg guesses YCbCr -> wrong colours
+    wrong = pil_decode(complete_stream(tile, tables, rgb=False))
+    assert psnr(wrong, TILE) < 20
+
+
+def test_ycbcr_tiles_get_no_adobe_marker() -> None:
+    tables, (tile,) = abbreviated_jpeg_tiles([TILE], 85, rgb=False)
+    merged = complete_stream(tile, tables, rgb=False)
+    assert ADOBE_RGB not in merged
+    assert merged.startswith(SOI) and merged[2:].startswith(tables[2:-2])
+    assert psnr(np.asarray(decode_jpeg(merged, (64, 64))), TILE) > 30
+
+
+def test_tables_of_another_level_give_other_pixels() -> None:
+    t90, (tile,) = abbreviated_jpeg_tiles([TILE], 90, rgb=True)
+    t30, _ = abbreviated_jpeg_tiles([TILE], 30, rgb=True)
+    assert t90 != t30
+    right = np.asarray(decode_jpeg(complete_stream(tile, t90, rgb=True), (64, 64)))
+    wrong = np.asarray(decode_jpeg(complete_stream(tile, t30, rgb=True), (64, 64)))
+    assert psnr(right, TILE) > psnr(wrong, TILE) + 5
+
+
+def test_complete_stream_passes_through_and_replaces_jfif_when_rgb() -> None:
+    import imagecodecs
+
+    full = bytes(imagecodecs.jpeg8_encode(TILE, level=90))  # JFIF, YCbCr, own tables
+    assert complete_stream(full, b"\xff\xd8\xff\xd9", rgb=False) == full
+    forced = complete_stream(full, None, rgb=True)
+    markers = [m for m, _ in segments(forced)[0]]
+    assert forced.startswith(SOI + ADOBE_RGB) and 0xE0 not in markers
+    assert markers.count(0xEE) == 1
+
+
+def test_rgb_decoding_matches_an_explicit_rgb_decoder() -> None:
+    import imagecodecs
+
+    tables, (tile,) = abbreviated_jpeg_tiles([TILE], 80, rgb=True)
+    ours = np.asarray(decode_jpeg(complete_stream(tile, tables, rgb=True), (64, 64)))
+    merged_plain = SOI + tables[2:-2] + tile[2:]
+    reference = imagecodecs.jpeg8_decode(merged_plain, colorspace="RGB", outcolorspace="RGB")
+    assert np.array_equal(ours, reference)
+
+
+def test_jpeg_size_and_segments() -> None:
+    tables, (tile,) = abbreviated_jpeg_tiles([tissue(48, 80)], 80, rgb=False)
+    stream = complete_stream(tile, tables, rgb=False)
+    assert jpeg_size(stream) == (80, 48)
+    assert header_segments(stream)[-1][0] == 0xDA
+
+
+@pytest.mark.parametrize("stream", [b"", b"not a jpeg", SOI, SOI + b"\xff\xdb\x00\x43\x00",
+                                    SOI + b"\x00\x00\x00\x00\x00"])
+def test_malformed_streams_are_decode_errors(stream: bytes) -> None:
+    with pytest.raises(DecodeError):
+        decode_jpeg(stream, (64, 64))
+
+
+def test_bad_tables_are_decode_errors() -> None:
+    _, (tile,) = abbreviated_jpeg_tiles([TILE], 80, rgb=True)
+    with pytest.raises(DecodeError):
+        complete_stream(tile, b"garbage", rgb=True)
+
+
+def test_oversized_or_truncated_tiles_are_decode_errors() -> None:
+    tables, (tile,) = abbreviated_jpeg_tiles([TILE], 80, rgb=True)
+    stream = complete_stream(tile, tables, rgb=True)
+    with pytest.raises(DecodeError, match="expected at most"):
+        decode_jpeg(stream, (32, 32))
+    with pytest.raises(DecodeError):
+        decode_jpeg(stream[: len(stream) // 3], (64, 64))
+
+
+def test_reduce_to_uses_dct_scaling() -> None:
+    tables, (tile,) = abbreviated_jpeg_tiles([TILE], 80, rgb=False)
+    image = decode_jpeg(complete_stream(tile, tables, rgb=False), (64, 64), reduce_to=(16, 16))
+    assert image.size == (16, 16) and image.mode == "RGB"

@@ -1,0 +1,172 @@
+"""BlockCache/BlockStore: hits, LRU byte bound, run coalescing, singleflight, failures."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from wsi_streamer.errors import ReadPastEnd, StorageError
+from wsi_streamer.io.block_cache import BlockCache, BlockStore
+from wsi_streamer.io.range_reader import RangeReader
+
+from .fakes import CountingReader, pattern
+
+BS = 1024
+DATA = pattern(10 * BS + 300)  # 11 blocks, the last one short
+
+
+def make(data: bytes = DATA, **kwargs: object) -> tuple[CountingReader, BlockCache]:
+    inner = CountingReader(data, **kwargs)  # type: ignore[arg-type]
+    return inner, BlockCache(inner, block_size=BS, max_bytes=64 * BS)
+
+
+def test_is_a_range_reader_with_inner_size_and_identity() -> None:
+    inner, cache = make()
+    assert isinstance(cache, RangeReader)
+    assert cache.size == len(DATA) and cache.identity == inner.identity
+
+
+@pytest.mark.parametrize(("offset", "length"), [
+    (0, 1), (0, BS), (BS - 1, 2), (10, 3 * BS + 17), (len(DATA) - 5, 5), (0, len(DATA)),
+    (5 * BS, BS), (len(DATA), 0)])
+def test_reads_return_exact_bytes(offset: int, length: int) -> None:
+    _, cache = make()
+    assert cache.read(offset, length) == DATA[offset : offset + length]
+    assert cache.read(offset, length) == DATA[offset : offset + length]  # from cache
+
+
+def test_second_read_is_a_hit_without_storage_request() -> None:
+    inner, cache = make()
+    cache.read(100, 50)
+    assert inner.calls == [(0, BS)]
+    cache.read(200, 10)
+    cache.read(0, BS)
+    assert inner.calls == [(0, BS)]
+    assert cache.stats.snapshot()["hits"] == 2 and cache.stats.snapshot()["misses"] == 1
+
+
+def test_consecutive_missing_blocks_are_one_request() -> None:
+    inner, cache = make()
+    assert cache.read(BS + 10, 4 * BS) == DATA[BS + 10 : 5 * BS + 10]
+    assert inner.calls == [(BS, 5 * BS)]  # blocks 1..5 in one ranged read
+
+
+def test_cached_block_splits_runs_around_it() -> None:
+    inner, cache = make()
+    cache.read(3 * BS, 1)
+    inner.calls.clear()
+    cache.read(BS, 5 * BS)  # blocks 1..5; 3 is cached
+    assert inner.calls == [(BS, 2 * BS), (4 * BS, 2 * BS)]
+
+
+def test_last_short_block_is_clipped_to_object_size() -> None:
+    inner, cache = make()
+    assert cache.read(len(DATA) - 1, 1) == DATA[-1:]
+    assert inner.calls == [(10 * BS, 300)]
+
+
+@pytest.mark.parametrize(("offset", "length"), [(-1, 1), (0, len(DATA) + 1),
+                                                (len(DATA), 1), (5, -1)])
+def test_reads_past_end_raise_without_storage_request(offset: int, length: int) -> None:
+    inner, cache = make()
+    with pytest.raises(ReadPastEnd):
+        cache.read(offset, length)
+    assert inner.calls == []
+
+
+def test_lru_is_bounded_by_bytes_and_evicts_least_recently_used() -> None:
+    inner = CountingReader(DATA)
+    store = BlockStore(block_size=BS, max_bytes=3 * BS)
+    cache = store.view(inner)
+    for block in (0, 1, 2):
+        cache.read(block * BS, 1)
+    cache.read(0, 1)  # block 0 becomes most recent
+    cache.read(3 * BS, 1)  # evicts block 1
+    assert store.cached_bytes <= 3 * BS
+    inner.calls.clear()
+    cache.read(0, 1)
+    cache.read(2 * BS, 1)
+    cache.read(3 * BS, 1)
+    assert inner.calls == []
+    cache.read(BS, 1)
+    assert inner.calls == [(BS, BS)]
+    assert store.cached_bytes <= 3 * BS
+
+
+def test_store_keys_blocks_by_reader_identity() -> None:
+    store = BlockStore(block_size=BS, max_bytes=64 * BS)
+    a = CountingReader(b"a" * 4 * BS, "fake://a")
+    b = CountingReader(b"b" * 4 * BS, "fake://b")
+    assert store.view(a).read(0, 4) == b"aaaa"
+    assert store.view(b).read(0, 4) == b"bbbb"
+    assert store.view(CountingReader(b"x" * 4 * BS, "fake://a")).read(0, 4) == b"aaaa"
+
+
+def test_invalid_block_size_is_rejected() -> None:
+    with pytest.raises(ValueError):
+        BlockStore(block_size=0)
+
+
+def _together(n: int, fn):  # type: ignore[no-untyped-def]
+    barrier = threading.Barrier(n)
+
+    def run(_: int):  # type: ignore[no-untyped-def]
+        barrier.wait()
+        return fn()
+
+    with ThreadPoolExecutor(n) as pool:
+        futures = [pool.submit(run, i) for i in range(n)]
+        return [f.exception() or f.result() for f in futures]
+
+
+def test_singleflight_32_threads_one_block_one_request() -> None:
+    inner, cache = make(delay=0.05)
+    results = _together(32, lambda: cache.read(2 * BS + 7, 100))
+    assert results == [DATA[2 * BS + 7 : 2 * BS + 107]] * 32
+    assert inner.calls == [(2 * BS, BS)]
+
+
+def test_singleflight_overlapping_runs_fetch_each_block_once() -> None:
+    inner, cache = make(delay=0.05)
+    ranges = [(BS * (i % 4), 3 * BS) for i in range(32)]  # blocks 0..5 in overlapping runs
+    barrier = threading.Barrier(32)
+
+    def run(r: tuple[int, int]) -> bytes:
+        barrier.wait()
+        return cache.read(*r)
+
+    with ThreadPoolExecutor(32) as pool:
+        results = list(pool.map(run, ranges))
+    assert results == [DATA[o : o + n] for o, n in ranges]
+    fetched = sorted(b for o, n in inner.calls for b in range(o // BS, (o + n) // BS))
+    assert fetched == list(range(6))  # every block requested exactly once
+
+
+def test_failed_fetch_wakes_all_waiters_and_caches_nothing() -> None:
+    inner, cache = make(delay=0.05, failures=1)
+    results = _together(32, lambda: cache.read(BS, 10))
+    assert len(inner.calls) == 1
+    assert all(isinstance(r, StorageError) for r in results), results
+    assert cache.store.cached_bytes == 0
+    assert cache.read(BS, 10) == DATA[BS : BS + 10]  # retry after failure works
+    assert len(inner.calls) == 2
+
+
+def test_failure_of_one_run_does_not_poison_others() -> None:
+    inner, cache = make(failures=1)
+    with pytest.raises(StorageError):
+        cache.read(0, 10)
+    assert cache.read(0, 10) == DATA[:10]
+    assert cache.read(5 * BS, 10) == DATA[5 * BS : 5 * BS + 10]
+
+
+def test_read_many_and_prefetch_fill_the_cache() -> None:
+    inner, cache = make()
+    assert cache.read_many([(0, 5), (4 * BS, 5)]) == [DATA[:5], DATA[4 * BS : 4 * BS + 5]]
+    cache.prefetch([(8 * BS, 10 * BS), (-50, 100)])  # clipped to the object
+    inner.calls.clear()
+    cache.read(len(DATA) - 10, 10)
+    cache.read(0, 50)
+    assert inner.calls == []

@@ -1,0 +1,92 @@
+"""The only mapping from exceptions to HTTP errors: JSON ``{"error", "message", "status"}``,
+never an HTML page or a trace. 5xx are logged once here, with the traceback."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from ..errors import (
+    AuthError,
+    ConfigError,
+    DecodeError,
+    EncodeError,
+    InvalidLevel,
+    InvalidParameter,
+    InvalidQuality,
+    InvalidRequest,
+    SlideNotFound,
+    StorageConnectionError,
+    StorageError,
+    TileOutOfBounds,
+    UnsupportedFormat,
+    WsiError,
+)
+
+logger = logging.getLogger(__name__)
+
+ERRORS: dict[type[BaseException], tuple[int, str]] = {
+    InvalidLevel: (400, "invalid_level"),
+    TileOutOfBounds: (400, "tile_out_of_bounds"),
+    InvalidQuality: (400, "invalid_quality"),
+    InvalidParameter: (400, "invalid_parameter"),
+    InvalidRequest: (400, "invalid_request"),
+    SlideNotFound: (404, "not_found"),
+    UnsupportedFormat: (415, "unsupported_format"),
+    DecodeError: (500, "decode_error"),
+    EncodeError: (500, "encode_error"),
+    StorageConnectionError: (502, "connection_error"),
+    StorageError: (500, "storage_error"),
+    ConfigError: (500, "io_error"),
+    WsiError: (500, "io_error"),
+}
+_AUTH_STATUS = {"invalid_signature_format": 400, "invalid_expiry_format": 400}
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "bad_request",
+               413: "request_too_large", 414: "uri_too_long"}
+
+
+def error_response(status: int, code: str, message: str) -> Response:
+    response = jsonify({"error": code, "message": message, "status": status})
+    response.status_code = status
+    return response
+
+
+def classify(exc: BaseException) -> tuple[int, str]:
+    if isinstance(exc, AuthError):
+        return _AUTH_STATUS.get(exc.code, 401), exc.code
+    for cls in type(exc).__mro__:
+        if cls in ERRORS:
+            return ERRORS[cls]
+    return 500, "io_error"
+
+
+def handle_wsi_error(exc: WsiError) -> Response:
+    status, code = classify(exc)
+    if status >= 500:
+        logger.error("%s %s failed: %s", request.method, request.path, exc, exc_info=exc)
+    return error_response(status, code, str(exc))
+
+
+def handle_http_exception(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    code = _HTTP_CODES.get(status, "http_error")
+    message = "no such route" if status == 404 else (exc.description or exc.name)
+    response = error_response(status, code, message)
+    if status == 405 and exc.response is None:
+        allowed = getattr(exc, "valid_methods", None)
+        if allowed:
+            response.headers["Allow"] = ", ".join(allowed)
+    return response
+
+
+def handle_unexpected(exc: Exception) -> Response:
+    logger.error("%s %s failed unexpectedly", request.method, request.path, exc_info=exc)
+    return error_response(500, "io_error", "internal error")
+
+
+def register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(WsiError, handle_wsi_error)
+    app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(Exception, handle_unexpected)

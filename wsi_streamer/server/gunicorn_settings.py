@@ -1,0 +1,40 @@
+"""gunicorn settings from the environment, shared by ``gunicorn.conf.py`` and
+``wsi-streamer serve``. gthread workers; nothing network-related is created before fork."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from typing import Any
+
+
+def settings(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    env = os.environ if environ is None else environ
+    cores = os.cpu_count() or 1
+    return {
+        "bind": f"{env.get('WSI_HOST', '0.0.0.0')}:{env.get('WSI_PORT', '3000')}",
+        "workers": int(env.get("WSI_WORKERS", str(min(4, cores)))),
+        "threads": int(env.get("WSI_THREADS", "8")),
+        "worker_class": "gthread",
+        "keepalive": int(env.get("WSI_KEEPALIVE", "75")),
+        "timeout": int(env.get("WSI_WORKER_TIMEOUT", "60")),
+        "graceful_timeout": 20,
+        "max_requests": int(env.get("WSI_MAX_REQUESTS", "0")),
+        "max_requests_jitter": 100,
+        "preload_app": False,  # each worker builds its own boto3 client and caches
+        "accesslog": None,  # the app logs one line per request itself
+        "errorlog": "-",
+        "loglevel": env.get("WSI_LOG_LEVEL", "info"),
+        "wsgi_app": "wsi_streamer:create_app()",
+        "forwarded_allow_ips": env.get("WSI_FORWARDED_ALLOW_IPS", "127.0.0.1"),
+    }
+
+
+def set_nodelay(server: Any, worker: Any) -> None:
+    """gunicorn ``post_worker_init`` hook: TCP_NODELAY on listening sockets, inherited by the
+    accepted ones, so small responses are not held back by Nagle + delayed ACK."""
+    for listener in getattr(worker, "sockets", []):
+        sock = getattr(listener, "sock", None)
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

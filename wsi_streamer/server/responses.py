@@ -1,0 +1,27 @@
+"""Image responses: JPEG body or 304, with the cache headers of the API contract."""
+
+from __future__ import annotations
+
+from flask import Response, g, request
+
+from ..tile.service import ImageResult
+from .services import services
+
+
+def image_response(result: ImageResult, extra: dict[str, str] | None = None) -> Response:
+    max_age = services().config.cache_max_age
+    if result.data is None:
+        response = Response(status=304)
+    else:
+        response = Response(result.data, mimetype="image/jpeg")
+    response.headers["Cache-Control"] = f"public, max-age={max_age}"
+    response.headers["ETag"] = f'"{result.etag}"'
+    response.headers["X-Tile-Cache-Hit"] = "true" if result.cache_hit else "false"
+    response.headers["X-Tile-Quality"] = str(result.quality)
+    response.headers.update(extra or {})
+    g.cache_hit = result.cache_hit
+    return response
+
+
+def if_none_match() -> str | None:
+    return request.headers.get("If-None-Match")

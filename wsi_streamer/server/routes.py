@@ -1,0 +1,87 @@
+"""Slide URLs parsed from the right, so slide ids may contain ``/`` (sent as ``%2F`` or plain;
+WSGI decodes both to ``/``): ``{id}/{level}/{x}/{y}[.jpg]`` for tiles and
+``{id}[/dzi|/thumbnail|/dzi_files/{level}/{col}_{row}.jpg]`` for slides."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ..errors import InvalidLevel, InvalidParameter, TileOutOfBounds
+
+_TILE = re.compile(r"^(?P<id>.+)/(?P<level>[^/]+)/(?P<x>[^/]+)/(?P<y>[^/]+?)(?:\.jpe?g)?$")
+_DZI_TILE = re.compile(
+    r"^(?P<id>.+)/dzi_files/(?P<level>[^/]+)/(?P<x>[^/_]+)_(?P<y>[^/.]+)\.(?:jpe?g)$")
+_MAX_INT = 1 << 40
+
+
+@dataclass(frozen=True, slots=True)
+class TileAddress:
+    slide_id: str
+    level: int
+    x: int
+    y: int
+
+
+@dataclass(frozen=True, slots=True)
+class SlideRoute:
+    kind: str  # "metadata", "dzi", "thumbnail" or "dzi_tile"
+    slide_id: str
+    tile: TileAddress | None = None
+
+
+def _int(raw: str, what: str) -> int:
+    text = raw.strip()
+    if not text.lstrip("-").isdigit() or len(text) > 15:
+        raise InvalidParameter(f"{what} must be an integer, got {raw[:32]!r}")
+    value = int(text)
+    return value if abs(value) < _MAX_INT else (_MAX_INT if value > 0 else -_MAX_INT)
+
+
+def _address(match: re.Match[str]) -> TileAddress:
+    level_raw = match["level"]
+    try:
+        level = _int(level_raw, "level")
+    except InvalidParameter:
+        raise _invalid_level(level_raw) from None
+    try:
+        x, y = _int(match["x"], "x"), _int(match["y"], "y")
+    except InvalidParameter as exc:
+        raise _bad_tile(level, str(exc)) from None
+    return TileAddress(match["id"], level, x, y)
+
+
+class _BadLevel(InvalidLevel):
+    def __init__(self, message: str) -> None:
+        Exception.__init__(self, message)
+
+
+class _BadTile(TileOutOfBounds):
+    def __init__(self, message: str) -> None:
+        Exception.__init__(self, message)
+
+
+def _invalid_level(raw: str) -> InvalidLevel:
+    return _BadLevel(f"level must be a non-negative integer, got {raw[:32]!r}")
+
+
+def _bad_tile(level: int, message: str) -> TileOutOfBounds:
+    return _BadTile(f"level {level}: {message}")
+
+
+def parse_tile_path(rest: str) -> TileAddress:
+    match = _TILE.match(rest)
+    if match is None:
+        raise InvalidParameter("tile URLs are /tiles/{slide_id}/{level}/{x}/{y}.jpg")
+    return _address(match)
+
+
+def parse_slide_path(rest: str) -> SlideRoute:
+    match = _DZI_TILE.match(rest)
+    if match is not None:
+        tile = _address(match)
+        return SlideRoute("dzi_tile", tile.slide_id, tile)
+    for suffix in ("dzi", "thumbnail"):
+        if rest.endswith("/" + suffix):
+            return SlideRoute(suffix, rest[: -len(suffix) - 1])
+    return SlideRoute("metadata", rest)
