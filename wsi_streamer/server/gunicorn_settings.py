@@ -31,7 +31,7 @@ def settings(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     }
 
 
-def set_nodelay(server: Any, worker: Any) -> None:
+def set_nodelay(worker: Any) -> None:
     """gunicorn ``post_worker_init`` hook: TCP_NODELAY on listening sockets, inherited by the
     accepted ones, so small responses are not held back by Nagle + delayed ACK."""
     for listener in getattr(worker, "sockets", []):
