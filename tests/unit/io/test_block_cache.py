@@ -11,7 +11,7 @@ from wsi_streamer.errors import ReadPastEnd, StorageError
 from wsi_streamer.io.block_cache import BlockCache, BlockStore
 from wsi_streamer.io.range_reader import RangeReader
 
-from .fakes import CountingReader, pattern
+from tests.fixtures.fakes import CountingReader, pattern
 
 BS = 1024
 DATA = pattern(10 * BS + 300)  # 11 blocks, the last one short

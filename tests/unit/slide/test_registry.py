@@ -1,0 +1,179 @@
+"""SlideRegistry: deduplicated concurrent opens, LRU bound, revalidation, failures uncached,
+shared structure cache."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.fixtures.fakes import CountingReader
+from tests.fixtures.slides import make_svs
+from wsi_streamer.errors import SlideNotFound, StorageError, UnsupportedFormat
+from wsi_streamer.format.detect import SlideStructure
+from wsi_streamer.io.block_cache import BlockStore
+from wsi_streamer.io.storage import SlidePage
+from wsi_streamer.slide.registry import SlideRegistry
+
+SVS_A = make_svs(300, 200, levels=2, tile=128, associated=False, seed=1).data
+SVS_B = make_svs(260, 180, levels=1, tile=128, associated=False, seed=2).data
+
+
+class FakeStorage:
+    """Slides in a dict; each ``open`` is counted and may be slowed down. The identity is
+    derived from a version number bumped by ``replace``."""
+
+    def __init__(self, slides: dict[str, bytes], delay: float = 0.0) -> None:
+        self.slides = dict(slides)
+        self.versions = dict.fromkeys(slides, 1)
+        self.delay = delay
+        self.opens: list[str] = []
+        self.fail_next: Exception | None = None
+        self._lock = threading.Lock()
+
+    def open(self, slide_id: str) -> CountingReader:
+        with self._lock:
+            self.opens.append(slide_id)
+            error, self.fail_next = self.fail_next, None
+        if error is not None:
+            raise error
+        if slide_id not in self.slides:
+            raise SlideNotFound(slide_id)
+        return CountingReader(self.slides[slide_id], f"fake://{slide_id}#"
+                              f"{self.versions[slide_id]}", delay=self.delay)
+
+    def replace(self, slide_id: str, data: bytes) -> None:
+        self.slides[slide_id] = data
+        self.versions[slide_id] += 1
+
+    def list_slides(self, **_: object) -> SlidePage:
+        return SlidePage(tuple(sorted(self.slides)), None)
+
+    def check(self) -> str:
+        return "fake"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def registry(storage: FakeStorage, **kwargs: object) -> SlideRegistry:
+    return SlideRegistry(storage, BlockStore(block_size=4096, max_bytes=1 << 24),
+                         **kwargs)  # type: ignore[arg-type]
+
+
+def test_get_returns_the_same_open_slide() -> None:
+    storage = FakeStorage({"a.svs": SVS_A})
+    reg = registry(storage)
+    slide = reg.get("a.svs")
+    assert slide.dimensions == (300, 200) and reg.get("a.svs") is slide
+    assert storage.opens == ["a.svs"]
+
+
+def test_concurrent_opens_of_one_slide_parse_once() -> None:
+    storage = FakeStorage({"a.svs": SVS_A}, delay=0.02)
+    reg = registry(storage)
+    barrier = threading.Barrier(16)
+
+    def get(_: int):  # type: ignore[no-untyped-def]
+        barrier.wait()
+        return reg.get("a.svs")
+
+    with ThreadPoolExecutor(16) as pool:
+        slides = list(pool.map(get, range(16)))
+    assert storage.opens == ["a.svs"]  # one open, so one parse
+    assert all(s is slides[0] for s in slides)
+
+
+def test_concurrent_failure_reaches_every_waiter_and_is_not_cached() -> None:
+    storage = FakeStorage({"bad.svs": b"II*\0" + b"\0" * 5000}, delay=0.02)
+    reg = registry(storage)
+    barrier = threading.Barrier(8)
+
+    def get(_: int) -> BaseException | None:
+        barrier.wait()
+        try:
+            reg.get("bad.svs")
+        except UnsupportedFormat as exc:
+            return exc
+        return None
+
+    with ThreadPoolExecutor(8) as pool:
+        errors = list(pool.map(get, range(8)))
+    assert all(isinstance(e, UnsupportedFormat) for e in errors)
+    assert len(storage.opens) == 1
+    with pytest.raises(UnsupportedFormat):
+        reg.get("bad.svs")
+    assert len(storage.opens) == 2  # the failure was not cached
+
+
+def test_not_found_and_storage_errors_propagate_and_retry() -> None:
+    storage = FakeStorage({"a.svs": SVS_A})
+    reg = registry(storage)
+    with pytest.raises(SlideNotFound):
+        reg.get("missing.svs")
+    storage.fail_next = StorageError("boom")
+    with pytest.raises(StorageError):
+        reg.get("a.svs")
+    assert reg.get("a.svs").dimensions == (300, 200)
+
+
+def test_lru_bound() -> None:
+    storage = FakeStorage({"a.svs": SVS_A, "b.svs": SVS_B, "c.svs": SVS_A})
+    reg = registry(storage, max_slides=2)
+    reg.get("a.svs")
+    reg.get("b.svs")
+    reg.get("a.svs")  # a becomes most recent
+    reg.get("c.svs")  # evicts b
+    assert storage.opens == ["a.svs", "b.svs", "c.svs"]
+    reg.get("a.svs")
+    reg.get("c.svs")
+    assert len(storage.opens) == 3
+    reg.get("b.svs")
+    assert storage.opens[-1] == "b.svs" and len(storage.opens) == 4
+
+
+def test_revalidation_keeps_unchanged_slide_and_reopens_changed_one() -> None:
+    clock = Clock()
+    storage = FakeStorage({"a.svs": SVS_A})
+    reg = registry(storage, revalidate_s=60, clock=clock)
+    first = reg.get("a.svs")
+    clock.now = 30
+    assert reg.get("a.svs") is first and len(storage.opens) == 1  # within the window
+    clock.now = 61
+    assert reg.get("a.svs") is first and len(storage.opens) == 2  # checked, same identity
+    storage.replace("a.svs", SVS_B)
+    clock.now = 200
+    second = reg.get("a.svs")
+    assert second is not first and second.dimensions == (260, 180)
+    assert second.identity.endswith("#2")
+
+
+def test_shared_structure_cache_skips_parsing() -> None:
+    class Structures:
+        def __init__(self) -> None:
+            self.data: dict[str, SlideStructure] = {}
+
+        def get_structure(self, identity: str) -> SlideStructure | None:
+            return self.data.get(identity)
+
+        def put_structure(self, identity: str, structure: SlideStructure) -> None:
+            self.data[identity] = structure
+
+    structures = Structures()
+    storage = FakeStorage({"a.svs": SVS_A})
+    registry(storage, structures=structures).get("a.svs")
+    assert list(structures.data) == ["fake://a.svs#1"]
+
+    other = FakeStorage({"a.svs": SVS_A})
+    reg = registry(other, structures=structures)
+    slide = reg.get("a.svs")
+    assert slide.dimensions == (300, 200)
+    reader = reg.store  # nothing parsed: no block of the slide was fetched
+    assert reader.stats.snapshot()["misses"] == 0
+    assert slide.read_tile(0, 0, 0).size == (128, 128)
