@@ -73,6 +73,7 @@ class Config:
     cache_max_age: int = 3600
     cors_origins: tuple[str, ...] = ("*",)
     threads: int = 8  # worker threads (sizes the storage connection pool)
+    revalidate_s: int = 60  # how often an open slide's ETag/mtime is checked again
 
     def __post_init__(self) -> None:
         if self.auth_enabled and not self.auth_secret:
@@ -137,4 +138,5 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "cache_max_age": ("WSI_CACHE_MAX_AGE", _int_in(0, 10 * 365 * 86400)),
     "cors_origins": ("WSI_CORS_ORIGINS", _origins),
     "threads": ("WSI_THREADS", _int_in(1, 1024)),
+    "revalidate_s": ("WSI_SLIDE_REVALIDATE", _int_in(0, 86400)),
 }

@@ -4,6 +4,7 @@ latency, tile cache hit, and the storage requests and bytes the request caused."
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 from flask import Flask, Response, g, request
@@ -28,9 +29,9 @@ def _finish(response: Response) -> Response:
     elapsed_ms = (time.perf_counter() - started) * 1000
     hit = g.get("cache_hit")
     access_logger.info(
-        "%s %s %d %.1fms cache_hit=%s storage_requests=%d storage_bytes=%d",
+        "%s %s %d %.1fms cache_hit=%s storage_requests=%d storage_bytes=%d pid=%d",
         request.method, request.path, response.status_code, elapsed_ms,
-        "-" if hit is None else str(hit).lower(), stats.requests, stats.bytes)
+        "-" if hit is None else str(hit).lower(), stats.requests, stats.bytes, os.getpid())
     response.headers["Server-Timing"] = f"app;dur={elapsed_ms:.1f}"
     return response
 

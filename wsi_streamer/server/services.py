@@ -36,7 +36,7 @@ def build_services(config: Config) -> Services:
     store = BlockStore(config.block_size, config.cache_blocks)
     tile_cache = TileCache(config.resolved_tile_cache_dir, config.cache_tiles)
     registry = SlideRegistry(storage, store, max_slides=config.cache_slides,
-                             structures=tile_cache)
+                             revalidate_s=config.revalidate_s, structures=tile_cache)
     tiles = TileService(registry, tile_cache, default_quality=config.jpeg_quality)
     return Services(config, storage, store, registry, tile_cache, tiles)
 

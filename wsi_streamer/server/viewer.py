@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from flask import Blueprint, Response, render_template, url_for
+from flask import Blueprint, Response, render_template, request, url_for
 
 from .auth import viewer_token
 from .services import services
@@ -17,7 +17,9 @@ bp = Blueprint("viewer", __name__)
 
 
 def viewer_context(slide_id: str) -> dict[str, Any]:
-    """What the page script needs: URLs and, with auth on, the slide's viewer token."""
+    """What the page needs: the slide id, the static and API URL prefixes and, with auth on,
+    the slide's viewer token (``{"exp", "vt"}``, else ``{}``). The template escapes the id
+    (autoescape in HTML, ``|tojson`` in the JSON config); the script URL-encodes it."""
     config = services().config
     auth: dict[str, str] = {}
     if config.auth_enabled and config.auth_secret:
@@ -27,6 +29,7 @@ def viewer_context(slide_id: str) -> dict[str, Any]:
         "slide_id": slide_id,
         "auth": auth,
         "static": url_for("static", filename=""),
+        "root": request.script_root,
     }
 
 

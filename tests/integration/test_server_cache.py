@@ -1,0 +1,103 @@
+"""The shared tile cache under real gunicorn with 2 workers: a tile made by one worker is a
+hit in the other, a burst of concurrent requests for one cold tile renders it at most once per
+process, and a replaced object never serves stale tiles."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import boto3
+import pytest
+import requests
+
+from tests.servers import Server, gunicorn
+from wsi_streamer.format.writer import synthetic_tissue, write_pyramid
+
+CMU = "CMU-1-Small-Region.svs"
+_PID = re.compile(r"pid=(\d+)")
+
+
+@pytest.fixture(scope="module")
+def s3_server(moto_server: str, shared_slides: Path,
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, object]]:
+    tmp = tmp_path_factory.mktemp("cache")
+    client = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
+    client.create_bucket(Bucket="cache-tests")
+    client.put_object(Bucket="cache-tests", Key=CMU, Body=(shared_slides / CMU).read_bytes())
+    env = {"WSI_S3_BUCKET": "cache-tests", "WSI_S3_ENDPOINT": moto_server,
+           "WSI_TILE_CACHE_DIR": str(tmp / "tiles"), "WSI_SLIDE_REVALIDATE": "1"}
+    with gunicorn(env, tmp / "gunicorn.log", workers=2, threads=16) as server:
+        yield server, client
+
+
+def fresh_get(server: Server, path: str) -> requests.Response:
+    """One request on its own connection, so the kernel may hand it to either worker."""
+    with requests.Session() as session:
+        return session.get(server.url + path, timeout=30, headers={"Connection": "close"})
+
+
+def test_tile_made_by_one_worker_is_a_hit_in_the_other(
+        s3_server: tuple[Server, object]) -> None:
+    server, _ = s3_server
+    path = f"/tiles/{CMU}/0/5/5.jpg"
+    assert fresh_get(server, path).headers["X-Tile-Cache-Hit"] == "false"
+    for _ in range(40):
+        assert fresh_get(server, path).headers["X-Tile-Cache-Hit"] == "true"
+    lines = server.access_lines(path)
+    renders = [line for line in lines if "cache_hit=false" in line]
+    hit_pids = {_PID.search(line).group(1) for line in lines  # type: ignore[union-attr]
+                if "cache_hit=true" in line}
+    assert len(renders) == 1
+    assert len(hit_pids) == 2, "both workers should have served the cached tile"
+
+
+def test_concurrent_cold_requests_render_once_per_process(
+        s3_server: tuple[Server, object]) -> None:
+    server, _ = s3_server
+    path = f"/tiles/{CMU}/0/7/8.jpg"
+    with ThreadPoolExecutor(max_workers=100) as pool:
+        responses = list(pool.map(lambda _: fresh_get(server, path), range(100)))
+    assert all(r.status_code == 200 for r in responses)
+    assert len({r.content for r in responses}) == 1
+    lines = server.access_lines(path)
+    assert len(lines) == 100
+    renders = Counter(_PID.search(line).group(1)  # type: ignore[union-attr]
+                      for line in lines if "cache_hit=false" in line)
+    assert renders and all(count == 1 for count in renders.values()), renders
+    tile_reads = [line for line in lines if "storage_requests=0" not in line]
+    assert len(tile_reads) <= 2 * 2, tile_reads  # open + tile read, at most per process
+
+
+def test_replaced_object_is_not_served_stale(s3_server: tuple[Server, object],
+                                             tmp_path: Path) -> None:
+    server, client = s3_server
+    key = "replaced.tif"
+    first = write_pyramid(synthetic_tissue(512, 512, seed=1), tile=256, min_side=256)
+    client.put_object(Bucket="cache-tests", Key=key, Body=first)  # type: ignore[attr-defined]
+    before = fresh_get(server, f"/tiles/{key}/0/0/0.jpg")
+    assert before.status_code == 200
+    second = write_pyramid(synthetic_tissue(512, 512, seed=2), tile=256, min_side=256)
+    client.put_object(Bucket="cache-tests", Key=key, Body=second)  # type: ignore[attr-defined]
+    time.sleep(1.2)  # WSI_SLIDE_REVALIDATE=1
+    after = fresh_get(server, f"/tiles/{key}/0/0/0.jpg")
+    assert after.status_code == 200
+    assert after.headers["ETag"] != before.headers["ETag"]
+    assert after.content != before.content
+
+
+def test_local_folder_cache_is_shared_too(shared_slides: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    shutil.copy(shared_slides / CMU, folder / CMU)
+    env = {"WSI_SLIDES_DIR": str(folder), "WSI_TILE_CACHE_DIR": str(tmp_path / "tiles")}
+    with gunicorn(env, tmp_path / "gunicorn.log", workers=2) as server:
+        path = f"/tiles/{CMU}/0/1/1.jpg"
+        assert fresh_get(server, path).headers["X-Tile-Cache-Hit"] == "false"
+        hits = [fresh_get(server, path).headers["X-Tile-Cache-Hit"] for _ in range(20)]
+        assert set(hits) == {"true"}

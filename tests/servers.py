@@ -1,0 +1,74 @@
+"""A real gunicorn process for integration tests: started with a ``WSI_*`` environment on a
+free loopback port, waited for on ``/health``, logs captured to a file, stopped at exit."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    url: str
+    log_path: Path
+    process: subprocess.Popen[bytes]
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def access_lines(self, path: str) -> list[str]:
+        return [line for line in self.log().splitlines()
+                if "wsi_streamer.access" in line and f" {path} " in line]
+
+
+@contextmanager
+def gunicorn(env: Mapping[str, str], log_path: Path, workers: int = 1, threads: int = 8,
+             timeout: float = 30.0) -> Iterator[Server]:
+    port = free_port()
+    full_env = {**os.environ, "WSI_HOST": "127.0.0.1", "WSI_PORT": str(port),
+                "WSI_WORKERS": str(workers), "WSI_THREADS": str(threads), **env}
+    gunicorn_bin = Path(sys.executable).with_name("gunicorn")
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([str(gunicorn_bin), "-c", "gunicorn.conf.py"],
+                                   cwd=REPO_ROOT, env=full_env, stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    server = Server(url, log_path, process)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited: {server.log()[-2000:]}")
+            try:
+                if requests.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"gunicorn did not start: {server.log()[-2000:]}")
+            time.sleep(0.1)
+        yield server
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
