@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from PIL import Image
 
 from ..errors import DecodeError
 
 try:  # the plugin is a hard dependency; the import is guarded so JPEG-only use still works
-    import openjpeg
+    import openjpeg as _openjpeg
+
+    openjpeg: Any = _openjpeg
 except ImportError:  # pragma: no cover
     openjpeg = None
 
@@ -18,7 +22,8 @@ def ycbcr_to_rgb(array: np.ndarray) -> np.ndarray:
     ycc = array.astype(np.float32)
     y, cb, cr = ycc[..., 0], ycc[..., 1] - 128.0, ycc[..., 2] - 128.0
     rgb = np.stack([y + 1.402 * cr, y - 0.344136 * cb - 0.714136 * cr, y + 1.772 * cb], -1)
-    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+    out: np.ndarray = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+    return out
 
 
 def decode_jp2k(data: bytes, max_size: tuple[int, int], ycbcr: bool) -> Image.Image:

@@ -37,7 +37,8 @@ class RangeReader(Protocol):
 def check_range(offset: int, length: int, size: int) -> None:
     """Raise ``ReadPastEnd`` unless ``[offset, offset + length)`` lies inside ``[0, size)``."""
     if offset < 0 or length < 0 or offset + length > size:
-        raise ReadPastEnd(f"read of {length} bytes at {offset} is outside the object ({size} bytes)")
+        raise ReadPastEnd(
+            f"read of {length} bytes at {offset} is outside the object ({size} bytes)")
 
 
 @dataclass

@@ -176,7 +176,10 @@ def register_commands(app: Flask) -> None:
 
 def _create_app() -> Flask:
     from .app import create_app
-    return create_app()
+    try:
+        return create_app()
+    except ConfigError as exc:  # a bad WSI_* value: one clear line naming it, no traceback
+        raise click.ClickException(str(exc)) from None
 
 
 @click.group(cls=FlaskGroup, create_app=_create_app, add_default_commands=False)

@@ -109,7 +109,7 @@ def _parse_entries(fmt: TiffFormat, data: bytes, offset: int, file_size: int) ->
         else:
             value_offset = fmt.uint(data, value_pos, half)
             if value_offset + nbytes > file_size:
-                raise InvalidTiff(f"IFD @{offset}: tag {tag} has {count} values at "
+                raise InvalidTiff(f"IFD @{offset}: tag {tag!r} has {count} values at "
                                   f"{value_offset}, past the end of the file")
             entries.append(IfdEntry(int(tag), int(type_), count, None, value_offset))
     return entries, fmt.uint(data, end, half)
