@@ -20,7 +20,7 @@ from .tiff.tags import (
 )
 
 MAX_DIMENSION = 1 << 20  # pixels per side; the largest real slides are about 2e5
-MAX_TILE_SIDE = 16384
+MAX_TILE_SIDE = 8192  # a 8192x8192 RGB tile is 192 MiB decoded; real slides use 240-1024
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -131,6 +132,16 @@ def test_tile_ranges_outside_file_are_invalid(offsets: list[int], counts: list[i
     slide = open_slide(BytesReader(two_levels(level0)))
     with pytest.raises(InvalidTiff, match="tile"):
         slide.read_raw_tile(0, 1, 1)
+
+
+def test_sparse_tile_is_white_background() -> None:
+    level0 = tiled_fields(64, 64, 32, [STARTS[0], 0, STARTS[2], STARTS[3]],
+                          [len(TILES[0]), 0, len(TILES[2]), len(TILES[3])], tables=TABLES,
+                          extra=[DESC])
+    slide = open_slide(BytesReader(two_levels(level0)))
+    assert slide.read_raw_tile(0, 1, 0) == b""
+    assert (np.asarray(slide.read_tile(0, 1, 0)) == 255).all()
+    assert np.asarray(slide.read_tile(0, 0, 0)).std() > 5
 
 
 def test_garbage_tile_bytes_are_decode_errors() -> None:

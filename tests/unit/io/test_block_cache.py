@@ -7,11 +7,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from tests.fixtures.fakes import CountingReader, pattern
 from wsi_streamer.errors import ReadPastEnd, StorageError
 from wsi_streamer.io.block_cache import BlockCache, BlockStore
 from wsi_streamer.io.range_reader import RangeReader
-
-from tests.fixtures.fakes import CountingReader, pattern
 
 BS = 1024
 DATA = pattern(10 * BS + 300)  # 11 blocks, the last one short
@@ -170,3 +169,14 @@ def test_read_many_and_prefetch_fill_the_cache() -> None:
     cache.read(len(DATA) - 10, 10)
     cache.read(0, 50)
     assert inner.calls == []
+
+
+def test_track_request_sees_reads_made_by_helper_threads() -> None:
+    from wsi_streamer.io.range_reader import BytesReader, track_request
+
+    inner = BytesReader(DATA)
+    cache = BlockCache(inner, block_size=BS)
+    with track_request() as stats:
+        cache.read_many([(0, 10), (3 * BS, 10), (6 * BS, 10)])
+    assert stats.requests == 3 and stats.bytes == 3 * BS
+    assert inner.stats.requests == 3

@@ -154,6 +154,19 @@ def test_revalidation_keeps_unchanged_slide_and_reopens_changed_one() -> None:
     assert second.identity.endswith("#2")
 
 
+def test_revalidation_of_a_deleted_slide_raises_and_forgets_it() -> None:
+    clock = Clock()
+    storage = FakeStorage({"a.svs": SVS_A})
+    reg = registry(storage, revalidate_s=10, clock=clock)
+    reg.get("a.svs")
+    del storage.slides["a.svs"]
+    clock.now = 11
+    with pytest.raises(SlideNotFound):
+        reg.get("a.svs")
+    storage.slides["a.svs"] = SVS_A
+    assert reg.get("a.svs").dimensions == (300, 200)
+
+
 def test_shared_structure_cache_skips_parsing() -> None:
     class Structures:
         def __init__(self) -> None:
@@ -174,6 +187,5 @@ def test_shared_structure_cache_skips_parsing() -> None:
     reg = registry(other, structures=structures)
     slide = reg.get("a.svs")
     assert slide.dimensions == (300, 200)
-    reader = reg.store  # nothing parsed: no block of the slide was fetched
-    assert reader.stats.snapshot()["misses"] == 0
+    assert reg.store.stats.snapshot()["misses"] == 0  # nothing parsed: no block fetched
     assert slide.read_tile(0, 0, 0).size == (128, 128)

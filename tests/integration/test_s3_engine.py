@@ -1,0 +1,179 @@
+"""The engine over S3 (moto ThreadedMotoServer on loopback, boto3 over HTTP): request counts
+for opening and first tiles, singleflight of a cold tile, error translation.
+
+Requests are counted twice: by ``S3Storage.stats`` (HEAD counts as a request of 0 bytes) and
+by a botocore ``before-send`` hook that sees every HTTP request actually sent (retries too)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.conftest import S3Bucket
+from tests.fixtures.images import psnr
+from wsi_streamer.errors import SlideNotFound, StorageConnectionError, StorageError
+from wsi_streamer.format.tiled import TiffSlide
+from wsi_streamer.io.block_cache import BlockStore
+from wsi_streamer.io.range_reader import BytesReader
+from wsi_streamer.io.s3 import S3Storage
+from wsi_streamer.slide.reader import open_slide
+from wsi_streamer.slide.registry import SlideRegistry
+
+KEY = "cases/svs4.svs"
+
+
+class HttpCounter:
+    """Counts HTTP requests botocore sends, by operation name."""
+
+    def __init__(self, client: Any) -> None:
+        self.sent: list[str] = []
+        self._lock = threading.Lock()
+        client.meta.events.register("before-send.s3", self._on_send)
+
+    def _on_send(self, request: Any, **_: Any) -> None:
+        with self._lock:
+            self.sent.append(request.method)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self.sent)
+
+
+@pytest.fixture
+def s3_svs(s3_bucket: S3Bucket, svs4: Any) -> tuple[S3Storage, HttpCounter, Any]:
+    s3_bucket.client.put_object(Bucket=s3_bucket.name, Key=KEY, Body=svs4.data)
+    storage = S3Storage(s3_bucket.name, endpoint_url=s3_bucket.endpoint)
+    return storage, HttpCounter(storage.client), svs4
+
+
+def test_open_and_first_tile_request_count(s3_svs) -> None:  # type: ignore[no-untyped-def]
+    storage, http, svs4 = s3_svs
+    registry = SlideRegistry(storage, BlockStore())
+    slide = registry.get(KEY)
+    opened = storage.stats.requests
+    tile = slide.read_tile(0, 0, 0)
+    total = storage.stats.requests
+    assert slide.level_count == 4 and svs4.ifd_count == 7  # + thumbnail, label, macro
+    budget = 1 + svs4.ifd_count + 2 + 1  # HEAD, one per IFD, TileOffsets/ByteCounts, tile
+    message = (f"S3 requests: open {opened} (HEAD + reads), first tile {total - opened}, "
+               f"total {total} (budget {budget}); bytes {storage.stats.bytes} of "
+               f"{len(svs4.data)}; HTTP requests sent {len(http)}")
+    print("\n" + message)
+    assert total <= budget, message
+    assert len(http) == total, message  # no hidden retries or extra calls
+    assert http.sent[0] == "HEAD"
+
+    local = open_slide(BytesReader(svs4.data)).read_tile(0, 0, 0)
+    assert psnr(np.asarray(tile), np.asarray(local)) == float("inf")
+
+    again = storage.stats.requests
+    registry.get(KEY).read_tile(0, 0, 0)
+    assert storage.stats.requests == again, "a warm tile must take 0 requests"
+
+    # a tile in the middle of level 0, outside the open-time head/tail prefetch: one GET
+    slide.read_raw_tile(0, 3, 2)
+    assert storage.stats.requests == again + 1
+    slide.read_raw_tile(0, 3, 2)
+    assert storage.stats.requests == again + 1
+
+
+def test_every_level_first_tile_within_budget(s3_svs) -> None:  # type: ignore
+    storage, http, svs4 = s3_svs
+    slide = open_slide(storage.open(KEY), store=BlockStore(block_size=64 * 1024))
+    for level in range(slide.level_count):
+        before = storage.stats.requests
+        slide.read_raw_tile(level, 0, 0)
+        assert storage.stats.requests - before <= 3, level  # two arrays + the tile at most
+    print(f"\nS3 requests for open + first tile of 4 levels (64 KiB blocks): "
+          f"{storage.stats.requests}, HTTP {len(http)}")
+
+
+def test_32_threads_one_cold_tile_one_request_per_block(s3_svs) -> None:  # type: ignore
+    storage, http, _ = s3_svs
+    store = BlockStore(block_size=16 * 1024)
+    slide = open_slide(storage.open(KEY), store=store)
+    assert isinstance(slide, TiffSlide)
+    slide.read_raw_tile(0, 0, 0)  # offset arrays of level 0 now loaded
+    offset, length = slide.tile_range(0, 3, 2)
+    first, last = offset // store.block_size, (offset + length - 1) // store.block_size
+    ident = slide.identity
+    cold = [b for b in range(first, last + 1) if (ident, b) not in store._blocks]
+    assert cold, "the tile must not be cached yet"
+    before, before_http, misses = storage.stats.requests, len(http), store.stats.misses
+    barrier = threading.Barrier(32)
+
+    def read(_: int) -> bytes:
+        barrier.wait()
+        return slide.read_raw_tile(0, 3, 2)
+
+    with ThreadPoolExecutor(32) as pool:
+        results = list(pool.map(read, range(32)))
+    assert len(set(results)) == 1 and len(results[0]) == length
+    assert store.stats.misses - misses == len(cold)  # each cold block missed once
+    assert storage.stats.requests - before == 1  # ... and fetched in ONE ranged GET
+    assert len(http) - before_http == 1
+    print(f"\n32 threads, cold tile of {len(cold)} block(s): 1 S3 request")
+
+
+def test_missing_key_is_slide_not_found(s3_bucket: S3Bucket) -> None:
+    storage = S3Storage(s3_bucket.name, endpoint_url=s3_bucket.endpoint)
+    with pytest.raises(SlideNotFound):
+        storage.open("nope/missing.svs")
+    with pytest.raises(SlideNotFound):
+        SlideRegistry(storage, BlockStore()).get("missing.svs")
+
+
+def test_missing_bucket_is_a_storage_error(moto_server: str) -> None:
+    storage = S3Storage("no-such-bucket", endpoint_url=moto_server, max_attempts=1)
+    with pytest.raises(StorageError):
+        storage.check()
+
+
+def test_endpoint_down_is_connection_error() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    storage = S3Storage("bucket", endpoint_url=f"http://127.0.0.1:{port}", max_attempts=1,
+                        connect_timeout=1, read_timeout=1)
+    with pytest.raises(StorageConnectionError):
+        storage.open("slide.svs")
+    with pytest.raises(StorageConnectionError):
+        storage.check()
+
+
+def test_replaced_object_fails_loudly_not_mixed(s3_svs, s3_bucket: S3Bucket) -> None:  # type: ignore
+    storage, _, svs4 = s3_svs
+    reader = storage.open(KEY)
+    assert reader.read(0, 4) == svs4.data[:4]
+    s3_bucket.client.put_object(Bucket=s3_bucket.name, Key=KEY, Body=b"II*\0" + b"x" * 100)
+    with pytest.raises(StorageError):
+        reader.read(0, 4)
+    assert storage.open(KEY).identity != reader.identity
+
+
+def test_reads_past_end_make_no_request(s3_svs) -> None:  # type: ignore[no-untyped-def]
+    from wsi_streamer.errors import ReadPastEnd
+
+    storage, http, svs4 = s3_svs
+    reader = storage.open(KEY)
+    sent = len(http)
+    with pytest.raises(ReadPastEnd):
+        reader.read(len(svs4.data) - 2, 4)
+    assert len(http) == sent
+
+
+def test_listing(s3_bucket: S3Bucket) -> None:
+    for key in ("p/a.svs", "p/b.tif", "p/sub/c.tiff", "p/readme.txt", "q/d.svs"):
+        s3_bucket.client.put_object(Bucket=s3_bucket.name, Key=key, Body=b"x")
+    storage = S3Storage(s3_bucket.name, prefix="p", endpoint_url=s3_bucket.endpoint)
+    assert storage.list_slides().slides == ("a.svs", "b.tif", "sub/c.tiff")
+    page = storage.list_slides(limit=2)
+    assert page.slides == ("a.svs", "b.tif") and page.next_cursor == "b.tif"
+    assert storage.list_slides(cursor="b.tif").slides == ("sub/c.tiff",)
+    assert storage.list_slides(search="C.TIFF").slides == ("sub/c.tiff",)
+    assert storage.check() == f"s3://{s3_bucket.name}/p/"
