@@ -32,12 +32,17 @@ class HttpCounter:
 
     def __init__(self, client: Any) -> None:
         self.sent: list[str] = []
+        self.ranges: list[str] = []  # Range header of each GET
         self._lock = threading.Lock()
         client.meta.events.register("before-send.s3", self._on_send)
 
     def _on_send(self, request: Any, **_: Any) -> None:
         with self._lock:
             self.sent.append(request.method)
+            if request.method == "GET":
+                self.ranges.append(request.headers.get("Range", b"").decode()
+                                   if isinstance(request.headers.get("Range"), bytes)
+                                   else str(request.headers.get("Range", "")))
 
     def __len__(self) -> int:
         with self._lock:
@@ -114,10 +119,12 @@ def test_32_threads_one_cold_tile_one_request_per_block(s3_svs) -> None:  # type
     with ThreadPoolExecutor(32) as pool:
         results = list(pool.map(read, range(32)))
     assert len(set(results)) == 1 and len(results[0]) == length
-    assert store.stats.misses - misses == len(cold)  # each cold block missed once
-    assert storage.stats.requests - before == 1  # ... and fetched in ONE ranged GET
+    assert store.stats.misses - misses == 1  # one miss for the whole tile range ...
+    assert storage.stats.requests - before == 1  # ... fetched in ONE exact ranged GET
     assert len(http) - before_http == 1
-    print(f"\n32 threads, cold tile of {len(cold)} block(s): 1 S3 request")
+    assert http.ranges[-1] == f"bytes={offset}-{offset + length - 1}", "exactly the tile"
+    print(f"\n32 threads, cold tile spanning {len(cold)} block(s): 1 S3 request of "
+          f"{length} bytes")
 
 
 def test_missing_key_is_slide_not_found(s3_bucket: S3Bucket) -> None:

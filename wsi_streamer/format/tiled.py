@@ -116,15 +116,19 @@ class TiffSlide:
 
     def prefetch_tiles(self, level: int, tiles: Sequence[tuple[int, int]]) -> None:
         """Fetch the stored bytes of several tiles concurrently (block cache permitting)."""
-        prefetch = getattr(self.reader, "prefetch", None)
-        if prefetch is not None and len(tiles) > 1:
+        fetch = getattr(self.reader, "read_exact_many", None)
+        if fetch is not None and len(tiles) > 1:
             ranges = [self.tile_range(level, tx, ty) for tx, ty in tiles]
-            prefetch([r for r in ranges if r[1]])
+            fetch([r for r in ranges if r[1]])
 
     def read_raw_tile(self, level: int, x: int, y: int) -> bytes:
         """The tile's stored bytes (empty for a sparse tile), exactly one range read."""
         offset, length = self.tile_range(level, x, y)
-        return self.reader.read(offset, length) if length else b""
+        if not length:
+            return b""
+        read_exact = getattr(self.reader, "read_exact", None)
+        return read_exact(offset, length) if read_exact is not None else self.reader.read(
+            offset, length)
 
     # --- decoded tiles -----------------------------------------------------------------------
     def decode_tile(self, level: int, data: bytes,

@@ -23,7 +23,9 @@ from .range_reader import IoStats, RangeReader, check_range
 DEFAULT_BLOCK_SIZE = 256 * 1024
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 
-_Key = tuple[str, int]
+# (identity, block index) for blocks; (identity, offset, length) for exact ranges.
+_Key = tuple[str, int] | tuple[str, int, int]
+COALESCE_GAP = 64 * 1024  # exact ranges closer than this are fetched by one request
 
 
 class _Flight:
@@ -99,6 +101,89 @@ class BlockStore:
             found[index] = flight.data
         return [found[i] for i in range(first, last + 1)]
 
+    def get_ranges(self, reader: RangeReader, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        """Exact byte ranges, for tile data: each is served from cached blocks when they cover
+        it or from an earlier exact read; missing ranges are fetched without block rounding
+        (neighbours within ``COALESCE_GAP`` by one request; groups concurrently), with
+        singleflight per range, and cached as one entry each."""
+        ident = reader.identity
+        found: dict[int, bytes] = {}
+        waiting: dict[int, _Flight] = {}
+        mine: list[tuple[int, int]] = []
+        with self._lock:
+            for i, (offset, length) in enumerate(ranges):
+                key = (ident, offset, length)
+                data = self._blocks.get(key) if length else b""
+                if data is not None:
+                    if length:
+                        self._blocks.move_to_end(key)
+                else:
+                    data = self._covered_locked(ident, offset, length)
+                if data is not None:
+                    found[i] = data
+                elif key in self._flights:
+                    waiting[i] = self._flights[key]
+                else:
+                    waiting[i] = self._flights[key] = _Flight()
+                    mine.append((offset, length))
+        self.stats.add(hits=len(found), misses=len(mine))
+        groups = _coalesce(sorted(mine))
+        if len(groups) > 1:
+            with ThreadPoolExecutor(max_workers=min(8, len(groups))) as pool:
+                outcomes = list(pool.map(
+                    lambda g: copy_context().run(self._fetch_group, reader, g), groups))
+        else:
+            outcomes = [self._fetch_group(reader, g) for g in groups]
+        errors = [e for e in outcomes if e is not None]
+        if errors:
+            raise errors[0]
+        for i, flight in waiting.items():
+            flight.event.wait()
+            if flight.error is not None:
+                raise flight.error
+            assert flight.data is not None
+            found[i] = flight.data
+        return [found[i] for i in range(len(ranges))]
+
+    def _covered_locked(self, ident: str, offset: int, length: int) -> bytes | None:
+        bs = self.block_size
+        keys = [(ident, i) for i in range(offset // bs, (offset + length - 1) // bs + 1)]
+        blocks = [self._blocks.get(k) for k in keys]
+        if any(b is None for b in blocks):
+            return None
+        for key in keys:
+            self._blocks.move_to_end(key)
+        skip = offset - keys[0][1] * bs
+        return b"".join(b for b in blocks if b is not None)[skip : skip + length]
+
+    def _fetch_group(self, reader: RangeReader, group: list[tuple[int, int]]
+                     ) -> BaseException | None:
+        """Fetch one coalesced group; return (not raise) the error after failing its flights."""
+        ident = reader.identity
+        start = group[0][0]
+        end = max(o + n for o, n in group)
+        try:
+            data = reader.read(start, end - start)
+        except BaseException as exc:  # noqa: BLE001 - handed to every waiter, then raised
+            with self._lock:
+                for offset, length in group:
+                    flight = self._flights.pop((ident, offset, length), None)
+                    if flight is not None:
+                        flight.error = exc
+                        flight.event.set()
+            return exc
+        with self._lock:
+            for offset, length in group:
+                part = data[offset - start : offset - start + length]
+                key = (ident, offset, length)
+                flight = self._flights.pop(key)
+                flight.data = part
+                self._blocks[key] = part
+                self._bytes += len(part)
+                flight.event.set()
+            self._evict()
+        return None
+
     def _fetch_run(self, reader: RangeReader, start: int, stop: int) -> None:
         bs = self.block_size
         begin = start * bs
@@ -141,6 +226,19 @@ def _runs(indices: list[int]) -> list[tuple[int, int]]:
     return runs
 
 
+def _coalesce(ranges: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
+    """Group sorted ``(offset, length)`` ranges whose gaps are at most ``COALESCE_GAP``."""
+    groups: list[list[tuple[int, int]]] = []
+    end = -1
+    for offset, length in ranges:
+        if groups and offset - end <= COALESCE_GAP:
+            groups[-1].append((offset, length))
+        else:
+            groups.append([(offset, length)])
+        end = max(end, offset + length) if len(groups[-1]) > 1 else offset + length
+    return groups
+
+
 class BlockCache:
     """``RangeReader`` that serves ``reader`` through a ``BlockStore`` (its own unless given)."""
 
@@ -173,6 +271,18 @@ class BlockCache:
         if len(blocks) == 1:
             return blocks[0][skip : skip + length]
         return b"".join(blocks)[skip : skip + length]
+
+    def read_exact(self, offset: int, length: int) -> bytes:
+        """Like ``read`` but a miss fetches exactly this range, not whole blocks (tile data:
+        bytes per tile = the tile)."""
+        check_range(offset, length, self.inner.size)
+        return self.store.get_ranges(self.inner, [(offset, length)])[0]
+
+    def read_exact_many(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        """Several exact ranges; missing neighbours are coalesced, groups fetched concurrently."""
+        for offset, length in ranges:
+            check_range(offset, length, self.inner.size)
+        return self.store.get_ranges(self.inner, ranges)
 
     def read_many(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         """Read several ``(offset, length)`` ranges concurrently (one round trip, not N)."""
