@@ -160,7 +160,8 @@ def run_gunicorn() -> None:
             options.pop("wsgi_app")
             options["post_worker_init"] = set_nodelay
             for key, value in options.items():
-                self.cfg.set(key, value)
+                if key in self.cfg.settings:  # older gunicorns lack some settings
+                    self.cfg.set(key, value)
 
         def load(self) -> Flask:
             from . import app

@@ -27,6 +27,8 @@ def settings(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "errorlog": "-",
         "loglevel": env.get("WSI_LOG_LEVEL", "info"),
         "wsgi_app": "wsi_streamer:create_app()",
+        # gunicorn >= 23 opens a control socket under $HOME; not wanted with a read-only root.
+        "control_socket_disable": env.get("WSI_CONTROL_SOCKET", "false").lower() != "true",
         "forwarded_allow_ips": env.get("WSI_FORWARDED_ALLOW_IPS", "127.0.0.1"),
     }
 

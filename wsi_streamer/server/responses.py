@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from flask import Response, g, request
 
 from ..tile.service import ImageResult
@@ -9,7 +11,12 @@ from .services import services
 
 
 def image_response(result: ImageResult, extra: dict[str, str] | None = None) -> Response:
-    max_age = services().config.cache_max_age
+    config = services().config
+    max_age = config.cache_max_age
+    exp = request.args.get("exp", "")
+    if config.auth_enabled and exp.isdigit():
+        # A shared cache must not keep serving an image after its signed URL has expired.
+        max_age = max(0, min(max_age, int(exp) - int(time.time())))
     if result.data is None:
         response = Response(status=304)
     else:
