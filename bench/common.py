@@ -41,6 +41,7 @@ class S3Counters:
         out["s"] = time.perf_counter() - t0
         stats = self.get()
         out["requests"], out["bytes"] = stats["requests"], stats["bytes"]
+        out["round_trips"] = stats.get("round_trips", float("nan"))
 
 
 @dataclass
@@ -52,8 +53,10 @@ class Result:
     open_requests: float = float("nan")
     open_bytes: float = float("nan")
     open_s: float = float("nan")
+    open_rtt: float = float("nan")  # serial round trips to storage while opening
     first_requests: float = float("nan")
     first_bytes: float = float("nan")
+    first_rtt: float = float("nan")
     ttft_s: float = float("nan")  # from nothing: open + first tile
     cold_ms: list[float] = field(default_factory=list)
     cold_requests: float = float("nan")  # per tile
@@ -89,6 +92,7 @@ def measure_slide(result: Result, counters: S3Counters, open_fn: Callable[[], An
     result.open_requests, result.open_bytes, result.open_s = (
         opened["requests"], opened["bytes"], opened["s"])
     result.first_requests, result.first_bytes = tile["requests"], tile["bytes"]
+    result.open_rtt, result.first_rtt = opened["round_trips"], tile["round_trips"]
     result.ttft_s = opened["s"] + tile["s"]
     coldrun: dict[str, float] = {}
     with counters.measure(coldrun):

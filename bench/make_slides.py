@@ -31,8 +31,18 @@ import imagecodecs
 import numpy as np
 from PIL import Image
 
-from .tiffwrite import ASCII, LONG, RATIONAL, SHORT, UNDEFINED, Page, encode_jpeg, split_jpeg
-from .tiffwrite import write_tiff
+from .tiffwrite import (
+    ASCII,
+    LONG,
+    RATIONAL,
+    SHORT,
+    UNDEFINED,
+    Page,
+    TagValue,
+    encode_jpeg,
+    split_jpeg,
+    write_tiff,
+)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "out")
@@ -106,7 +116,8 @@ def level_image(pool: np.ndarray, grid: np.ndarray, down: int, w: int, h: int) -
     small = pool.reshape(len(pool), s, down, s, down, 3).mean(axis=(2, 4)).astype(np.uint8)
     ty, tx = grid.shape
     img = small[grid].transpose(0, 2, 1, 3, 4).reshape(ty * s, tx * s, 3)
-    return img[:h, :w]
+    out: np.ndarray = img[:h, :w]
+    return out
 
 
 def cut_tiles(img: np.ndarray) -> list[np.ndarray]:
@@ -123,19 +134,21 @@ def cut_tiles(img: np.ndarray) -> list[np.ndarray]:
 
 def tiled_page(w: int, h: int, tiles: list[bytes], tables: bytes, desc: str | None,
                rgb: bool, subfile: int = 0) -> Page:
-    tags = {254: (LONG, [subfile]), 256: (LONG, [w]), 257: (LONG, [h]),
+    tags: dict[int, TagValue] = {
+            254: (LONG, [subfile]), 256: (LONG, [w]), 257: (LONG, [h]),
             258: (SHORT, [8, 8, 8]), 259: (SHORT, [7]), 262: (SHORT, [2 if rgb else 6]),
             277: (SHORT, [3]), 284: (SHORT, [1]), 322: (SHORT, [TILE]), 323: (SHORT, [TILE]),
             347: (UNDEFINED, tables), 530: (SHORT, [2, 2])}
     if desc is not None:
         tags[270] = (ASCII, desc)
-    return Page(tags, [len(t) for t in tiles], tiles)  # type: ignore[arg-type]
+    return Page(tags, [len(t) for t in tiles], tiles)
 
 
 def strip_page(img: np.ndarray, desc: str, subfile: int, lzw: bool) -> Page:
     h, w = img.shape[:2]
-    data = imagecodecs.lzw_encode(img.tobytes()) if lzw else encode_jpeg(img, 80, rgb=False)
-    tags = {254: (LONG, [subfile]), 256: (LONG, [w]), 257: (LONG, [h]),
+    data = bytes(imagecodecs.lzw_encode(img.tobytes())) if lzw else encode_jpeg(img, 80, rgb=False)
+    tags: dict[int, TagValue] = {
+            254: (LONG, [subfile]), 256: (LONG, [w]), 257: (LONG, [h]),
             258: (SHORT, [8, 8, 8]), 259: (SHORT, [5 if lzw else 7]),
             262: (SHORT, [2 if lzw else 6]), 270: (ASCII, desc), 277: (SHORT, [3]),
             278: (LONG, [h]), 284: (SHORT, [1])}
@@ -162,7 +175,8 @@ def write_aperio(path: str, spec: Spec, pool: np.ndarray, grid: np.ndarray) -> N
              f"|Date = 01/02/24|Time = 10:11:12|MPP = 0.4990|Left = 25.0|Top = 18.0")
     pages = [tiled_page(w, h, l0, tables, f"{head} JPEG/RGB Q=70{props}", rgb=True)]
     level3 = level_image(pool, grid, 64, -(-w // 64), -(-h // 64))
-    thumb = np.asarray(Image.fromarray(level3).resize((768, 768 * h // w), Image.LANCZOS))
+    small = Image.fromarray(level3).resize((768, 768 * h // w), Image.Resampling.LANCZOS)
+    thumb = np.asarray(small)
     pages.append(strip_page(thumb, f"{head} -> {thumb.shape[1]}x{thumb.shape[0]} - {props}",
                             0, lzw=False))
     for down in (4, 16, 64):

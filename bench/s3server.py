@@ -18,7 +18,6 @@ import json
 import os
 import socket
 import sys
-import tempfile
 import threading
 import time
 from email.utils import formatdate
@@ -31,27 +30,42 @@ _NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 
 
 class Stats:
-    """Thread-safe counters of S3 requests (by operation) and body bytes served."""
+    """Thread-safe counters of S3 requests (by operation) and body bytes served, plus each
+    request's ``(start, end)`` so that serial round trips can be counted."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts: dict[str, int] = {}
         self._bytes = 0
+        self._spans: list[tuple[float, float]] = []
 
-    def add(self, op: str, nbytes: int) -> None:
+    def add(self, op: str, nbytes: int, start: float | None = None) -> None:
+        end = time.monotonic()
         with self._lock:
             self._counts[op] = self._counts.get(op, 0) + 1
             self._bytes += nbytes
+            if len(self._spans) < 100_000:
+                self._spans.append((end if start is None else start, end))
 
     def snapshot(self) -> dict[str, Any]:
+        """``requests``, ``bytes``, ``by_op`` and ``round_trips``: the longest chain of
+        requests each starting after the previous one ended (serial waits on storage)."""
         with self._lock:
-            return {"requests": sum(self._counts.values()), "bytes": self._bytes,
-                    "by_op": dict(self._counts)}
+            spans = sorted(self._spans, key=lambda s: s[1])
+            result = {"requests": sum(self._counts.values()), "bytes": self._bytes,
+                      "by_op": dict(self._counts)}
+        chain, last_end = 0, float("-inf")
+        for start, end in spans:  # interval scheduling: greedy by end time is optimal
+            if start >= last_end:
+                chain, last_end = chain + 1, end
+        result["round_trips"] = chain
+        return result
 
     def reset(self) -> None:
         with self._lock:
             self._counts.clear()
             self._bytes = 0
+            self._spans.clear()
 
 
 class S3Server(ThreadingHTTPServer):
@@ -154,16 +168,20 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._object_or_bucket(head=False)
 
+    def _count(self, op: str, nbytes: int) -> None:
+        self.server.stats.add(op, nbytes, self._start)
+
     def _object_or_bucket(self, head: bool) -> None:
         srv = self.server
+        self._start = time.monotonic()
         if srv.latency_s > 0:
             time.sleep(srv.latency_s)
         bucket, key, query = self._split()
         if bucket != srv.bucket:
-            srv.stats.add("error", 0)
+            self._count("error", 0)
             return self._error(404, "NoSuchBucket", head)
         if not key:
-            srv.stats.add("bucket", 0)
+            self._count("bucket", 0)
             if head:
                 return self._send(200, headers={"x-amz-bucket-region": "us-east-1"}, head=True)
             if "location" in query:
@@ -172,12 +190,11 @@ class _Handler(BaseHTTPRequestHandler):
             return self._list(query)
         path = srv.path_of(key)
         if path is None:
-            srv.stats.add("error", 0)
+            self._count("error", 0)
             return self._error(404, "NoSuchKey", head)
         self._object(path, head)
 
     def _object(self, path: str, head: bool) -> None:
-        srv = self.server
         st = os.stat(path)
         etag, size = _etag(st), st.st_size
         headers = {"ETag": etag, "Accept-Ranges": "bytes",
@@ -185,31 +202,30 @@ class _Handler(BaseHTTPRequestHandler):
                    "Last-Modified": formatdate(st.st_mtime, usegmt=True)}
         if_match = self.headers.get("If-Match")
         if if_match and if_match.strip() not in (etag, "*"):
-            srv.stats.add("error", 0)
+            self._count("error", 0)
             return self._error(412, "PreconditionFailed", head)
         if self.headers.get("If-None-Match", "").strip() == etag:
-            srv.stats.add("head" if head else "get", 0)
+            self._count("head" if head else "get", 0)
             return self._send(304, headers=headers, head=True)
         first, last, status = 0, size - 1, 200
         rng = self.headers.get("Range")
         if rng:
             parsed = _parse_range(rng, size)
             if parsed is None:
-                srv.stats.add("error", 0)
-                headers = {"Content-Range": f"bytes */{size}"}
+                self._count("error", 0)
                 return self._error(416, "InvalidRange", head)
             first, last, status = parsed[0], parsed[1], 206
             headers["Content-Range"] = f"bytes {first}-{last}/{size}"
         length = last - first + 1
         if head:
-            srv.stats.add("head", 0)
+            self._count("head", 0)
             return self._send(status, headers=headers, head=True, length=length)
         fd = os.open(path, os.O_RDONLY)
         try:
             body = os.pread(fd, length, first)
         finally:
             os.close(fd)
-        srv.stats.add("get", len(body))
+        self._count("get", len(body))
         self._send(status, body, headers)
 
     def _list(self, query: dict[str, list[str]]) -> None:
@@ -271,52 +287,6 @@ def start_in_thread(root: str, bucket: str, latency_s: float = 0.0) -> S3Server:
     return server
 
 
-def selftest() -> None:
-    import boto3
-    import botocore.config
-
-    with tempfile.TemporaryDirectory() as root:
-        data = os.urandom(3_000_000)
-        os.makedirs(os.path.join(root, "dir"))
-        for name in ("a.svs", "dir/b.tif"):
-            with open(os.path.join(root, name), "wb") as f:
-                f.write(data)
-        server = start_in_thread(root, "bench", latency_s=0.02)
-        try:
-            s3 = boto3.client(
-                "s3", endpoint_url=f"http://127.0.0.1:{server.port}", region_name="us-east-1",
-                aws_access_key_id="x", aws_secret_access_key="x",
-                config=botocore.config.Config(retries={"max_attempts": 1}))
-            s3.head_bucket(Bucket="bench")
-            head = s3.head_object(Bucket="bench", Key="a.svs")
-            assert head["ContentLength"] == len(data), head
-            t0 = time.perf_counter()
-            got = s3.get_object(Bucket="bench", Key="a.svs", Range="bytes=1000-1999",
-                                IfMatch=head["ETag"])
-            elapsed = time.perf_counter() - t0
-            assert got["Body"].read() == data[1000:2000] and got["ContentRange"].endswith("/3000000")
-            assert 0.02 <= elapsed < 0.5, elapsed
-            tail = s3.get_object(Bucket="bench", Key="a.svs", Range="bytes=-10")["Body"].read()
-            assert tail == data[-10:]
-            try:
-                s3.get_object(Bucket="bench", Key="a.svs", IfMatch='"nope"', Range="bytes=0-1")
-                raise AssertionError("If-Match ignored")
-            except s3.exceptions.ClientError as exc:
-                assert exc.response["ResponseMetadata"]["HTTPStatusCode"] == 412
-            listing = s3.list_objects_v2(Bucket="bench", MaxKeys=1)
-            assert [o["Key"] for o in listing["Contents"]] == ["a.svs"] and listing["IsTruncated"]
-            more = s3.list_objects_v2(Bucket="bench",
-                                      ContinuationToken=listing["NextContinuationToken"])
-            assert [o["Key"] for o in more["Contents"]] == ["dir/b.tif"], more
-            dirs = s3.list_objects_v2(Bucket="bench", Delimiter="/")
-            assert [p["Prefix"] for p in dirs["CommonPrefixes"]] == ["dir/"], dirs
-            stats = server.stats.snapshot()
-            assert stats["bytes"] == 1010 and stats["by_op"]["get"] == 2, stats
-        finally:
-            server.shutdown()
-    print("selftest ok:", stats)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--root", default=".")
@@ -327,6 +297,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--selftest", action="store_true")
     args = parser.parse_args(argv)
     if args.selftest:
+        from .s3server_selftest import selftest
+
         return selftest()
     server = S3Server(args.root, args.bucket, args.host, args.port, args.latency_ms / 1000)
     print(json.dumps({"port": server.port}), flush=True)
