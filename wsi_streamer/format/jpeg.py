@@ -91,6 +91,7 @@ def decode_jpeg(stream: bytes, max_size: tuple[int, int],
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", UserWarning)  # Pillow: "Corrupt EXIF data"
             image = Image.open(io.BytesIO(stream), formats=("JPEG",))
             if reduce_to is not None:
                 image.draft("RGB", reduce_to)

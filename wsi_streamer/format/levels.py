@@ -38,7 +38,7 @@ class LevelInfo:
     downsample: float
     compression: int
     photometric: int
-    jpeg_tables: bytes | None
+    jpeg_tables: IfdEntry | None  # read with the tile arrays, on the level's first tile
     tile_offsets: IfdEntry
     tile_byte_counts: IfdEntry
 
@@ -66,8 +66,8 @@ def check_supported(ifd: Ifd, what: str) -> None:
     if (ifd.int_value(Tag.PLANAR_CONFIGURATION, 1) or 1) != 1:
         raise UnsupportedFormat(f"{what} stores colour planes separately (PlanarConfiguration 2)")
     bits = ifd.value(Tag.BITS_PER_SAMPLE)
-    if isinstance(bits, tuple) and any(int(b) != 8 for b in bits):
-        raise UnsupportedFormat(f"{what} has {int(bits[0])}-bit samples (only 8-bit)")
+    if isinstance(bits, tuple) and any(b != 8 for b in bits):  # floats/NaN included
+        raise UnsupportedFormat(f"{what} has {bits[0]}-bit samples (only 8-bit)")
     if (ifd.int_value(Tag.IMAGE_DEPTH, 1) or 1) != 1:
         raise UnsupportedFormat(f"{what} is a volume (ImageDepth > 1)")
 
@@ -87,7 +87,7 @@ def build_level(ifd: Ifd, ifd_index: int, level: int, base: tuple[int, int]) -> 
     if offsets.count != tiles_x * tiles_y or counts.count != offsets.count:
         raise InvalidTiff(f"IFD {ifd_index}: {offsets.count} tile offsets and {counts.count} "
                           f"byte counts for a {tiles_x}x{tiles_y} grid")
-    tables = ifd.value(Tag.JPEG_TABLES)
+    tables = ifd.entry(Tag.JPEG_TABLES)
     compression = ifd.int_value(Tag.COMPRESSION, 1) or 1
     samples = ifd.int_value(Tag.SAMPLES_PER_PIXEL, 1) or 1
     default_photometric = PHOTOMETRIC_YCBCR if compression == 33003 else PHOTOMETRIC_RGB
@@ -100,7 +100,7 @@ def build_level(ifd: Ifd, ifd_index: int, level: int, base: tuple[int, int]) -> 
         downsample=(base[0] / width + base[1] / height) / 2,
         compression=compression,
         photometric=photometric if photometric is not None else default_photometric,
-        jpeg_tables=tables if isinstance(tables, bytes) and tables else None,
+        jpeg_tables=tables if tables is not None and tables.count > 0 else None,
         tile_offsets=offsets, tile_byte_counts=counts,
     )
 

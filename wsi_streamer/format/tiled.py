@@ -18,7 +18,7 @@ from .detect import SlideStructure
 from .jp2k import decode_jp2k
 from .jpeg import complete_stream, decode_jpeg
 from .levels import LevelInfo
-from .tiff.ifd import read_array
+from .tiff.ifd import read_array, read_bytes
 from .tiff.tags import JPEG, PHOTOMETRIC_RGB, PHOTOMETRIC_YCBCR
 
 MAX_REGION_PIXELS = 64 * 1024 * 1024
@@ -37,6 +37,7 @@ class TiffSlide:
         self.reader = reader
         self.structure = structure
         self._arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._tables: dict[int, bytes | None] = {}
         self._locks = [threading.Lock() for _ in structure.levels]
 
     # --- geometry ----------------------------------------------------------------------------
@@ -88,14 +89,18 @@ class TiffSlide:
             if arrays is None:
                 info = self.structure.levels[level]
                 fmt = self.structure.tiff
-                entries = (info.tile_offsets, info.tile_byte_counts)
+                entries = [info.tile_offsets, info.tile_byte_counts]
+                if info.jpeg_tables is not None:
+                    entries.append(info.jpeg_tables)
                 remote = [e for e in entries if e.inline is None]
                 read_many: Callable[[Sequence[tuple[int, int]]], list[bytes]] | None = getattr(
                     self.reader, "read_many", None)
-                if read_many is not None and len(remote) == 2:
-                    read_many([(e.offset, e.nbytes) for e in remote])  # both at once
-                arrays = (read_array(self.reader, fmt, entries[0]),
-                          read_array(self.reader, fmt, entries[1]))
+                if read_many is not None and len(remote) > 1:
+                    read_many([(e.offset, e.nbytes) for e in remote])  # all in one round trip
+                if info.jpeg_tables is not None:
+                    self._tables[level] = read_bytes(self.reader, info.jpeg_tables)
+                arrays = (read_array(self.reader, fmt, info.tile_offsets),
+                          read_array(self.reader, fmt, info.tile_byte_counts))
                 self._arrays[level] = arrays
         return arrays
 
@@ -139,7 +144,9 @@ class TiffSlide:
         if not data:
             return Image.new("RGB", size, BACKGROUND)
         if info.compression == JPEG:
-            stream = complete_stream(data, info.jpeg_tables, info.photometric == PHOTOMETRIC_RGB)
+            self._tile_arrays(level)  # loads the level's JPEGTables too
+            stream = complete_stream(data, self._tables.get(level),
+                                     info.photometric == PHOTOMETRIC_RGB)
             image = decode_jpeg(stream, size, reduce_to)
         else:
             ycbcr = info.compression == 33003 or (

@@ -38,6 +38,8 @@ def build_services(config: Config) -> Services:
     registry = SlideRegistry(storage, store, max_slides=config.cache_slides,
                              revalidate_s=config.revalidate_s, structures=tile_cache)
     tiles = TileService(registry, tile_cache, default_quality=config.jpeg_quality)
+    if isinstance(storage, S3Storage):
+        storage.client  # noqa: B018 - create the client now (post-fork), not in a first request
     return Services(config, storage, store, registry, tile_cache, tiles)
 
 

@@ -15,6 +15,7 @@ from wsi_streamer.format.tiff.ifd import (
     EAGER_TAGS,
     decode_value,
     read_array,
+    read_bytes,
     read_ifd,
     read_ifd_chain,
 )
@@ -101,7 +102,8 @@ def test_eager_tags_are_loaded_with_the_ifd(order: str, bigtiff: bool) -> None:
     assert ifd.int_value(Tag.IMAGE_WIDTH) == 100 and ifd.int_value(Tag.IMAGE_LENGTH) == 80
     assert ifd.value(Tag.BITS_PER_SAMPLE) == (8, 8, 8)
     assert ifd.text(Tag.IMAGE_DESCRIPTION) == desc[:-1].decode()
-    assert ifd.value(Tag.JPEG_TABLES) == b"\xff\xd8" + b"t" * 70
+    tables = ifd.entry(Tag.JPEG_TABLES)  # read on demand, with the tile arrays
+    assert tables is not None and read_bytes(reader, tables) == b"\xff\xd8" + b"t" * 70
     assert ifd.value(Tag.X_RESOLUTION) == (20000.0,)
     assert ifd.value(Tag.TILE_OFFSETS) is None  # arrays are not eager
     assert Tag.TILE_OFFSETS not in EAGER_TAGS and ifd.entry(Tag.TILE_OFFSETS) is not None

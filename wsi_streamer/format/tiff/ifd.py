@@ -23,13 +23,14 @@ MAX_ENTRIES = 4096
 IFD_WINDOW = 4096  # bytes read speculatively for one IFD (covers about 340 classic entries)
 MAX_EAGER_VALUE = 1 << 20
 
-# Tags whose values are loaded with the IFD; everything else stays an unread entry.
+# Tags whose values are loaded with the IFD; everything else stays an unread entry, read on
+# demand (JPEGTables with the tile arrays: libtiff writes it after them, far from the IFD).
 EAGER_TAGS = frozenset({
     Tag.NEW_SUBFILE_TYPE, Tag.IMAGE_WIDTH, Tag.IMAGE_LENGTH, Tag.BITS_PER_SAMPLE,
     Tag.COMPRESSION, Tag.PHOTOMETRIC, Tag.IMAGE_DESCRIPTION, Tag.MAKE, Tag.MODEL,
     Tag.SAMPLES_PER_PIXEL, Tag.ROWS_PER_STRIP, Tag.X_RESOLUTION, Tag.Y_RESOLUTION,
     Tag.PLANAR_CONFIGURATION, Tag.RESOLUTION_UNIT, Tag.SOFTWARE, Tag.TILE_WIDTH,
-    Tag.TILE_LENGTH, Tag.JPEG_TABLES, Tag.YCBCR_SUBSAMPLING, Tag.IMAGE_DEPTH,
+    Tag.TILE_LENGTH, Tag.YCBCR_SUBSAMPLING, Tag.IMAGE_DEPTH,
 })
 
 Value = tuple[int | float, ...] | bytes
@@ -62,9 +63,11 @@ class Ifd:
         return next((v for t, v in self.values if t == tag), None)
 
     def int_value(self, tag: int, default: int | None = None) -> int | None:
+        """The first value of an integer field; ``default`` when absent or not an integer
+        type (a FLOAT/RATIONAL width, NaN or infinity included)."""
         value = self.value(tag)
-        if isinstance(value, tuple) and value:
-            return int(value[0])
+        if isinstance(value, tuple) and value and isinstance(value[0], int):
+            return value[0]
         return default
 
     def text(self, tag: int) -> str:
@@ -132,8 +135,12 @@ def read_ifd(reader: RangeReader, fmt: TiffFormat, offset: int) -> Ifd:
     for e in remote:
         if e.nbytes > MAX_EAGER_VALUE:
             raise InvalidTiff(f"IFD @{offset}: tag {e.tag} value of {e.nbytes} bytes")
-    blobs = _read_ranges(reader, [(e.offset, e.nbytes) for e in remote])
-    raw = dict(zip((id(e) for e in remote), blobs, strict=True))
+    ranges = [(e.offset, e.nbytes) for e in remote]
+    if 8 <= next_offset < size - fmt.count_size and ranges:
+        # Pipelining: fetch the next IFD together with this one's values (one round trip).
+        ranges.append((next_offset, min(IFD_WINDOW, size - next_offset)))
+    blobs = _read_ranges(reader, ranges)
+    raw = dict(zip((id(e) for e in remote), blobs, strict=False))
     values = tuple(
         (e.tag, decode_value(fmt, e.type, e.count, e.inline if e.inline is not None
                              else raw[id(e)]))
@@ -175,6 +182,13 @@ def read_ifd_chain(reader: RangeReader, fmt: TiffFormat, first: int) -> tuple[If
     if not ifds:
         raise InvalidTiff("no IFD")
     return tuple(ifds)
+
+
+def read_bytes(reader: RangeReader, entry: IfdEntry, limit: int = MAX_EAGER_VALUE) -> bytes:
+    """The raw value of a BYTE/UNDEFINED field read on demand (e.g. JPEGTables)."""
+    if entry.nbytes > limit:
+        raise InvalidTiff(f"tag {entry.tag} value of {entry.nbytes} bytes")
+    return entry.inline if entry.inline is not None else reader.read(entry.offset, entry.nbytes)
 
 
 def read_array(reader: RangeReader, fmt: TiffFormat, entry: IfdEntry) -> np.ndarray:
