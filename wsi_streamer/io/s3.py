@@ -111,7 +111,7 @@ class S3Storage:
     def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None,
                  region: str = "us-east-1", max_connections: int = 32,
                  connect_timeout: float = 5.0, read_timeout: float = 30.0,
-                 max_attempts: int = 4) -> None:
+                 max_attempts: int = 3) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.stats = IoStats()

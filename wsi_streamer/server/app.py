@@ -31,6 +31,7 @@ def create_app(config: Config | None = None) -> Flask:
     app = Flask(__name__, static_folder="static", static_url_path="/static")
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.url_map.strict_slashes = False
+    app.url_map.merge_slashes = False  # ids may hold "//"; never an HTML redirect
     app.extensions["wsi_streamer"] = build_services(config)
 
     from . import health, slides, tiles, viewer

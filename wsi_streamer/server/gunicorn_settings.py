@@ -20,6 +20,7 @@ def settings(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "keepalive": int(env.get("WSI_KEEPALIVE", "75")),
         "timeout": int(env.get("WSI_WORKER_TIMEOUT", "60")),
         "graceful_timeout": 20,
+        "limit_request_line": 8190,  # gunicorn's maximum: long slide ids and signed queries
         "max_requests": int(env.get("WSI_MAX_REQUESTS", "0")),
         "max_requests_jitter": 100,
         "preload_app": False,  # each worker builds its own boto3 client and caches

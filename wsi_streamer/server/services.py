@@ -38,8 +38,9 @@ def build_services(config: Config) -> Services:
     registry = SlideRegistry(storage, store, max_slides=config.cache_slides,
                              revalidate_s=config.revalidate_s, structures=tile_cache)
     tiles = TileService(registry, tile_cache, default_quality=config.jpeg_quality)
-    if isinstance(storage, S3Storage):
-        storage.client  # noqa: B018 - create the client now (post-fork), not in a first request
+    if config.s3_bucket:
+        # Create the boto3 client now (in the worker, after fork), not in a first request.
+        getattr(storage, "client", None)
     return Services(config, storage, store, registry, tile_cache, tiles)
 
 
