@@ -89,7 +89,7 @@ class BlockStore:
                 self._fetch_run(reader, start, stop)
             except BaseException as exc:  # noqa: BLE001 - handed to every waiter, then raised
                 error = error or exc
-                self._fail_run(ident, start, stop, exc)
+                self._fail([(ident, i) for i in range(start, stop)], exc)
         if error is not None:
             raise error
 
@@ -165,12 +165,7 @@ class BlockStore:
         try:
             data = reader.read(start, end - start)
         except BaseException as exc:  # noqa: BLE001 - handed to every waiter, then raised
-            with self._lock:
-                for offset, length in group:
-                    flight = self._flights.pop((ident, offset, length), None)
-                    if flight is not None:
-                        flight.error = exc
-                        flight.event.set()
+            self._fail([(ident, offset, length) for offset, length in group], exc)
             return exc
         with self._lock:
             for offset, length in group:
@@ -201,10 +196,11 @@ class BlockStore:
                 flight.event.set()
             self._evict()
 
-    def _fail_run(self, ident: str, start: int, stop: int, exc: BaseException) -> None:
+    def _fail(self, keys: Sequence[_Key], exc: BaseException) -> None:
+        """Wake the waiters of ``keys`` with ``exc``; nothing is cached."""
         with self._lock:
-            for index in range(start, stop):
-                flight = self._flights.pop((ident, index), None)
+            for key in keys:
+                flight = self._flights.pop(key, None)
                 if flight is not None:
                     flight.error = exc
                     flight.event.set()
