@@ -4,7 +4,8 @@
  * {slideId, auth: {} | {exp, vt}, static: "/static/", root: ""}. Every request the page makes
  * (metadata, DZI descriptor, tiles) carries the viewer token when auth is on; tile URLs are built
  * here because OpenSeadragon does not carry a descriptor's query string to "/dzi" URLs.
- * document.body.dataset.state is "loading", "ready" (first tiles drawn) or "error". */
+ * document.body.dataset.state is "loading", "ready" (a first tile arrived) or "error"
+ * (fatal: metadata, descriptor or open failed; tile failures only show a banner). */
 (function () {
   "use strict";
 
@@ -139,16 +140,24 @@
     return slideBase + "/dzi_files/" + level + "/" + x + "_" + y + "." + format + query;
   }
 
+  var tileDetail = "";  // the first failed tile's JSON error, once known
+
+  function showTileFailures() {
+    var text = tileFailures + " tile" + (tileFailures > 1 ? "s" : "") + " failed to load";
+    showError("Tile error", text + (tileDetail ? ": " + tileDetail : ""), true);
+  }
+
   function onTileFailed(event) {
     tileFailures += 1;
-    var text = tileFailures + " tile" + (tileFailures > 1 ? "s" : "") + " failed to load";
-    showError("Tile error", text + (event.message ? " (" + event.message + ")" : ""), true);
+    if (!tileDetail && event.message) { tileDetail = event.message; }
+    showTileFailures();
     if (tileFailures !== 1 || !event.tile) { return; }
     // An <img> load hides the status; ask once more for the JSON error body.
     var url = typeof event.tile.getUrl === "function" ? event.tile.getUrl() : event.tile.url;
     request(url).then(null, function (err) {
       var d = describe(err);
-      showError("Tile error · " + d.title, text + ": " + d.message, true);
+      tileDetail = d.title + " (" + d.message + ")";
+      showTileFailures();
     });
   }
 
@@ -159,6 +168,8 @@
       showNavigator: true,
       navigatorPosition: "BOTTOM_RIGHT",
       navigatorBackground: "#111316",
+      navigatorAutoFade: false,
+      autoHideControls: false,
       navigationControlAnchor: OpenSeadragon.ControlAnchor.TOP_RIGHT,
       visibilityRatio: 0.5,
       maxZoomPixelRatio: 2,
@@ -178,11 +189,11 @@
       showError("Could not open slide", event.message || "OpenSeadragon failed to open the slide");
     });
     viewer.addHandler("tile-load-failed", onTileFailed);
-    viewer.addHandler("tile-drawn", function () {
-      if (document.body.dataset.state === "loading") { document.body.dataset.state = "ready"; }
-    });
     ["open", "animation", "resize", "update-viewport"].forEach(function (name) {
       viewer.addHandler(name, updateScaleBar);
+    });
+    viewer.addHandler("tile-loaded", function () {
+      if (document.body.dataset.state === "loading") { document.body.dataset.state = "ready"; }
     });
   }
 
