@@ -1,5 +1,5 @@
 """The one frozen configuration, read from ``WSI_*`` environment variables (and CLI flags via
-``dataclasses.replace``). Only ``server/`` reads it; lower layers take plain arguments."""
+as environment overrides by ``serve``). Only ``server/`` reads it; lower layers take plain arguments."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import re
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import ConfigError
@@ -109,9 +109,6 @@ class Config:
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
-    def with_overrides(self, **overrides: Any) -> Config:
-        known = {f.name for f in fields(self)}
-        return replace(self, **{k: v for k, v in overrides.items() if k in known and v is not None})
 
 
 def _text(text: str) -> str:

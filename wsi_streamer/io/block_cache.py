@@ -93,12 +93,7 @@ class BlockStore:
         if error is not None:
             raise error
 
-        for index, flight in waiting.items():
-            flight.event.wait()
-            if flight.error is not None:
-                raise flight.error
-            assert flight.data is not None
-            found[index] = flight.data
+        _await(waiting, found)
         return [found[i] for i in range(first, last + 1)]
 
     def get_ranges(self, reader: RangeReader, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
@@ -137,12 +132,7 @@ class BlockStore:
         errors = [e for e in outcomes if e is not None]
         if errors:
             raise errors[0]
-        for i, flight in waiting.items():
-            flight.event.wait()
-            if flight.error is not None:
-                raise flight.error
-            assert flight.data is not None
-            found[i] = flight.data
+        _await(waiting, found)
         return [found[i] for i in range(len(ranges))]
 
     def _covered_locked(self, ident: str, offset: int, length: int) -> bytes | None:
@@ -209,6 +199,16 @@ class BlockStore:
         while self._bytes > self.max_bytes and self._blocks:
             _, block = self._blocks.popitem(last=False)
             self._bytes -= len(block)
+
+
+def _await(waiting: dict[int, _Flight], found: dict[int, bytes]) -> None:
+    """Wait for each flight and put its data in ``found``; raise the first flight's error."""
+    for index, flight in waiting.items():
+        flight.event.wait()
+        if flight.error is not None:
+            raise flight.error
+        assert flight.data is not None
+        found[index] = flight.data
 
 
 def _runs(indices: list[int]) -> list[tuple[int, int]]:
