@@ -1,5 +1,6 @@
-"""The one frozen configuration, read from ``WSI_*`` environment variables (and CLI flags via
-as environment overrides by ``serve``). Only ``server/`` reads it; lower layers take plain arguments."""
+"""The one frozen configuration, read from ``WSI_*`` environment variables (the ``serve``
+command turns its flags into those variables). Only ``server/`` reads it; lower layers take
+plain arguments."""
 
 from __future__ import annotations
 
