@@ -1,4 +1,5 @@
-"""Our engine measured in-process: ``S3Storage`` + ``open_slide`` with a fresh ``BlockStore``."""
+"""Our engine measured in-process: ``S3Storage`` + ``SlideRegistry`` (the server's open path: a
+slide never seen is opened without ``HeadObject``) with a fresh ``BlockStore``."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ def run_engine(endpoint: str, bucket: str, key: str, first: tuple[int, int],
     from 32 threads (``tput32``). The boto3 client is created before timing."""
     from wsi_streamer.io.block_cache import BlockStore
     from wsi_streamer.io.s3 import S3Storage
-    from wsi_streamer.slide.reader import open_slide
+    from wsi_streamer.slide.registry import SlideRegistry
 
     storage = S3Storage(bucket, endpoint_url=endpoint)
     assert storage.client is not None
@@ -25,8 +26,8 @@ def run_engine(endpoint: str, bucket: str, key: str, first: tuple[int, int],
     def read(slide: Any, x: int, y: int) -> Any:
         return slide.read_tile(0, x, y)
 
-    slide = measure_slide(result, counters, lambda: open_slide(storage.open(key), store=store),
-                          read, first, cold)
+    registry = SlideRegistry(storage, store)
+    slide = measure_slide(result, counters, lambda: registry.get(key), read, first, cold)
     if parallel:
         run: dict[str, float] = {}
         with counters.measure(run), ThreadPoolExecutor(32) as pool:

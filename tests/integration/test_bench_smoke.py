@@ -26,9 +26,11 @@ def test_bench_quick_runs_and_counts_hold(shared_slides: Path) -> None:
     for slide in ("aperio.svs", "libvips.tif"):
         engine = rows[("engine", slide)]
         assert engine["open_bytes"] < 1.5 * 2**20  # open reads well under 1.5 MB
-        assert engine["first_requests"] == 1 and engine["first_rtt"] == 1  # first tile: 1 GET
+        # first tile: 1 GET, plus the level's offset arrays (one GET, once) unless held
+        assert engine["first_requests"] <= 2 and engine["first_rtt"] <= 2
         assert engine["cold_requests"] <= 1  # at most one GET per cold tile ...
         assert engine["extra"]["par_requests_per_tile"] <= 1.01
         assert ("server", slide) in rows
-    assert rows[("engine", "aperio.svs")]["open_rtt"] <= 3  # HEAD, head+tail, one more at most
+    assert rows[("engine", "aperio.svs")]["open_rtt"] == 1  # head + tail, no HEAD
+    assert rows[("engine", "libvips.tif")]["open_rtt"] <= 3
     assert "x/best" in proc.stdout or "/best" in proc.stdout

@@ -12,8 +12,8 @@ import pytest
 from tests.fixtures.images import psnr
 from tests.fixtures.oracle import MIN_PSNR, compare_every_tile, openslide_reference
 from wsi_streamer.errors import DecodeError, UnsupportedFormat, WsiError
+from wsi_streamer.format.tiff.chain import read_ifd_chain
 from wsi_streamer.format.tiff.header import parse_header
-from wsi_streamer.format.tiff.ifd import read_ifd_chain
 from wsi_streamer.io.block_cache import BlockStore
 from wsi_streamer.io.local import LocalReader, LocalStorage
 from wsi_streamer.slide.reader import open_slide

@@ -16,7 +16,13 @@ import pytest
 
 from tests.conftest import S3Bucket
 from tests.fixtures.images import psnr
-from wsi_streamer.errors import SlideNotFound, StorageConnectionError, StorageError
+from wsi_streamer.errors import (
+    SlideNotFound,
+    StorageConnectionError,
+    StorageError,
+    UnsupportedFormat,
+)
+from wsi_streamer.format.detect import OPEN_HEAD, OPEN_TAIL
 from wsi_streamer.format.tiled import TiffSlide
 from wsi_streamer.io.block_cache import BlockStore
 from wsi_streamer.io.range_reader import BytesReader
@@ -64,14 +70,16 @@ def test_open_and_first_tile_request_count(s3_svs) -> None:  # type: ignore[no-u
     tile = slide.read_tile(0, 0, 0)
     total = storage.stats.requests
     assert slide.level_count == 4 and svs4.ifd_count == 7  # + thumbnail, label, macro
-    budget = 1 + svs4.ifd_count + 2 + 1  # HEAD, one per IFD, TileOffsets/ByteCounts, tile
-    message = (f"S3 requests: open {opened} (HEAD + reads), first tile {total - opened}, "
+    budget = 1 + svs4.ifd_count + 2 + 1  # head/tail, one per IFD, TileOffsets/ByteCounts, tile
+    message = (f"S3 requests: open {opened} (head + tail), first tile {total - opened}, "
                f"total {total} (budget {budget}); bytes {storage.stats.bytes} of "
                f"{len(svs4.data)}; HTTP requests sent {len(http)}")
     print("\n" + message)
     assert total <= budget, message
     assert len(http) == total, message  # no hidden retries or extra calls
-    assert http.sent[0] == "HEAD"
+    # A slide never seen: no HEAD; size and ETag come from the two concurrent first reads.
+    assert http.sent[:2] == ["GET", "GET"] and opened == 2, message
+    assert sorted(http.ranges[:2]) == ["bytes=-1048576", "bytes=0-262143"]
 
     local = open_slide(BytesReader(svs4.data)).read_tile(0, 0, 0)
     assert psnr(np.asarray(tile), np.asarray(local)) == float("inf")
@@ -80,11 +88,19 @@ def test_open_and_first_tile_request_count(s3_svs) -> None:  # type: ignore[no-u
     registry.get(KEY).read_tile(0, 0, 0)
     assert storage.stats.requests == again, "a warm tile must take 0 requests"
 
-    # a tile in the middle of level 0, outside the open-time head/tail prefetch: one GET
-    slide.read_raw_tile(0, 3, 2)
+    # a tile of level 0 outside the open-time head/tail reads: one GET, then none
+    x, y = _tile_outside_first_reads(slide, len(svs4.data))
+    slide.read_raw_tile(0, x, y)
     assert storage.stats.requests == again + 1
-    slide.read_raw_tile(0, 3, 2)
+    slide.read_raw_tile(0, x, y)
     assert storage.stats.requests == again + 1
+
+
+def _tile_outside_first_reads(slide: Any, size: int) -> tuple[int, int]:
+    info = slide.level(0)
+    return next((x, y) for y in range(info.tiles_y) for x in range(info.tiles_x)
+                if OPEN_HEAD <= slide.tile_range(0, x, y)[0]
+                and sum(slide.tile_range(0, x, y)) <= size - OPEN_TAIL)
 
 
 def test_every_level_first_tile_within_budget(s3_svs) -> None:  # type: ignore
@@ -99,12 +115,13 @@ def test_every_level_first_tile_within_budget(s3_svs) -> None:  # type: ignore
 
 
 def test_32_threads_one_cold_tile_one_request_per_block(s3_svs) -> None:  # type: ignore
-    storage, http, _ = s3_svs
+    storage, http, svs4 = s3_svs
     store = BlockStore(block_size=16 * 1024)
     slide = open_slide(storage.open(KEY), store=store)
     assert isinstance(slide, TiffSlide)
     slide.read_raw_tile(0, 0, 0)  # offset arrays of level 0 now loaded
-    offset, length = slide.tile_range(0, 3, 2)
+    x, y = _tile_outside_first_reads(slide, len(svs4.data))
+    offset, length = slide.tile_range(0, x, y)
     first, last = offset // store.block_size, (offset + length - 1) // store.block_size
     ident = slide.identity
     cold = [b for b in range(first, last + 1) if (ident, b) not in store._blocks]
@@ -114,7 +131,7 @@ def test_32_threads_one_cold_tile_one_request_per_block(s3_svs) -> None:  # type
 
     def read(_: int) -> bytes:
         barrier.wait()
-        return slide.read_raw_tile(0, 3, 2)
+        return slide.read_raw_tile(0, x, y)
 
     with ThreadPoolExecutor(32) as pool:
         results = list(pool.map(read, range(32)))
@@ -125,6 +142,16 @@ def test_32_threads_one_cold_tile_one_request_per_block(s3_svs) -> None:  # type
     assert http.ranges[-1] == f"bytes={offset}-{offset + length - 1}", "exactly the tile"
     print(f"\n32 threads, cold tile spanning {len(cold)} block(s): 1 S3 request of "
           f"{length} bytes")
+
+
+@pytest.mark.parametrize("body", [b"", b"II*\0", b"not a tiff at all" * 10])
+def test_probed_open_of_tiny_or_empty_objects(s3_bucket: S3Bucket, body: bytes) -> None:
+    """Ranges past the end of small objects (and the 416 of an empty one) end in a clear
+    refusal, not a storage error."""
+    s3_bucket.client.put_object(Bucket=s3_bucket.name, Key="tiny.svs", Body=body)
+    storage = S3Storage(s3_bucket.name, endpoint_url=s3_bucket.endpoint)
+    with pytest.raises(UnsupportedFormat):
+        SlideRegistry(storage, BlockStore()).get("tiny.svs")
 
 
 def test_missing_key_is_slide_not_found(s3_bucket: S3Bucket) -> None:

@@ -32,7 +32,7 @@ QUALITY = 80
 def slide_bytes() -> bytes:
     from tests.fixtures.slides import make_svs
 
-    return make_svs(1536, 1152, levels=3, tile=256, associated=False).data
+    return make_svs(2560, 1920, levels=3, tile=256, associated=False).data
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +128,7 @@ def test_failed_open_is_not_cached(client: Any, proxy: FaultProxy) -> None:
     assert_json_error(*_status_body(client.get(f"/slides/{KEY}/dzi")), 502, "connection_error")
     proxy.mode = "pass"
     response = client.get(f"/slides/{KEY}")
-    assert response.status_code == 200 and response.json["width"] == 1536
+    assert response.status_code == 200 and response.json["width"] == 2560
 
 
 def _status_body(response: Any) -> tuple[int, bytes]:

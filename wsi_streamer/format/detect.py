@@ -9,11 +9,17 @@ from ..errors import UnsupportedFormat
 from ..io.range_reader import RangeReader
 from . import generic_tiff, svs
 from .levels import LevelInfo, build_pyramid
+from .tiff.chain import read_ifd_chain
 from .tiff.header import HEADER_SIZE, TiffFormat, parse_header
-from .tiff.ifd import Ifd, read_ifd_chain
+from .tiff.ifd import Ifd
+from .tiff.spans import Spans
 from .tiff.tags import Tag
 
 NDPI_FORMAT_FLAG = 65420
+# The first reads of an open, fetched concurrently: Aperio keeps IFD 0 (and level 0's arrays)
+# at the head and the other IFDs near the end; libvips ends with the small levels' IFDs.
+OPEN_HEAD = 256 * 1024
+OPEN_TAIL = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,22 +37,22 @@ class SlideStructure:
 
 
 def plan_open_reads(size: int) -> list[tuple[int, int]]:
-    """Head and tail ranges worth fetching concurrently before walking the IFD chain: Aperio
-    keeps IFD 0 at the head and the rest near the end; libvips puts IFDs at the end."""
-    head = min(size, 256 * 1024)
-    tail = min(size - head, max(256 * 1024, min(1024 * 1024, size // 256)))
+    """The head and tail ranges read (concurrently) before walking the IFD chain; the same
+    as ``Storage.open_probed(id, OPEN_HEAD, OPEN_TAIL)`` returns."""
+    head = min(size, OPEN_HEAD)
+    tail = min(size - head, OPEN_TAIL)
     return [(0, head)] + ([(size - tail, tail)] if tail > 0 else [])
 
 
 def parse_structure(reader: RangeReader) -> SlideStructure:
-    """Parse a TIFF-based slide; ``UnsupportedFormat`` (with the reason) for anything else."""
-    prefetch = getattr(reader, "prefetch", None)
-    if prefetch is not None:
-        prefetch(plan_open_reads(reader.size))
+    """Parse a TIFF-based slide; ``UnsupportedFormat`` (with the reason) for anything else.
+    Bytes are read as exact ranges (through the block cache when ``reader`` is one)."""
     if reader.size < 8:
         raise UnsupportedFormat("not a TIFF file (too short)")
-    fmt, first = parse_header(reader.read(0, min(HEADER_SIZE, reader.size)))
-    ifds = read_ifd_chain(reader, fmt, first)
+    spans = Spans(reader)
+    spans.fetch(plan_open_reads(reader.size))
+    fmt, first = parse_header(spans.read(0, min(HEADER_SIZE, reader.size)))
+    ifds = read_ifd_chain(spans, fmt, first)
     return describe(fmt, ifds)
 
 

@@ -7,18 +7,18 @@ the first tile of that level, under a per-level lock."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
 
 from ..errors import InvalidLevel, InvalidParameter, InvalidTiff, TileOutOfBounds
-from ..io.range_reader import RangeReader
+from ..io.range_reader import RangeReader, read_ranges
 from .detect import SlideStructure
 from .jp2k import decode_jp2k
 from .jpeg import complete_stream, decode_jpeg
 from .levels import LevelInfo
-from .tiff.ifd import read_array, read_bytes
+from .tiff.ifd import MAX_EAGER_VALUE, IfdEntry, decode_array
 from .tiff.tags import JPEG, PHOTOMETRIC_RGB, PHOTOMETRIC_YCBCR
 
 MAX_REGION_PIXELS = 64 * 1024 * 1024
@@ -92,15 +92,21 @@ class TiffSlide:
                 entries = [info.tile_offsets, info.tile_byte_counts]
                 if info.jpeg_tables is not None:
                     entries.append(info.jpeg_tables)
+                if info.jpeg_tables is not None and info.jpeg_tables.nbytes > MAX_EAGER_VALUE:
+                    raise InvalidTiff(f"level {level}: JPEGTables of "
+                                      f"{info.jpeg_tables.nbytes} bytes")
                 remote = [e for e in entries if e.inline is None]
-                read_many: Callable[[Sequence[tuple[int, int]]], list[bytes]] | None = getattr(
-                    self.reader, "read_many", None)
-                if read_many is not None and len(remote) > 1:
-                    read_many([(e.offset, e.nbytes) for e in remote])  # all in one round trip
+                # Exact ranges, all in one round trip (neighbours coalesced by the cache).
+                fetched = dict(zip((id(e) for e in remote), read_ranges(self.reader,
+                    [(e.offset, e.nbytes) for e in remote]), strict=True))
+
+                def raw(entry: IfdEntry) -> bytes:
+                    return entry.inline if entry.inline is not None else fetched[id(entry)]
+
                 if info.jpeg_tables is not None:
-                    self._tables[level] = read_bytes(self.reader, info.jpeg_tables)
-                arrays = (read_array(self.reader, fmt, info.tile_offsets),
-                          read_array(self.reader, fmt, info.tile_byte_counts))
+                    self._tables[level] = raw(info.jpeg_tables)
+                arrays = (decode_array(fmt, info.tile_offsets, raw(info.tile_offsets)),
+                          decode_array(fmt, info.tile_byte_counts, raw(info.tile_byte_counts)))
                 self._arrays[level] = arrays
         return arrays
 
@@ -121,10 +127,9 @@ class TiffSlide:
 
     def prefetch_tiles(self, level: int, tiles: Sequence[tuple[int, int]]) -> None:
         """Fetch the stored bytes of several tiles concurrently (block cache permitting)."""
-        fetch = getattr(self.reader, "read_exact_many", None)
-        if fetch is not None and len(tiles) > 1:
+        if len(tiles) > 1 and hasattr(self.reader, "read_exact_many"):
             ranges = [self.tile_range(level, tx, ty) for tx, ty in tiles]
-            fetch([r for r in ranges if r[1]])
+            read_ranges(self.reader, [r for r in ranges if r[1]])
 
     def read_raw_tile(self, level: int, x: int, y: int) -> bytes:
         """The tile's stored bytes (empty for a sparse tile), exactly one range read."""

@@ -12,6 +12,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -51,6 +52,7 @@ class BlockStore:
         self.stats = IoStats()
         self._blocks: OrderedDict[_Key, bytes] = OrderedDict()
         self._flights: dict[_Key, _Flight] = {}
+        self._spans: dict[str, list[tuple[int, int]]] = {}  # exact ranges per identity, sorted
         self._bytes = 0
         self._lock = threading.Lock()
 
@@ -108,12 +110,7 @@ class BlockStore:
         with self._lock:
             for i, (offset, length) in enumerate(ranges):
                 key = (ident, offset, length)
-                data = self._blocks.get(key) if length else b""
-                if data is not None:
-                    if length:
-                        self._blocks.move_to_end(key)
-                else:
-                    data = self._covered_locked(ident, offset, length)
+                data = self._lookup_locked(ident, offset, length, blocks=True)
                 if data is not None:
                     found[i] = data
                 elif key in self._flights:
@@ -124,9 +121,12 @@ class BlockStore:
         self.stats.add(hits=len(found), misses=len(mine))
         groups = _coalesce(sorted(mine))
         if len(groups) > 1:
+            # One context copy per group, made here: the request's I/O counters go along.
+            contexts = [copy_context() for _ in groups]
             with ThreadPoolExecutor(max_workers=min(8, len(groups))) as pool:
                 outcomes = list(pool.map(
-                    lambda g: copy_context().run(self._fetch_group, reader, g), groups))
+                    lambda cg: cg[0].run(self._fetch_group, reader, cg[1]),
+                    zip(contexts, groups, strict=True)))
         else:
             outcomes = [self._fetch_group(reader, g) for g in groups]
         errors = [e for e in outcomes if e is not None]
@@ -134,6 +134,47 @@ class BlockStore:
             raise errors[0]
         _await(waiting, found)
         return [found[i] for i in range(len(ranges))]
+
+    def lookup(self, ident: str, offset: int, length: int) -> bytes | None:
+        """The range if an exact range already held covers it (no fetch, no block rounding)."""
+        with self._lock:
+            return self._lookup_locked(ident, offset, length, blocks=False)
+
+    def put_ranges(self, ident: str, ranges: Sequence[tuple[int, bytes]]) -> None:
+        """Hold bytes the caller already has (e.g. the first reads of a probed open)."""
+        with self._lock:
+            for offset, data in ranges:
+                key = (ident, offset, len(data))
+                if data and key not in self._blocks:
+                    self._insert_locked(key, data)
+            self._evict()
+
+    def _lookup_locked(self, ident: str, offset: int, length: int, *, blocks: bool
+                       ) -> bytes | None:
+        if length == 0:
+            return b""
+        key = (ident, offset, length)
+        data = self._blocks.get(key)
+        if data is not None:
+            self._blocks.move_to_end(key)
+            return data
+        spans = self._spans.get(ident)
+        if spans:
+            # The few ranges starting at or before ``offset`` (tile ranges rarely overlap).
+            i = bisect.bisect_right(spans, (offset, 1 << 62))
+            for start, size in reversed(spans[max(0, i - 4) : i]):
+                if start + size >= offset + length:
+                    key = (ident, start, size)
+                    self._blocks.move_to_end(key)
+                    skip = offset - start
+                    return self._blocks[key][skip : skip + length]
+        return self._covered_locked(ident, offset, length) if blocks else None
+
+    def _insert_locked(self, key: _Key, data: bytes) -> None:
+        self._blocks[key] = data
+        self._bytes += len(data)
+        if len(key) == 3:
+            bisect.insort(self._spans.setdefault(key[0], []), (key[1], key[2]))
 
     def _covered_locked(self, ident: str, offset: int, length: int) -> bytes | None:
         bs = self.block_size
@@ -163,8 +204,7 @@ class BlockStore:
                 key = (ident, offset, length)
                 flight = self._flights.pop(key)
                 flight.data = part
-                self._blocks[key] = part
-                self._bytes += len(part)
+                self._insert_locked(key, part)
                 flight.event.set()
             self._evict()
         return None
@@ -181,8 +221,7 @@ class BlockStore:
                 key = (ident, index)
                 flight = self._flights.pop(key)
                 flight.data = block
-                self._blocks[key] = block
-                self._bytes += len(block)
+                self._insert_locked(key, block)
                 flight.event.set()
             self._evict()
 
@@ -197,8 +236,13 @@ class BlockStore:
 
     def _evict(self) -> None:
         while self._bytes > self.max_bytes and self._blocks:
-            _, block = self._blocks.popitem(last=False)
+            key, block = self._blocks.popitem(last=False)
             self._bytes -= len(block)
+            if len(key) == 3:
+                spans = self._spans[key[0]]
+                del spans[bisect.bisect_left(spans, (key[1], key[2]))]
+                if not spans:
+                    del self._spans[key[0]]
 
 
 def _await(waiting: dict[int, _Flight], found: dict[int, bytes]) -> None:
@@ -260,6 +304,9 @@ class BlockCache:
         check_range(offset, length, self.inner.size)
         if length == 0:
             return b""
+        held = self.store.lookup(self.inner.identity, offset, length)
+        if held is not None:
+            return held
         bs = self.store.block_size
         first, last = offset // bs, (offset + length - 1) // bs
         blocks = self.store.get_blocks(self.inner, first, last)
@@ -279,17 +326,3 @@ class BlockCache:
         for offset, length in ranges:
             check_range(offset, length, self.inner.size)
         return self.store.get_ranges(self.inner, ranges)
-
-    def read_many(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
-        """Read several ``(offset, length)`` ranges concurrently (one round trip, not N)."""
-        if len(ranges) <= 1:
-            return [self.read(o, n) for o, n in ranges]
-        with ThreadPoolExecutor(max_workers=min(8, len(ranges))) as pool:
-            futures = [pool.submit(copy_context().run, self.read, o, n) for o, n in ranges]
-            return [f.result() for f in futures]
-
-    def prefetch(self, ranges: Sequence[tuple[int, int]]) -> None:
-        """Bring ``ranges`` into the cache concurrently, clipped to the object."""
-        size = self.inner.size
-        clipped = [(max(0, o), min(size, o + n) - max(0, o)) for o, n in ranges]
-        self.read_many([(o, n) for o, n in clipped if n > 0])

@@ -7,7 +7,7 @@ import threading
 
 from ..errors import SlideNotFound, StorageError
 from .range_reader import IoStats, check_range, record_storage_request
-from .storage import SlidePage, is_slide_name, page_of, validate_slide_id
+from .storage import SlidePage, is_slide_name, page_of, probe_reads, validate_slide_id
 
 
 class LocalReader:
@@ -74,6 +74,11 @@ class LocalStorage:
 
     def open(self, slide_id: str) -> LocalReader:
         return LocalReader(self._resolve(slide_id), slide_id, self.stats)
+
+    def open_probed(self, slide_id: str, head: int, tail: int
+                    ) -> tuple[LocalReader, list[tuple[int, bytes]]]:
+        reader = self.open(slide_id)
+        return reader, probe_reads(reader, head, tail)
 
     def list_slides(self, *, prefix: str = "", search: str = "", cursor: str | None = None,
                     limit: int = 100) -> SlidePage:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextvars
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -32,6 +32,16 @@ class RangeReader(Protocol):
     def read(self, offset: int, length: int) -> bytes:
         """Return exactly ``length`` bytes at ``offset``; raise ``ReadPastEnd`` beyond the end."""
         ...
+
+
+def read_ranges(reader: RangeReader, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+    """Exact ``(offset, length)`` ranges: concurrently and without block rounding when the
+    reader offers ``read_exact_many`` (the block cache), else one ``read`` each."""
+    read_many: Callable[[Sequence[tuple[int, int]]], list[bytes]] | None = getattr(
+        reader, "read_exact_many", None)
+    if read_many is not None:
+        return read_many(ranges)
+    return [reader.read(o, n) for o, n in ranges]
 
 
 def check_range(offset: int, length: int, size: int) -> None:

@@ -12,6 +12,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextvars import copy_context
 from typing import Any, TypeVar
 
 import boto3
@@ -51,20 +53,34 @@ def _call(fn: Callable[[], T], what: str, slide_id: str | None = None) -> T:
         raise _translate(exc, what, slide_id) from exc
 
 
+def _total_size(response: Any, body: bytes) -> int:
+    """The object size from ``Content-Range: bytes a-b/size`` (or the whole body of a 200)."""
+    content_range = str(response.get("ContentRange") or "")
+    if not content_range:
+        return len(body)
+    total = content_range.rpartition("/")[2]
+    if not total.isdigit():
+        raise StorageError(f"storage sent an unusable Content-Range: {content_range[:64]!r}")
+    return int(total)
+
+
 class S3Reader:
-    """``RangeReader`` over one object. ``HeadObject`` happens in ``__init__``; every read is
-    a ranged ``GetObject`` pinned to the ETag seen then (``IfMatch``), so a replaced object
-    fails loudly instead of mixing versions."""
+    """``RangeReader`` over one object. ``HeadObject`` happens in ``__init__`` unless the size
+    and ETag are already known (a probed open); every read is a ranged ``GetObject`` pinned to
+    that ETag (``IfMatch``), so a replaced object fails loudly instead of mixing versions."""
 
     def __init__(self, client: Any, bucket: str, key: str, slide_id: str,
-                 stats: IoStats | None = None) -> None:
+                 stats: IoStats | None = None, *, size: int | None = None,
+                 etag: str | None = None) -> None:
         self._client, self._bucket, self._key, self._slide_id = client, bucket, key, slide_id
         self.stats = stats if stats is not None else IoStats()
-        head = _call(lambda: client.head_object(Bucket=bucket, Key=key),
-                     f"HEAD {slide_id}", slide_id)
-        record_storage_request(self.stats, 0)
-        self._size = int(head["ContentLength"])
-        self._etag = str(head.get("ETag", "")).strip('"')
+        if size is None or etag is None:
+            head = _call(lambda: client.head_object(Bucket=bucket, Key=key),
+                         f"HEAD {slide_id}", slide_id)
+            record_storage_request(self.stats, 0)
+            size, etag = int(head["ContentLength"]), str(head.get("ETag", ""))
+        self._size = size
+        self._etag = etag.strip('"')
         self._identity = f"s3://{bucket}/{key}#{self._etag}"
 
     @property
@@ -83,25 +99,36 @@ class S3Reader:
         check_range(offset, length, self._size)
         if length == 0:
             return b""
-        what = f"GET {self._slide_id} [{offset}, +{length})"
-        for attempt in range(1, _BODY_ATTEMPTS + 1):
-            record_storage_request(self.stats, length)
-            logger.debug("GET %s +%d @%d", self._identity, length, offset)
-            response = _call(lambda: self._client.get_object(
-                Bucket=self._bucket, Key=self._key, IfMatch=f'"{self._etag}"',
-                Range=f"bytes={offset}-{offset + length - 1}"), what, self._slide_id)
-            try:
-                data: bytes = response["Body"].read()
-            except (bex.BotoCoreError, OSError) as exc:
-                if attempt == _BODY_ATTEMPTS:
-                    raise _translate(exc, what) from exc
-                data = b""
-            if len(data) == length:
-                return data
-            logger.warning("%s: body of %d bytes, retrying (%d/%d)", what, len(data),
-                           attempt, _BODY_ATTEMPTS)
-            time.sleep(0.05 * attempt)
-        raise StorageError(f"{what}: truncated response")
+        data, _ = _get_range(self._client, self._bucket, self._key, self._slide_id,
+                             self.stats, f"{offset}-{offset + length - 1}", length,
+                             if_match=self._etag)
+        return data
+
+
+def _get_range(client: Any, bucket: str, key: str, slide_id: str, stats: IoStats, spec: str,
+               length: int | None, *, if_match: str | None = None) -> tuple[bytes, Any]:
+    """One ranged ``GetObject`` (``Range: bytes=<spec>``) with short or broken bodies retried;
+    ``length`` None accepts whatever ``Content-Length`` announces (suffix ranges)."""
+    what = f"GET {slide_id} [{spec}]"
+    extra = {"IfMatch": f'"{if_match}"'} if if_match is not None else {}
+    for attempt in range(1, _BODY_ATTEMPTS + 1):
+        logger.debug("GET s3://%s/%s bytes=%s", bucket, key, spec)
+        response = _call(lambda: client.get_object(
+            Bucket=bucket, Key=key, Range=f"bytes={spec}", **extra), what, slide_id)
+        expected = length if length is not None else int(response.get("ContentLength", -1))
+        record_storage_request(stats, max(0, expected))
+        try:
+            data: bytes = response["Body"].read()
+        except (bex.BotoCoreError, OSError) as exc:
+            if attempt == _BODY_ATTEMPTS:
+                raise _translate(exc, what) from exc
+            data = b""
+        if len(data) == expected:
+            return data, response
+        logger.warning("%s: body of %d bytes, retrying (%d/%d)", what, len(data),
+                       attempt, _BODY_ATTEMPTS)
+        time.sleep(0.05 * attempt)
+    raise StorageError(f"{what}: truncated response")
 
 
 class S3Storage:
@@ -137,6 +164,33 @@ class S3Storage:
     def open(self, slide_id: str) -> S3Reader:
         validate_slide_id(slide_id)
         return S3Reader(self.client, self.bucket, self.prefix + slide_id, slide_id, self.stats)
+
+    def open_probed(self, slide_id: str, head: int, tail: int
+                    ) -> tuple[S3Reader, list[tuple[int, bytes]]]:
+        """Open without ``HeadObject``: the first ``head`` bytes and the last ``tail`` bytes
+        (a suffix range) are fetched concurrently, and their responses give the size and ETag.
+        One round trip instead of two for a slide never seen before. Returns the reader and
+        the ``(offset, bytes)`` it read."""
+        validate_slide_id(slide_id)
+        key = self.prefix + slide_id
+        specs = [f"0-{head - 1}", f"-{tail}"]
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            futures = [pool.submit(copy_context().run, _get_range, self.client, self.bucket,
+                                   key, slide_id, self.stats, spec, None) for spec in specs]
+            try:
+                parts = [f.result() for f in futures]
+            except StorageError as exc:
+                if "InvalidRange" not in str(exc):
+                    raise
+                return self.open(slide_id), []  # empty object: let the usual path judge it
+        (first, r1), (last, r2) = parts
+        size = _total_size(r1, first)
+        etags = {str(r.get("ETag", "")).strip('"') for r in (r1, r2)}
+        if len(etags) != 1 or _total_size(r2, last) != size:
+            return self.open(slide_id), []  # replaced between the two reads
+        reader = S3Reader(self.client, self.bucket, key, slide_id, self.stats, size=size,
+                          etag=etags.pop())
+        return reader, [(0, first), (size - len(last), last)]
 
     def list_slides(self, *, prefix: str = "", search: str = "", cursor: str | None = None,
                     limit: int = 100) -> SlidePage:

@@ -25,6 +25,12 @@ class Storage(Protocol):
         """Return a reader for the slide; raise ``SlideNotFound`` or a ``StorageError``."""
         ...
 
+    def open_probed(self, slide_id: str, head: int, tail: int
+                    ) -> tuple[RangeReader, list[tuple[int, bytes]]]:
+        """``open`` plus the first ``head`` and last ``tail`` bytes, with as few serial round
+        trips as the store allows; returns the reader and the ``(offset, bytes)`` read."""
+        ...
+
     def list_slides(self, *, prefix: str = "", search: str = "", cursor: str | None = None,
                     limit: int = 100) -> SlidePage:
         """Slide ids in lexicographic order after ``cursor``, at most ``limit`` of them."""
@@ -48,6 +54,15 @@ def validate_slide_id(slide_id: str) -> str:
     if slide_id.startswith("/") or any(seg in ("", ".", "..") for seg in slide_id.split("/")):
         raise InvalidSlideId(slide_id[:64])
     return slide_id
+
+
+def probe_reads(reader: RangeReader, head: int, tail: int) -> list[tuple[int, bytes]]:
+    """The head and tail reads of ``open_probed`` for stores that know the size up front."""
+    size = reader.size
+    first = min(head, size)
+    start = max(first, size - tail)
+    reads = [(0, reader.read(0, first))] if first else []
+    return reads + ([(start, reader.read(start, size - start))] if start < size else [])
 
 
 def is_slide_name(name: str) -> bool:

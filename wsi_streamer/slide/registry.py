@@ -2,8 +2,11 @@
 store, and an optional shared structure cache (so another process opens a known slide without
 parsing it again).
 
-A slide id is re-validated against storage (``HeadObject``/``stat``) at most every
-``revalidate_s`` seconds; a changed identity (new ETag or mtime) opens the new content."""
+A slide never seen on this host is opened with ``Storage.open_probed`` (no ``HeadObject``: the
+first reads give size and ETag). A known one is opened with ``open`` (``HeadObject``/``stat``)
+so that its cached structure is found by identity without reading anything. A slide id is
+re-validated this way at most every ``revalidate_s`` seconds; a changed identity (new ETag or
+mtime) opens the new content."""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..format.detect import SlideStructure, parse_structure
+from ..format.detect import OPEN_HEAD, OPEN_TAIL, SlideStructure, parse_structure
 from ..format.tiled import TiffSlide
 from ..io.block_cache import BlockStore
 from ..io.singleflight import SingleFlight
@@ -30,6 +33,8 @@ class StructureCache(Protocol):
 
     def get_structure(self, identity: str) -> SlideStructure | None: ...
     def put_structure(self, identity: str, structure: SlideStructure) -> None: ...
+    def known_slide(self, slide_id: str) -> bool: ...
+    def remember_slide(self, slide_id: str, identity: str) -> None: ...
 
 
 @dataclass
@@ -80,7 +85,14 @@ class SlideRegistry:
         return slide
 
     def _open(self, slide_id: str, previous: SlideReader | None) -> SlideReader:
-        reader = self.store.view(self.storage.open(slide_id))
+        known = previous is not None or (
+            self.structures is not None and self.structures.known_slide(slide_id))
+        if known:
+            reader = self.store.view(self.storage.open(slide_id))
+        else:
+            raw, first_reads = self.storage.open_probed(slide_id, OPEN_HEAD, OPEN_TAIL)
+            self.store.put_ranges(raw.identity, first_reads)
+            reader = self.store.view(raw)
         if previous is not None and previous.identity == reader.identity:
             return previous
         structure = self.structures.get_structure(reader.identity) if self.structures else None
@@ -88,6 +100,7 @@ class SlideRegistry:
             structure = parse_structure(reader)
             if self.structures is not None:
                 self.structures.put_structure(reader.identity, structure)
+                self.structures.remember_slide(slide_id, reader.identity)
         else:
             logger.debug("structure of %s from the shared cache", slide_id)
         return TiffSlide(reader, structure)

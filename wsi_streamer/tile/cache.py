@@ -13,6 +13,7 @@ from ..format.detect import SlideStructure
 logger = logging.getLogger(__name__)
 
 _STRUCTURE_PREFIX = "structure:"
+_SLIDE_PREFIX = "slide:"
 
 
 class TileCache:
@@ -52,6 +53,13 @@ class TileCache:
 
     def put_structure(self, identity: str, structure: SlideStructure) -> None:
         self.set(_STRUCTURE_PREFIX + identity, pickle.dumps(structure, protocol=5))
+
+    def known_slide(self, slide_id: str) -> bool:
+        """Whether a structure was stored for this slide id (by any worker on this host)."""
+        return self.get(_SLIDE_PREFIX + slide_id) is not None
+
+    def remember_slide(self, slide_id: str, identity: str) -> None:
+        self.set(_SLIDE_PREFIX + slide_id, identity.encode())
 
     def clear(self) -> None:
         self._cache.clear()

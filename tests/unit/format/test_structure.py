@@ -9,8 +9,10 @@ from tests.fixtures.images import abbreviated_jpeg_tiles, tissue
 from tests.fixtures.slides import make_generic, make_simple, make_svs
 from tests.fixtures.tiffpack import Field, pack_tiff, payload_offset, tiled_fields
 from wsi_streamer.errors import UnsupportedFormat
+from wsi_streamer.format import detect
 from wsi_streamer.format.detect import parse_structure
-from wsi_streamer.format.tiff.ifd import IFD_WINDOW, read_bytes
+from wsi_streamer.format.tiff.chain import IFD_WINDOW
+from wsi_streamer.format.tiff.ifd import read_bytes
 from wsi_streamer.io.range_reader import BytesReader
 from wsi_streamer.slide.reader import open_slide
 
@@ -98,15 +100,18 @@ def _many_tiles_slide() -> tuple[bytes, int]:
     return pack_tiff([fields], payload=tile), len(tile)
 
 
-def test_open_does_not_read_tile_offset_arrays() -> None:
+def test_open_does_not_read_tile_offset_arrays(monkeypatch: pytest.MonkeyPatch) -> None:
+    # First reads shrunk to 16 bytes each, so that they do not hold the whole small file.
+    monkeypatch.setattr(detect, "OPEN_HEAD", 16)
+    monkeypatch.setattr(detect, "OPEN_TAIL", 16)
     data, tile_len = _many_tiles_slide()
     reader = BytesReader(data)
     st = parse_structure(reader)
     opened = reader.stats.snapshot()
     entry = st.levels[0].tile_offsets
     assert entry.count == 16384 and entry.nbytes == 65536
-    assert opened["bytes"] <= 16 + IFD_WINDOW + 512, opened  # header + IFD (+ small values)
-    assert opened["requests"] <= 5, opened  # header, IFD, 3 out-of-line eager values
+    assert opened["bytes"] <= 32 + IFD_WINDOW + 512, opened  # head, tail, IFD, small values
+    assert opened["requests"] <= 6, opened  # head, tail, IFD, 3 out-of-line eager values
 
     slide = open_slide(reader, structure=st)  # private block cache over the counting reader
     before = reader.stats.snapshot()

@@ -10,15 +10,9 @@ import pytest
 
 from tests.fixtures.tiffpack import Field, pack_tiff, tiled_fields
 from wsi_streamer.errors import InvalidTiff, UnsupportedFormat
+from wsi_streamer.format.tiff.chain import read_ifd, read_ifd_chain
 from wsi_streamer.format.tiff.header import TiffFormat, parse_header
-from wsi_streamer.format.tiff.ifd import (
-    EAGER_TAGS,
-    decode_value,
-    read_array,
-    read_bytes,
-    read_ifd,
-    read_ifd_chain,
-)
+from wsi_streamer.format.tiff.ifd import EAGER_TAGS, decode_value, read_array, read_bytes
 from wsi_streamer.format.tiff.tags import Tag
 from wsi_streamer.io.range_reader import BytesReader
 

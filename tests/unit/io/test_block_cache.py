@@ -161,22 +161,40 @@ def test_failure_of_one_run_does_not_poison_others() -> None:
     assert cache.read(5 * BS, 10) == DATA[5 * BS : 5 * BS + 10]
 
 
-def test_read_many_and_prefetch_fill_the_cache() -> None:
+def test_exact_ranges_and_put_ranges_serve_any_range_inside_them() -> None:
     inner, cache = make()
-    assert cache.read_many([(0, 5), (4 * BS, 5)]) == [DATA[:5], DATA[4 * BS : 4 * BS + 5]]
-    cache.prefetch([(8 * BS, 10 * BS), (-50, 100)])  # clipped to the object
-    inner.calls.clear()
-    cache.read(len(DATA) - 10, 10)
-    cache.read(0, 50)
+    cache.store.put_ranges(inner.identity, [(5 * BS + 7, DATA[5 * BS + 7 : 8 * BS])])
+    assert cache.read(6 * BS, 100) == DATA[6 * BS : 6 * BS + 100]  # read() sees held ranges
+    assert cache.read_exact(5 * BS + 7, 3) == DATA[5 * BS + 7 : 5 * BS + 10]
+    assert cache.read_exact_many([(7 * BS, BS)]) == [DATA[7 * BS : 8 * BS]]
     assert inner.calls == []
+    assert cache.read_exact_many([(100, 50), (2 * BS, 10)]) == [DATA[100:150],
+                                                                 DATA[2 * BS : 2 * BS + 10]]
+    inner.calls.clear()
+    assert cache.read(110, 20) == DATA[110:130]  # inside the exact range fetched above
+    assert inner.calls == []
+    assert cache.read(5 * BS, 20) == DATA[5 * BS : 5 * BS + 20]  # starts before it: a block
+    assert inner.calls == [(5 * BS, BS)]
+
+
+def test_evicted_exact_ranges_leave_the_index() -> None:
+    inner = CountingReader(DATA)
+    store = BlockStore(block_size=BS, max_bytes=3 * BS)
+    cache = store.view(inner)
+    for i in range(6):
+        cache.read_exact(i * BS, BS)
+    assert store.cached_bytes <= 3 * BS
+    assert store.lookup(inner.identity, 0, 10) is None  # evicted, and not found by the index
+    assert store.lookup(inner.identity, 5 * BS, 10) == DATA[5 * BS : 5 * BS + 10]
+    assert sum(len(v) for v in store._spans.values()) == 3
 
 
 def test_track_request_sees_reads_made_by_helper_threads() -> None:
     from wsi_streamer.io.range_reader import BytesReader, track_request
 
-    inner = BytesReader(DATA)
+    inner = BytesReader(pattern(300_000))  # ranges further apart than the coalescing gap
     cache = BlockCache(inner, block_size=BS)
     with track_request() as stats:
-        cache.read_many([(0, 10), (3 * BS, 10), (6 * BS, 10)])
-    assert stats.requests == 3 and stats.bytes == 3 * BS
+        cache.read_exact_many([(0, 10), (100_000, 10), (200_000, 10)])
+    assert stats.requests == 3 and stats.bytes == 30
     assert inner.stats.requests == 3

@@ -13,7 +13,7 @@ from tests.fixtures.slides import make_svs
 from wsi_streamer.errors import SlideNotFound, StorageError, UnsupportedFormat
 from wsi_streamer.format.detect import SlideStructure
 from wsi_streamer.io.block_cache import BlockStore
-from wsi_streamer.io.storage import SlidePage
+from wsi_streamer.io.storage import SlidePage, probe_reads
 from wsi_streamer.slide.registry import SlideRegistry
 
 SVS_A = make_svs(300, 200, levels=2, tile=128, associated=False, seed=1).data
@@ -42,6 +42,11 @@ class FakeStorage:
             raise SlideNotFound(slide_id)
         return CountingReader(self.slides[slide_id], f"fake://{slide_id}#"
                               f"{self.versions[slide_id]}", delay=self.delay)
+
+    def open_probed(self, slide_id: str, head: int, tail: int
+                    ) -> tuple[CountingReader, list[tuple[int, bytes]]]:
+        reader = self.open(slide_id)
+        return reader, probe_reads(reader, head, tail)
 
     def replace(self, slide_id: str, data: bytes) -> None:
         self.slides[slide_id] = data
@@ -171,6 +176,7 @@ def test_shared_structure_cache_skips_parsing() -> None:
     class Structures:
         def __init__(self) -> None:
             self.data: dict[str, SlideStructure] = {}
+            self.ids: dict[str, str] = {}
 
         def get_structure(self, identity: str) -> SlideStructure | None:
             return self.data.get(identity)
@@ -178,10 +184,17 @@ def test_shared_structure_cache_skips_parsing() -> None:
         def put_structure(self, identity: str, structure: SlideStructure) -> None:
             self.data[identity] = structure
 
+        def known_slide(self, slide_id: str) -> bool:
+            return slide_id in self.ids
+
+        def remember_slide(self, slide_id: str, identity: str) -> None:
+            self.ids[slide_id] = identity
+
     structures = Structures()
     storage = FakeStorage({"a.svs": SVS_A})
     registry(storage, structures=structures).get("a.svs")
     assert list(structures.data) == ["fake://a.svs#1"]
+    assert structures.ids == {"a.svs": "fake://a.svs#1"}
 
     other = FakeStorage({"a.svs": SVS_A})
     reg = registry(other, structures=structures)

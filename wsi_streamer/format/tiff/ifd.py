@@ -1,27 +1,25 @@
-"""Image File Directories: one read per IFD, defensive against hostile files.
+"""Image File Directories as data, parsed defensively (hostile files raise ``InvalidTiff``).
 
-Small values of the tags this package uses are loaded with the IFD (they sit next to it, so
-the block cache usually already holds them); large arrays (tile offsets and byte counts) stay
-as entries and are read on demand with ``read_array``.
+Small values of the tags this package uses (``EAGER_TAGS``) are loaded with the IFD by the chain
+walker (chain.py); large arrays (tile offsets and byte counts) stay as entries and are read on
+demand with ``read_array``.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from ...errors import InvalidTiff, ReadPastEnd
+from ...errors import InvalidTiff
 from ...io.range_reader import RangeReader
 from .header import TiffFormat
 from .tags import FIELD_TYPES, Tag
 
-MAX_IFDS = 1024
 MAX_ENTRIES = 4096
-IFD_WINDOW = 4096  # bytes read speculatively for one IFD (covers about 340 classic entries)
 MAX_EAGER_VALUE = 1 << 20
+INTEGER_TYPES = frozenset({3, 4, 16, 13, 18})  # SHORT, LONG, LONG8, IFD, IFD8
 
 # Tags whose values are loaded with the IFD; everything else stays an unread entry, read on
 # demand (JPEGTables with the tile arrays: libtiff writes it after them, far from the IFD).
@@ -88,7 +86,7 @@ def decode_value(fmt: TiffFormat, type_: int, count: int, raw: bytes) -> Value:
     return struct.unpack(f"{fmt.byteorder}{count}{code}", raw[: size * count])
 
 
-def _parse_entries(fmt: TiffFormat, data: bytes, offset: int, file_size: int) -> tuple[
+def parse_entries(fmt: TiffFormat, data: bytes, offset: int, file_size: int) -> tuple[
         list[IfdEntry], int]:
     n = fmt.uint(data, 0, fmt.count_size)
     if n == 0 or n > MAX_ENTRIES:
@@ -118,72 +116,6 @@ def _parse_entries(fmt: TiffFormat, data: bytes, offset: int, file_size: int) ->
     return entries, fmt.uint(data, end, half)
 
 
-def read_ifd(reader: RangeReader, fmt: TiffFormat, offset: int) -> Ifd:
-    """Read and validate the IFD at ``offset`` plus the values of ``EAGER_TAGS``."""
-    size = reader.size
-    if offset < 8 or offset + fmt.count_size > size:
-        raise InvalidTiff(f"IFD offset {offset} is outside the file ({size} bytes)")
-    data = reader.read(offset, min(IFD_WINDOW, size - offset))
-    n = fmt.uint(data, 0, fmt.count_size)
-    need = fmt.count_size + n * fmt.entry_size + fmt.offset_size
-    if n <= MAX_ENTRIES and len(data) < need <= size - offset:
-        data = reader.read(offset, need)
-    entries, next_offset = _parse_entries(fmt, data, offset, size)
-
-    wanted = [e for e in entries if e.tag in EAGER_TAGS]
-    remote = [e for e in wanted if e.inline is None]
-    for e in remote:
-        if e.nbytes > MAX_EAGER_VALUE:
-            raise InvalidTiff(f"IFD @{offset}: tag {e.tag} value of {e.nbytes} bytes")
-    ranges = [(e.offset, e.nbytes) for e in remote]
-    if 8 <= next_offset < size - fmt.count_size and ranges:
-        # Pipelining: fetch the next IFD together with this one's values (one round trip).
-        ranges.append((next_offset, min(IFD_WINDOW, size - next_offset)))
-    blobs = _read_ranges(reader, ranges)
-    raw = dict(zip((id(e) for e in remote), blobs, strict=False))
-    values = tuple(
-        (e.tag, decode_value(fmt, e.type, e.count, e.inline if e.inline is not None
-                             else raw[id(e)]))
-        for e in wanted
-    )
-    return Ifd(offset, next_offset, tuple(entries), values)
-
-
-def _read_ranges(reader: RangeReader, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
-    read_many: Callable[[Sequence[tuple[int, int]]], list[bytes]] | None = getattr(
-        reader, "read_many", None)
-    if read_many is not None and len(ranges) > 1:
-        return read_many(ranges)
-    return [reader.read(o, n) for o, n in ranges]
-
-
-def read_ifd_chain(reader: RangeReader, fmt: TiffFormat, first: int) -> tuple[Ifd, ...]:
-    """Follow the IFD chain from ``first``; loops, too many IFDs or bad offsets raise
-    ``InvalidTiff`` (bounded time and memory whatever the file says)."""
-    ifds: list[Ifd] = []
-    seen: set[int] = set()
-    offset = first
-    while offset:
-        if offset in seen:
-            raise InvalidTiff(f"IFD chain loops back to offset {offset}")
-        if len(ifds) >= MAX_IFDS:
-            raise InvalidTiff(f"more than {MAX_IFDS} IFDs")
-        seen.add(offset)
-        try:
-            ifd = read_ifd(reader, fmt, offset)
-        except ReadPastEnd as exc:
-            raise InvalidTiff(f"IFD @{offset} is truncated") from exc
-        except InvalidTiff:
-            if not ifds:
-                raise
-            break  # a damaged trailing IFD (often a label or macro) does not spoil the pyramid
-        ifds.append(ifd)
-        offset = ifd.next_offset
-    if not ifds:
-        raise InvalidTiff("no IFD")
-    return tuple(ifds)
-
-
 def read_bytes(reader: RangeReader, entry: IfdEntry, limit: int = MAX_EAGER_VALUE) -> bytes:
     """The raw value of a BYTE/UNDEFINED field read on demand (e.g. JPEGTables)."""
     if entry.nbytes > limit:
@@ -193,9 +125,16 @@ def read_bytes(reader: RangeReader, entry: IfdEntry, limit: int = MAX_EAGER_VALU
 
 def read_array(reader: RangeReader, fmt: TiffFormat, entry: IfdEntry) -> np.ndarray:
     """Read an integer array field (tile offsets or byte counts) with one request, as uint64."""
-    if entry.type not in (3, 4, 16, 13, 18):
+    if entry.type not in INTEGER_TYPES:
         raise InvalidTiff(f"tag {entry.tag} has non-integer type {entry.type}")
-    size, code = FIELD_TYPES[entry.type]
     raw = entry.inline if entry.inline is not None else reader.read(entry.offset, entry.nbytes)
+    return decode_array(fmt, entry, raw)
+
+
+def decode_array(fmt: TiffFormat, entry: IfdEntry, raw: bytes) -> np.ndarray:
+    """The raw bytes of an integer array field as uint64 (``InvalidTiff`` for other types)."""
+    if entry.type not in INTEGER_TYPES:
+        raise InvalidTiff(f"tag {entry.tag} has non-integer type {entry.type}")
+    code = FIELD_TYPES[entry.type][1]
     dtype = np.dtype(f"{fmt.byteorder}{ {'H': 'u2', 'I': 'u4', 'Q': 'u8'}[code] }")
     return np.frombuffer(raw, dtype=dtype, count=entry.count).astype(np.uint64)
