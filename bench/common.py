@@ -4,6 +4,7 @@ both the project venv and ``.venv-bench``): S3 server counters, timing, result r
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 import urllib.request
@@ -42,6 +43,32 @@ class S3Counters:
         stats = self.get()
         out["requests"], out["bytes"] = stats["requests"], stats["bytes"]
         out["round_trips"] = stats.get("round_trips", float("nan"))
+
+
+def cpu_seconds(pid: int, *, descendants: bool = False) -> float:
+    """User + system CPU seconds of ``pid`` (and of its live descendants), from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}  # pid -> (ppid, cpu seconds)
+    for entry in os.listdir("/proc") if descendants else [str(pid)]:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks)
+    tree, total = {pid}, 0.0
+    changed = True
+    while changed and descendants:
+        changed = False
+        for child, (parent, _) in stats.items():
+            if parent in tree and child not in tree:
+                tree.add(child)
+                changed = True
+    for member in tree:
+        total += stats.get(member, (0, 0.0))[1]
+    return total
 
 
 @dataclass

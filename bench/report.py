@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -98,6 +99,21 @@ def server_details(rows: list[Row], baseline_ms: float | None) -> str:
             f"{_fmt(e['dzi_top_warm_ms'])} ms; DZI level top-3 cold "
             f"{_fmt(e['dzi_low_cold_ms'])} ms ({_fmt(e['dzi_low_s3_requests'])} req); "
             f"X-Tile-Cache-Hit {e['cache_hit_headers']}")
+        if "cold32_cpu_ms_per_tile" in e:
+            c = e["cold32_cpu_ms_per_tile"]
+            lines.append(
+                f"  CPU per cold tile at 32 clients: gunicorn (all workers) {c['server']:.2f} ms, "
+                f"S3 server {c['s3']:.2f} ms, load generator {c['client']:.2f} ms; on "
+                f"{os.cpu_count()} cores the server alone would do "
+                f"{_fmt(1000 * (os.cpu_count() or 1) / max(c['server'], 1e-9))} tiles/s")
+        if "trivial_tput32" in e:
+            lines.append(
+                f"  cached tiles vs a trivial Flask route returning the same {e['tile_bytes']} "
+                f"bytes under the same gunicorn configuration (medians of 3 alternations): "
+                f"1c {_fmt(e['cached_tput1'])} vs "
+                f"{_fmt(e['trivial_tput1'])} req/s ({e['cached_tput1'] / e['trivial_tput1']:.0%}"
+                f"), 32c {_fmt(e['cached_tput32'])} vs {_fmt(e['trivial_tput32'])} req/s "
+                f"({e['cached_tput32'] / e['trivial_tput32']:.0%})")
     return "\n".join(lines)
 
 

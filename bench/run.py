@@ -123,13 +123,16 @@ def main() -> None:
         if why is None:
             log = os.path.join(make_slides.OUT, f"gunicorn-{mode}.log")
             try:
-                with gunicorn(endpoint, BUCKET, log) as base:
-                    base_ms = baseline_ms(base)
+                cached_n = 256 if args.quick else 1024
+                with gunicorn(endpoint, BUCKET, log) as server, gunicorn(
+                        endpoint, BUCKET, log + ".trivial",
+                        app="bench.trivial_app:create_app()") as trivial:
+                    base_ms = baseline_ms(server.base)
                     for key in keys:
                         print(f"server: {key}", flush=True)
-                        result = run_server(base, counters, key, tiles["first"], tiles["cold"],
-                                            tiles["parallel"], 256 if args.quick else 1024)
-                        rows.append(dataclasses.asdict(result))
+                        rows.append(dataclasses.asdict(run_server(
+                            server, counters, key, tiles["first"], tiles["cold"],
+                            tiles["parallel"], cached_n, trivial)))
             except (RuntimeError, OSError) as exc:
                 notes.append(f"server skipped: {exc}")
         else:

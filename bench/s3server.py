@@ -53,7 +53,7 @@ class Stats:
         with self._lock:
             spans = sorted(self._spans, key=lambda s: s[1])
             result = {"requests": sum(self._counts.values()), "bytes": self._bytes,
-                      "by_op": dict(self._counts)}
+                      "by_op": dict(self._counts), "pid": os.getpid()}
         chain, last_end = 0, float("-inf")
         for start, end in spans:  # interval scheduling: greedy by end time is optimal
             if start >= last_end:
