@@ -80,18 +80,22 @@ def _require_signature() -> None:
            request.args.items(multi=True), _viewer_slide())
 
 
+_CORS_HEADERS = {"Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
+                 "Access-Control-Allow-Headers": "If-None-Match, Content-Type",
+                 "Access-Control-Expose-Headers": CORS_EXPOSED,
+                 "Access-Control-Max-Age": "86400"}
+
+
 def _cors(response: Response) -> Response:
     origins = services().config.cors_origins
     origin = request.headers.get("Origin")
     if "*" in origins:
-        response.headers["Access-Control-Allow-Origin"] = "*"
+        allowed = "*"
     elif origin and origin in origins:
-        response.headers["Access-Control-Allow-Origin"] = origin
+        allowed = origin
         response.vary.add("Origin")
     else:
         return response
-    response.headers["Access-Control-Allow-Methods"] = "GET, HEAD, OPTIONS"
-    response.headers["Access-Control-Allow-Headers"] = "If-None-Match, Content-Type"
-    response.headers["Access-Control-Expose-Headers"] = CORS_EXPOSED
-    response.headers["Access-Control-Max-Age"] = "86400"
+    response.headers.extend(_CORS_HEADERS)
+    response.headers.set("Access-Control-Allow-Origin", allowed)
     return response

@@ -28,11 +28,16 @@ def _finish(response: Response) -> Response:
         return response
     elapsed_ms = (time.perf_counter() - started) * 1000
     hit = g.get("cache_hit")
-    access_logger.info(
-        "%s %s %d %.1fms cache_hit=%s storage_requests=%d storage_bytes=%d pid=%d",
-        request.method, request.path, response.status_code, elapsed_ms,
-        "-" if hit is None else str(hit).lower(), stats.requests, stats.bytes, os.getpid())
-    response.headers["Server-Timing"] = f"app;dur={elapsed_ms:.1f}"
+    if access_logger.isEnabledFor(logging.INFO):
+        # makeRecord + handle: the same record as .info() without the caller lookup, which
+        # is a third of the logging cost of a cached tile.
+        access_logger.handle(access_logger.makeRecord(
+            access_logger.name, logging.INFO, __file__, 0,
+            "%s %s %d %.1fms cache_hit=%s storage_requests=%d storage_bytes=%d pid=%d",
+            (request.method, request.path, response.status_code, elapsed_ms,
+             "-" if hit is None else str(hit).lower(), stats.requests, stats.bytes,
+             os.getpid()), None))
+    response.headers.add("Server-Timing", f"app;dur={elapsed_ms:.1f}")
     return response
 
 

@@ -21,11 +21,11 @@ def image_response(result: ImageResult, extra: dict[str, str] | None = None) -> 
         response = Response(status=304)
     else:
         response = Response(result.data, mimetype="image/jpeg")
-    response.headers["Cache-Control"] = f"public, max-age={max_age}"
-    response.headers["ETag"] = f'"{result.etag}"'
-    response.headers["X-Tile-Cache-Hit"] = "true" if result.cache_hit else "false"
-    response.headers["X-Tile-Quality"] = str(result.quality)
-    response.headers.update(extra or {})
+    # extend (append) rather than item assignment (which first searches for the name).
+    response.headers.extend({"Cache-Control": f"public, max-age={max_age}",
+                             "ETag": f'"{result.etag}"',
+                             "X-Tile-Cache-Hit": "true" if result.cache_hit else "false",
+                             "X-Tile-Quality": str(result.quality), **(extra or {})})
     g.cache_hit = result.cache_hit
     return response
 
