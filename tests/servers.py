@@ -9,10 +9,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import requests
 
@@ -39,36 +40,55 @@ class Server:
                 if "wsi_streamer.access" in line and f" {path} " in line]
 
 
-@contextmanager
-def gunicorn(env: Mapping[str, str], log_path: Path, workers: int = 1, threads: int = 8,
-             timeout: float = 30.0) -> Iterator[Server]:
+def start_gunicorn(env: Mapping[str, str], log_file: IO[bytes]) -> tuple[
+        subprocess.Popen[bytes], str]:
+    """``gunicorn -c gunicorn.conf.py`` on a free loopback port with ``env`` over the
+    inherited environment, output to ``log_file``; returns the process and its base URL."""
     port = free_port()
-    full_env = {**os.environ, "WSI_HOST": "127.0.0.1", "WSI_PORT": str(port),
-                "WSI_WORKERS": str(workers), "WSI_THREADS": str(threads), **env}
+    full_env = {**os.environ, "WSI_HOST": "127.0.0.1", "WSI_PORT": str(port), **env}
     gunicorn_bin = Path(sys.executable).with_name("gunicorn")
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen([str(gunicorn_bin), "-c", "gunicorn.conf.py"],
-                                   cwd=REPO_ROOT, env=full_env, stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}"
-    server = Server(url, log_path, process)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited: {server.log()[-2000:]}")
-            try:
-                if requests.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"gunicorn did not start: {server.log()[-2000:]}")
-            time.sleep(0.1)
-        yield server
-    finally:
+    process = subprocess.Popen([str(gunicorn_bin), "-c", "gunicorn.conf.py"], cwd=REPO_ROOT,
+                               env=full_env, stdout=log_file, stderr=subprocess.STDOUT)
+    return process, f"http://127.0.0.1:{port}"
+
+
+def wait_healthy(process: subprocess.Popen[bytes], url: str, log: Callable[[], str],
+                 timeout: float = 30.0) -> None:
+    """Until ``/health`` answers 200; ``RuntimeError`` with the log tail if it never does."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"gunicorn exited: {log()[-2000:]}")
+        try:
+            if requests.get(url + "/health", timeout=2).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"gunicorn did not start: {log()[-2000:]}")
+        time.sleep(0.1)
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (gunicorn's graceful stop), SIGKILL after 15 s."""
+    if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextmanager
+def gunicorn(env: Mapping[str, str], log_path: Path, workers: int = 1, threads: int = 8,
+             timeout: float = 30.0) -> Iterator[Server]:
+    with open(log_path, "wb") as log:
+        process, url = start_gunicorn(
+            {"WSI_WORKERS": str(workers), "WSI_THREADS": str(threads), **env}, log)
+    server = Server(url, log_path, process)
+    try:
+        wait_healthy(process, url, server.log, timeout)
+        yield server
+    finally:
+        stop_process(process)

@@ -1,24 +1,20 @@
 """Helpers for the auth, CLI, hostile-input and storage-fault tests (imported, not a conftest):
 
-- ``free_port()``: a currently free loopback TCP port.
-- ``Gunicorn``: the real server (``gunicorn -c gunicorn.conf.py``) in a subprocess on loopback,
-  one worker, its stderr (gunicorn + app logs) captured to a file.
+- ``Gunicorn``: the real server (started with tests/servers.py) as an object with
+  ``get``/``log``/``stop``: one worker, debug logs captured to a file.
 - ``assert_json_error(response, status=None)``: the API's error shape, no traceback text.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.servers import free_port
+from tests.servers import start_gunicorn, stop_process, wait_healthy
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -54,30 +50,15 @@ class Gunicorn:
     """``gunicorn -c gunicorn.conf.py`` on 127.0.0.1:<free port> with ``env`` (WSI_* values)."""
 
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
-        full = dict(os.environ)
-        full.update({"WSI_HOST": "127.0.0.1", "WSI_PORT": str(self.port), "WSI_WORKERS": "1",
-                     "WSI_THREADS": "4", "WSI_LOG_LEVEL": "debug", "PYTHONUNBUFFERED": "1"})
-        full.update(env)
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py"], cwd=REPO_ROOT, env=full,
-            stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc, self.url = start_gunicorn(
+            {"WSI_WORKERS": "1", "WSI_THREADS": "4", "WSI_LOG_LEVEL": "debug",
+             "PYTHONUNBUFFERED": "1", **env}, self._log)
+        self.port = int(self.url.rsplit(":", 1)[1])
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gunicorn exited: {self.log()[-2000:]}")
-            try:
-                if http_get(self.url + "/health", timeout=2)[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"gunicorn not ready: {self.log()[-2000:]}")
+        wait_healthy(self.proc, self.url, self.log, timeout)
 
     def get(self, path: str, timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
         return http_get(self.url + path, timeout)
@@ -87,13 +68,7 @@ class Gunicorn:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self._log.close()
 
     def __enter__(self) -> Gunicorn:

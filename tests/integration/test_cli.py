@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import S3Bucket
-from tests.integration.conftest_faults import BIN, REPO_ROOT, free_port
+from tests.integration.conftest_faults import BIN, REPO_ROOT
+from tests.servers import free_port
 
 SLIDE_ID = "cases/a.svs"
 

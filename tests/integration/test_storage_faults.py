@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import S3Bucket
-from tests.integration.conftest_faults import Gunicorn, assert_json_error, free_port
+from tests.integration.conftest_faults import Gunicorn, assert_json_error
 from tests.integration.fault_proxy import FaultProxy
+from tests.servers import free_port
 from wsi_streamer import create_app
 from wsi_streamer.config import Config
 from wsi_streamer.errors import StorageConnectionError

@@ -27,7 +27,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.integration.conftest_faults import Gunicorn, free_port
+from tests.integration.conftest_faults import Gunicorn
+from tests.servers import free_port
 from wsi_streamer import create_app
 from wsi_streamer.config import Config
 from wsi_streamer.server.auth import signed_url
