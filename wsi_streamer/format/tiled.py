@@ -18,7 +18,7 @@ from .detect import SlideStructure
 from .jp2k import decode_jp2k
 from .jpeg import complete_stream, decode_jpeg
 from .levels import LevelInfo
-from .tiff.ifd import MAX_EAGER_VALUE, IfdEntry, decode_array
+from .tiff.ifd import check_value_size, decode_array, read_fields
 from .tiff.tags import JPEG, PHOTOMETRIC_RGB, PHOTOMETRIC_YCBCR
 
 MAX_REGION_PIXELS = 64 * 1024 * 1024
@@ -91,22 +91,14 @@ class TiffSlide:
                 fmt = self.structure.tiff
                 entries = [info.tile_offsets, info.tile_byte_counts]
                 if info.jpeg_tables is not None:
+                    check_value_size(info.jpeg_tables, f"level {level}")
                     entries.append(info.jpeg_tables)
-                if info.jpeg_tables is not None and info.jpeg_tables.nbytes > MAX_EAGER_VALUE:
-                    raise InvalidTiff(f"level {level}: JPEGTables of "
-                                      f"{info.jpeg_tables.nbytes} bytes")
-                remote = [e for e in entries if e.inline is None]
                 # Exact ranges, all in one round trip (neighbours coalesced by the cache).
-                fetched = dict(zip((id(e) for e in remote), read_ranges(self.reader,
-                    [(e.offset, e.nbytes) for e in remote]), strict=True))
-
-                def raw(entry: IfdEntry) -> bytes:
-                    return entry.inline if entry.inline is not None else fetched[id(entry)]
-
+                raw = read_fields(self.reader, entries)
                 if info.jpeg_tables is not None:
-                    self._tables[level] = raw(info.jpeg_tables)
-                arrays = (decode_array(fmt, info.tile_offsets, raw(info.tile_offsets)),
-                          decode_array(fmt, info.tile_byte_counts, raw(info.tile_byte_counts)))
+                    self._tables[level] = raw[2]
+                arrays = (decode_array(fmt, info.tile_offsets, raw[0]),
+                          decode_array(fmt, info.tile_byte_counts, raw[1]))
                 self._arrays[level] = arrays
         return arrays
 

@@ -12,7 +12,7 @@ from wsi_streamer.errors import UnsupportedFormat
 from wsi_streamer.format import detect
 from wsi_streamer.format.detect import parse_structure
 from wsi_streamer.format.tiff.chain import IFD_WINDOW
-from wsi_streamer.format.tiff.ifd import read_bytes
+from wsi_streamer.format.tiff.ifd import read_fields
 from wsi_streamer.io.range_reader import BytesReader
 from wsi_streamer.slide.reader import open_slide
 
@@ -31,7 +31,7 @@ def test_svs_levels_exclude_thumbnail_label_macro(svs) -> None:  # type: ignore[
     assert [(lv.tiles_x, lv.tiles_y) for lv in st.levels] == [(5, 4), (3, 2), (2, 1)]
     assert all(lv.compression == 7 and lv.photometric == 2 for lv in st.levels)
     reader = BytesReader(svs.data)
-    tables = [read_bytes(reader, lv.jpeg_tables) for lv in st.levels if lv.jpeg_tables]
+    tables = [read_fields(reader, [lv.jpeg_tables])[0] for lv in st.levels if lv.jpeg_tables]
     assert all(t and t.startswith(b"\xff\xd8") for t in tables)
     assert len(set(tables)) == 3  # a different quality, so different tables, per level
     assert st.mpp_x == st.mpp_y == pytest.approx(0.499) and st.magnification == 20

@@ -12,7 +12,7 @@ from tests.fixtures.tiffpack import Field, pack_tiff, tiled_fields
 from wsi_streamer.errors import InvalidTiff, UnsupportedFormat
 from wsi_streamer.format.tiff.chain import read_ifd, read_ifd_chain
 from wsi_streamer.format.tiff.header import TiffFormat, parse_header
-from wsi_streamer.format.tiff.ifd import EAGER_TAGS, decode_value, read_array, read_bytes
+from wsi_streamer.format.tiff.ifd import EAGER_TAGS, decode_array, decode_value, read_fields
 from wsi_streamer.format.tiff.tags import Tag
 from wsi_streamer.io.range_reader import BytesReader
 
@@ -97,7 +97,7 @@ def test_eager_tags_are_loaded_with_the_ifd(order: str, bigtiff: bool) -> None:
     assert ifd.value(Tag.BITS_PER_SAMPLE) == (8, 8, 8)
     assert ifd.text(Tag.IMAGE_DESCRIPTION) == desc[:-1].decode()
     tables = ifd.entry(Tag.JPEG_TABLES)  # read on demand, with the tile arrays
-    assert tables is not None and read_bytes(reader, tables) == b"\xff\xd8" + b"t" * 70
+    assert tables is not None and read_fields(reader, [tables])[0] == b"\xff\xd8" + b"t" * 70
     assert ifd.value(Tag.X_RESOLUTION) == (20000.0,)
     assert ifd.value(Tag.TILE_OFFSETS) is None  # arrays are not eager
     assert Tag.TILE_OFFSETS not in EAGER_TAGS and ifd.entry(Tag.TILE_OFFSETS) is not None
@@ -113,7 +113,7 @@ def test_read_array_widths(long_type: int, bigtiff: bool) -> None:
     ifd = read_ifd(reader, fmt, first)
     entry = ifd.entry(Tag.TILE_OFFSETS)
     assert entry is not None
-    array = read_array(reader, fmt, entry)
+    array = decode_array(fmt, entry, read_fields(reader, [entry])[0])
     assert array.dtype == np.uint64 and array.tolist() == offsets
 
 
@@ -124,7 +124,7 @@ def test_read_array_refuses_non_integer_type() -> None:
     entry = read_ifd(reader, fmt, first).entry(Tag.TILE_OFFSETS)
     assert entry is not None
     with pytest.raises(InvalidTiff):
-        read_array(reader, fmt, entry)
+        decode_array(fmt, entry, read_fields(reader, [entry])[0])
 
 
 def test_unknown_field_types_are_skipped() -> None:

@@ -29,10 +29,10 @@ from ...io.range_reader import RangeReader
 from .header import TiffFormat
 from .ifd import (
     EAGER_TAGS,
-    MAX_EAGER_VALUE,
     MAX_ENTRIES,
     Ifd,
     IfdEntry,
+    check_value_size,
     decode_array,
     decode_value,
     parse_entries,
@@ -116,8 +116,7 @@ class ChainWalker:
         wanted = [e for e in entries if e.tag in EAGER_TAGS]
         remote = [e for e in wanted if e.inline is None]
         for e in remote:
-            if e.nbytes > MAX_EAGER_VALUE:
-                raise InvalidTiff(f"IFD @{offset}: tag {e.tag} value of {e.nbytes} bytes")
+            check_value_size(e, f"IFD @{offset}")
         missing = [(e.offset, e.nbytes) for e in remote
                    if not self.spans.covers(e.offset, e.nbytes)]
         if missing:

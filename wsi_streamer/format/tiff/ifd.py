@@ -2,18 +2,19 @@
 
 Small values of the tags this package uses (``EAGER_TAGS``) are loaded with the IFD by the chain
 walker (chain.py); large arrays (tile offsets and byte counts) stay as entries and are read on
-demand with ``read_array``.
+demand with ``read_fields`` and ``decode_array``.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from ...errors import InvalidTiff
-from ...io.range_reader import RangeReader
+from ...io.range_reader import RangeReader, read_ranges
 from .header import TiffFormat
 from .tags import FIELD_TYPES, Tag
 
@@ -116,19 +117,18 @@ def parse_entries(fmt: TiffFormat, data: bytes, offset: int, file_size: int) -> 
     return entries, fmt.uint(data, end, half)
 
 
-def read_bytes(reader: RangeReader, entry: IfdEntry, limit: int = MAX_EAGER_VALUE) -> bytes:
-    """The raw value of a BYTE/UNDEFINED field read on demand (e.g. JPEGTables)."""
+def check_value_size(entry: IfdEntry, where: str, limit: int = MAX_EAGER_VALUE) -> None:
+    """``InvalidTiff`` for a value (description, JPEGTables...) larger than ``limit``."""
     if entry.nbytes > limit:
-        raise InvalidTiff(f"tag {entry.tag} value of {entry.nbytes} bytes")
-    return entry.inline if entry.inline is not None else reader.read(entry.offset, entry.nbytes)
+        raise InvalidTiff(f"{where}: tag {entry.tag} value of {entry.nbytes} bytes")
 
 
-def read_array(reader: RangeReader, fmt: TiffFormat, entry: IfdEntry) -> np.ndarray:
-    """Read an integer array field (tile offsets or byte counts) with one request, as uint64."""
-    if entry.type not in INTEGER_TYPES:
-        raise InvalidTiff(f"tag {entry.tag} has non-integer type {entry.type}")
-    raw = entry.inline if entry.inline is not None else reader.read(entry.offset, entry.nbytes)
-    return decode_array(fmt, entry, raw)
+def read_fields(reader: RangeReader, entries: Sequence[IfdEntry]) -> list[bytes]:
+    """The raw values of ``entries``; those not inline are read as exact ranges, concurrently
+    (one round trip through the block cache)."""
+    remote = [e for e in entries if e.inline is None]
+    fetched = iter(read_ranges(reader, [(e.offset, e.nbytes) for e in remote]))
+    return [e.inline if e.inline is not None else next(fetched) for e in entries]
 
 
 def decode_array(fmt: TiffFormat, entry: IfdEntry, raw: bytes) -> np.ndarray:

@@ -22,8 +22,6 @@ class Spans:
         self.size = reader.size
         self._starts: list[int] = []
         self._data: list[bytes] = []
-        self.fetched = 0  # bytes requested through this object
-        self.round_trips = 0  # batches that needed storage (or the cache)
 
     def get(self, offset: int, length: int) -> bytes | None:
         """The bytes if one held piece covers the range, else None."""
@@ -50,11 +48,8 @@ class Spans:
         wanted = sorted({(o, n) for o, n in self._clip(ranges) if not self.covers(o, n)})
         if not wanted:
             return []
-        blobs = read_ranges(self.reader, wanted)
-        self.round_trips += 1
-        pieces = list(zip((o for o, _ in wanted), blobs, strict=True))
+        pieces = list(zip((o for o, _ in wanted), read_ranges(self.reader, wanted), strict=True))
         for offset, data in pieces:
-            self.fetched += len(data)
             self.add(offset, data)
         return pieces
 
