@@ -1,5 +1,5 @@
 """A tiled TIFF slide (SVS or generic pyramid) over a ``RangeReader``: raw tiles with exact
-byte ranges, decoded tiles cropped to the level, and regions assembled from tiles.
+byte ranges and decoded tiles cropped to the level (regions: ``slide.region``).
 
 Thread-safe: one instance serves every thread; per-level offset arrays are loaded once, on
 the first tile of that level, under a per-level lock."""
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from ..errors import InvalidLevel, InvalidParameter, InvalidTiff, TileOutOfBounds
+from ..errors import InvalidLevel, InvalidTiff, TileOutOfBounds
 from ..io.range_reader import RangeReader, read_ranges
 from .detect import SlideStructure
 from .jp2k import decode_jp2k
@@ -21,7 +21,6 @@ from .levels import LevelInfo
 from .tiff.ifd import check_value_size, decode_array, read_fields
 from .tiff.tags import JPEG, PHOTOMETRIC_RGB, PHOTOMETRIC_YCBCR
 
-MAX_REGION_PIXELS = 64 * 1024 * 1024
 BACKGROUND = (255, 255, 255)
 
 
@@ -164,26 +163,3 @@ class TiffSlide:
         if (width, height) != image.size:
             image = image.crop((0, 0, width, height))
         return image
-
-    # --- regions -----------------------------------------------------------------------------
-    def read_region(self, level: int, x: int, y: int, width: int, height: int) -> Image.Image:
-        """RGB pixels of ``[x, x + width) x [y, y + height)`` in ``level``'s coordinates;
-        parts outside the level are white. Tiles are fetched concurrently, then decoded."""
-        info = self.level(level)
-        if width <= 0 or height <= 0 or width * height > MAX_REGION_PIXELS:
-            raise InvalidParameter(f"region {width}x{height} is empty or too large")
-        tw, th = info.tile_width, info.tile_height
-        x0, y0 = max(0, x) // tw, max(0, y) // th
-        x1 = min(info.tiles_x - 1, (x + width - 1) // tw)
-        y1 = min(info.tiles_y - 1, (y + height - 1) // th)
-        tiles = [(tx, ty) for ty in range(y0, y1 + 1) for tx in range(x0, x1 + 1)]
-        region = Image.new("RGB", (width, height), BACKGROUND)
-        if x >= info.width or y >= info.height or x + width <= 0 or y + height <= 0:
-            return region
-        self.prefetch_tiles(level, tiles)
-        for tx, ty in tiles:
-            tile = self.decode_tile(level, self.read_raw_tile(level, tx, ty))
-            crop_w = min(tw, info.width - tx * tw)
-            crop_h = min(th, info.height - ty * th)
-            region.paste(tile.crop((0, 0, crop_w, crop_h)), (tx * tw - x, ty * th - y))
-        return region

@@ -58,10 +58,6 @@ class SlideReader(Protocol):
         """Decoded RGB tile cropped to the level's bounds."""
         ...
 
-    def read_region(self, level: int, x: int, y: int, width: int, height: int) -> Image.Image:
-        """RGB region in ``level`` pixel coordinates."""
-        ...
-
 
 def open_slide(source: str | RangeReader, *, store: BlockStore | None = None,
                structure: SlideStructure | None = None) -> SlideReader:

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from ..errors import InvalidParameter, InvalidQuality, TileOutOfBounds
 from ..io.singleflight import SingleFlight
 from ..slide.reader import SlideReader
+from ..slide.region import render_region
 from ..slide.registry import SlideRegistry
 from .cache import TileCache
 from .dzi import DeepZoom
 from .encoder import encode_jpeg
-from .render import render_region
 
 THUMBNAIL_MIN, THUMBNAIL_MAX = 64, 2048
 
