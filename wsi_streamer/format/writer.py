@@ -6,13 +6,14 @@ from __future__ import annotations
 import io
 import struct
 from collections.abc import Iterator
+from fractions import Fraction
 
 import numpy as np
 from PIL import Image
 
 from .tiff.tags import Tag
 
-_TYPES = {"H": 3, "I": 4, "Q": 16, "s": 2, "B": 7}
+_TYPES = {"H": 3, "I": 4, "Q": 16, "s": 2, "B": 7, "R": 5}  # "R": RATIONAL, (num, den) pairs
 
 
 def _jpeg(tile: Image.Image, quality: int) -> bytes:
@@ -30,8 +31,11 @@ def pyramid(image: Image.Image, min_side: int = 512) -> Iterator[Image.Image]:
 
 
 def write_pyramid(image: Image.Image, tile: int = 256, quality: int = 85,
-                  description: str = "", bigtiff: bool = False, min_side: int = 512) -> bytes:
-    """Encode ``image`` as a tiled JPEG pyramid (one IFD per level, chained largest first)."""
+                  description: str = "", bigtiff: bool = False, min_side: int = 512,
+                  mpp: float | None = None) -> bytes:
+    """Encode ``image`` as a tiled JPEG pyramid (one IFD per level, chained largest first).
+    With ``mpp`` (microns per level-0 pixel) every level gets X/YResolution in pixels per
+    centimetre (ResolutionUnit 3, TIFF 6.0) for its own scale, ``mpp * 2**level``."""
     out = io.BytesIO()
     off_code = "Q" if bigtiff else "I"
     out.write(b"II" + (struct.pack("<HHHQ", 43, 8, 0, 0) if bigtiff else struct.pack("<HI", 42, 0)))
@@ -59,6 +63,10 @@ def write_pyramid(image: Image.Image, tile: int = 256, quality: int = 85,
             (Tag.TILE_WIDTH, "H", [tile]), (Tag.TILE_LENGTH, "H", [tile]),
             (Tag.TILE_OFFSETS, off_code, offsets), (Tag.TILE_BYTE_COUNTS, "I", counts),
         ]
+        if mpp is not None:
+            ratio = _rational(10000.0 / (mpp * 2**index))
+            entries += [(Tag.X_RESOLUTION, "R", ratio), (Tag.Y_RESOLUTION, "R", ratio),
+                        (Tag.RESOLUTION_UNIT, "H", [3])]
         if description and index == 0:
             entries.append((Tag.IMAGE_DESCRIPTION, "s", description.encode() + b"\0"))
         ifd_pos = _write_ifd(out, sorted(entries), bigtiff)
@@ -70,6 +78,11 @@ def write_pyramid(image: Image.Image, tile: int = 256, quality: int = 85,
     return out.getvalue()
 
 
+def _rational(value: float) -> list[int]:
+    fraction = Fraction(value).limit_denominator(10000)
+    return [fraction.numerator, fraction.denominator]
+
+
 def _write_ifd(out: io.BytesIO, entries: list[tuple[int, str, list[int] | bytes]],
                bigtiff: bool) -> int:
     slot = 8 if bigtiff else 4
@@ -77,7 +90,7 @@ def _write_ifd(out: io.BytesIO, entries: list[tuple[int, str, list[int] | bytes]
     blobs: list[bytes] = []
     for _, code, values in entries:
         blobs.append(values if isinstance(values, bytes)
-                     else struct.pack(f"<{len(values)}{code}", *values))
+                     else struct.pack(f"<{len(values)}{'I' if code == 'R' else code}", *values))
     # Out-of-line values go first, then the IFD (word-aligned).
     positions: list[int | None] = []
     for blob in blobs:
@@ -93,7 +106,8 @@ def _write_ifd(out: io.BytesIO, entries: list[tuple[int, str, list[int] | bytes]
     ifd_pos = out.tell()
     out.write(struct.pack("<Q" if bigtiff else "<H", len(entries)))
     for (tag, code, values), blob, pos in zip(entries, blobs, positions, strict=True):
-        count = len(values) if not isinstance(values, bytes) else len(blob)
+        count = (len(blob) if isinstance(values, bytes)
+                 else len(values) // 2 if code == "R" else len(values))
         head = struct.pack("<HH", tag, _TYPES[code]) + struct.pack("<" + off_code, count)
         value = blob.ljust(slot, b"\0") if pos is None else struct.pack("<" + off_code, pos)
         out.write(head + value)
