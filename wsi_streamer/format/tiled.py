@@ -101,6 +101,27 @@ class TiffSlide:
                 self._arrays[level] = arrays
         return arrays
 
+    def level_tables(self) -> dict[int, tuple[np.ndarray, np.ndarray, bytes | None]]:
+        """The offset and byte-count arrays (and JPEGTables) of every level loaded so far, so
+        another process can start with them (``adopt_level_tables``) instead of reading."""
+        return {level: (*arrays, self._tables.get(level))
+                for level, arrays in list(self._arrays.items())}
+
+    def adopt_level_tables(self, tables: dict[int, tuple[np.ndarray, np.ndarray,
+                                                         bytes | None]]) -> None:
+        """Use arrays saved by ``level_tables`` for the same identity; checked for shape."""
+        for level, (offsets, counts, jpeg_tables) in tables.items():
+            if not 0 <= level < len(self.structure.levels):
+                continue
+            info = self.structure.levels[level]
+            if len(offsets) != info.tile_count or len(counts) != info.tile_count:
+                continue
+            with self._locks[level]:
+                if level not in self._arrays:
+                    if jpeg_tables is not None:
+                        self._tables[level] = jpeg_tables
+                    self._arrays[level] = (offsets, counts)
+
     def tile_range(self, level: int, x: int, y: int) -> tuple[int, int]:
         """``(offset, length)`` of tile (x, y); length 0 for a sparse (absent) tile."""
         info = self.level(level)

@@ -17,6 +17,7 @@ from contextvars import copy_context
 from typing import Any, TypeVar
 
 import boto3
+import botocore
 import botocore.config
 import botocore.exceptions as bex
 import botocore.session
@@ -141,6 +142,11 @@ def _lean_session() -> botocore.session.Session:
     return session
 
 
+def _request_payer(params: dict[str, Any], **_: Any) -> None:
+    """Requester-pays buckets: every call says who pays (``x-amz-request-payer``)."""
+    params.setdefault("RequestPayer", "requester")
+
+
 class S3Storage:
     """A bucket (and key prefix) of slides. The boto3 client is created on first use, so
     nothing network-related exists before gunicorn forks."""
@@ -148,7 +154,8 @@ class S3Storage:
     def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None,
                  region: str = "us-east-1", max_connections: int = 32,
                  connect_timeout: float = 5.0, read_timeout: float = 30.0,
-                 max_attempts: int = 3) -> None:
+                 max_attempts: int = 3, profile_name: str | None = None,
+                 anonymous: bool = False, requester_pays: bool = False) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.stats = IoStats()
@@ -160,8 +167,11 @@ class S3Storage:
                 read_timeout=read_timeout, tcp_keepalive=True,
                 retries={"max_attempts": max_attempts, "mode": "standard"},
                 parameter_validation=False,  # our own calls, always well-formed
+                **({"signature_version": botocore.UNSIGNED} if anonymous else {}),
             ),
         }
+        self._profile_name = profile_name
+        self._requester_pays = requester_pays
         self._client: Any = None
         self._lock = threading.Lock()
 
@@ -169,8 +179,12 @@ class S3Storage:
     def client(self) -> Any:
         with self._lock:
             if self._client is None:
-                self._client = boto3.session.Session(botocore_session=_lean_session()).client(
-                    "s3", **self._client_args)
+                session = boto3.session.Session(botocore_session=_lean_session(),
+                                                profile_name=self._profile_name)
+                client = session.client("s3", **self._client_args)
+                if self._requester_pays:
+                    client.meta.events.register("before-parameter-build.s3.*", _request_payer)
+                self._client = client
             return self._client
 
     def open(self, slide_id: str) -> S3Reader:

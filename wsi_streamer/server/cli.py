@@ -16,6 +16,7 @@ from flask.cli import FlaskGroup, with_appcontext
 
 from ..config import Config
 from ..errors import ConfigError, WsiError
+from ..patches.cli import patches_group
 from .auth import signed_query, signed_url
 from .services import services
 
@@ -95,8 +96,9 @@ def check_command(list_slides: bool, test_slide: str | None) -> None:
 
 
 def ensure_demo_slide(folder: str) -> str | None:
-    """Write a synthetic demo slide into ``folder`` when it holds no slide; return its path."""
-    from ..format.writer import synthetic_tissue, write_pyramid
+    """Write the synthetic demo slide (``format.demo``: 8192 x 6144, 0.25 um/px, tissue
+    islands) into ``folder`` when it holds no slide; return its path, None when it had one."""
+    from ..format.demo import demo_slide_bytes
     from ..io.storage import is_slide_name
 
     os.makedirs(folder, exist_ok=True)
@@ -104,8 +106,7 @@ def ensure_demo_slide(folder: str) -> str | None:
         if any(is_slide_name(n) for n in names):
             return None
     path = os.path.join(folder, DEMO_NAME)
-    data = write_pyramid(synthetic_tissue(8192, 6144),
-                         description="wsi_streamer demo slide (synthetic)")
+    data = demo_slide_bytes()
     with open(path + ".part", "wb") as out:
         out.write(data)
     os.replace(path + ".part", path)
@@ -192,3 +193,4 @@ main.add_command(serve_command)
 main.add_command(sign_url_command)
 main.add_command(check_command)
 main.add_command(demo_command)
+main.add_command(patches_group)

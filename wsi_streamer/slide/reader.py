@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+import numpy as np
 from PIL import Image
 
 from ..format.detect import SlideStructure, parse_structure
@@ -46,6 +47,15 @@ class SlideReader(Protocol):
         ...
 
     def prefetch_tiles(self, level: int, tiles: Sequence[tuple[int, int]]) -> None: ...
+
+    def level_tables(self) -> dict[int, tuple[np.ndarray, np.ndarray, bytes | None]]:
+        """Tile offset/byte-count arrays (and JPEGTables) of the levels loaded so far."""
+        ...
+
+    def adopt_level_tables(self, tables: dict[int, tuple[np.ndarray, np.ndarray,
+                                                         bytes | None]]) -> None:
+        """Start with arrays saved by ``level_tables`` for the same identity."""
+        ...
 
     def read_raw_tile(self, level: int, x: int, y: int) -> bytes:
         """Stored tile bytes; ``TileOutOfBounds`` outside the grid."""

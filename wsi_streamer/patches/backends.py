@@ -1,0 +1,354 @@
+"""Slide backends: ``NativeBackend`` (our own parser over range requests and the block cache,
+local files and S3 alike) and ``OpenSlideBackend`` (the optional extra, local files only, for
+what our parser refuses: NDPI, MRXS, SCN...). Both give the same pixels for a slide both read.
+
+A backend is a factory of open slides. Its per-process resources (block store, S3 clients,
+registries, the host cache handle) are created on first use in the process that uses them, so
+a backend survives ``fork`` (a child builds its own), ``spawn`` and pickling (they are dropped).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image
+
+from ..format.detect import SlideStructure
+from ..io.block_cache import BlockStore
+from ..io.local import LocalStorage
+from ..io.range_reader import IoStats
+from ..io.storage import Storage
+from ..slide.hostcache import HostCache
+from ..slide.reader import SlideReader
+from ..slide.region import read_level0_anchored, render_region
+from ..slide.registry import SlideRegistry
+from .sources import S3Options, is_s3, split_s3
+from .types import SlideProperties
+
+DEFAULT_CACHE_BYTES = 1 << 30
+DEFAULT_BLOCK_BYTES = 256 * 1024 * 1024
+_TABLES_PREFIX = "tables:"
+
+
+def default_cache_dir() -> str:
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    return os.path.join(tempfile.gettempdir(), f"wsi_streamer-patches-{uid}")
+
+
+class BackendSlide(Protocol):
+    """One open slide of a backend. Thread-safe reads."""
+
+    @property
+    def identity(self) -> str: ...  # content identity (ETag or mtime + size): a cache key
+    @property
+    def properties(self) -> SlideProperties: ...
+    def read_region(self, x: int, y: int, level: int, width: int, height: int,
+                    out_size: tuple[int, int] | None = None) -> np.ndarray: ...
+    def get_thumbnail(self, size: tuple[int, int]) -> np.ndarray: ...
+    def close(self) -> None: ...
+
+
+def thumbnail_dims(dimensions: tuple[int, int], size: tuple[int, int]) -> tuple[int, int]:
+    """OpenSlide's thumbnail size: the slide scaled to fit in ``size``, aspect kept."""
+    w, h = dimensions
+    scale = max(w / size[0], h / size[1], 1.0)
+    return max(1, round(w / scale)), max(1, round(h / scale))
+
+
+def properties_of(path: str, slide: SlideReader) -> SlideProperties:
+    st = slide.structure
+    return SlideProperties(
+        path=path, dimensions=slide.dimensions, level_count=slide.level_count,
+        level_dimensions=tuple((lv.width, lv.height) for lv in slide.levels),
+        level_downsamples=tuple(lv.downsample for lv in slide.levels),
+        mpp=st.mpp_x, vendor=st.vendor or st.format_name, mpp_y=st.mpp_y)
+
+
+class NativeSlide:
+    """A ``SlideReader`` seen as a backend slide: level-0-anchored reads, white padding."""
+
+    def __init__(self, path: str, reader: SlideReader, *, dct_scaling: bool = False,
+                 cache: HostCache | None = None) -> None:
+        self._reader = reader
+        self._properties = properties_of(path, reader)
+        self._dct = dct_scaling
+        self._cache = cache
+        self._adopted: set[int] = set()
+        if cache is not None:  # tile arrays another process already read: no metadata GET
+            saved = cache.get_object(_TABLES_PREFIX + reader.identity)
+            if isinstance(saved, dict):
+                reader.adopt_level_tables(saved)
+                self._adopted = set(saved)
+
+    @property
+    def identity(self) -> str:
+        return self._reader.identity
+
+    @property
+    def properties(self) -> SlideProperties:
+        return self._properties
+
+    @property
+    def reader(self) -> SlideReader:
+        return self._reader
+
+    def read_region(self, x: int, y: int, level: int, width: int, height: int,
+                    out_size: tuple[int, int] | None = None) -> np.ndarray:
+        image = read_level0_anchored(self._reader, x, y, level, width, height, out_size,
+                                     dct_scaling=self._dct)
+        return np.asarray(image)
+
+    def get_thumbnail(self, size: tuple[int, int]) -> np.ndarray:
+        """Rendered from the smallest level at least as large as the thumbnail (never from
+        decoding a full high-resolution level), JPEG tiles decoded at reduced scale."""
+        out = thumbnail_dims(self._reader.dimensions, size)
+        level = self._reader.best_level_for_downsample(self._reader.dimensions[0] / out[0])
+        info = self._reader.level(level)
+        return np.asarray(render_region(self._reader, level, 0, 0, info.width, info.height, out))
+
+    def close(self) -> None:
+        """Saves newly loaded tile arrays to the host cache; the registry keeps the parsed
+        slide for reuse in this process."""
+        if self._cache is not None:
+            tables = self._reader.level_tables()
+            if set(tables) - self._adopted:
+                self._cache.put_object(_TABLES_PREFIX + self._reader.identity, tables)
+                self._adopted = set(tables)
+
+
+class _CountingStructures:
+    """The registry's structure cache: the host cache, slide ids namespaced by storage root,
+    hits counted."""
+
+    def __init__(self, cache: HostCache, namespace: str, counters: IoStats) -> None:
+        self._cache, self._ns, self._counters = cache, namespace, counters
+
+    def get_structure(self, identity: str) -> SlideStructure | None:
+        found = self._cache.get_structure(identity)
+        if found is not None:
+            self._counters.add(hits=1)
+        return found
+
+    def put_structure(self, identity: str, structure: SlideStructure) -> None:
+        self._cache.put_structure(identity, structure)
+
+    def known_slide(self, slide_id: str) -> bool:
+        return self._cache.known_slide(self._ns + slide_id)
+
+    def remember_slide(self, slide_id: str, identity: str) -> None:
+        self._cache.remember_slide(self._ns + slide_id, identity)
+
+
+@dataclass
+class _Resources:
+    pid: int
+    store: BlockStore
+    cache: HostCache | None
+    registries: dict[str, tuple[Storage, SlideRegistry]] = field(default_factory=dict)
+    structure_hits: IoStats = field(default_factory=IoStats)
+    opens: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class NativeBackend:
+    """Our reader. ``block_cache_bytes`` bounds the in-memory block store of each process;
+    ``dct_scaling`` lets reads shrunk 2x or more decode JPEG tiles at reduced scale (faster,
+    not bit-equal to an area filter). ``configure`` (called by the pipeline) sets the S3
+    options and the host cache folder (None: no host cache)."""
+
+    def __init__(self, *, block_cache_bytes: int = DEFAULT_BLOCK_BYTES,
+                 dct_scaling: bool = False, max_open_slides: int = 64) -> None:
+        if block_cache_bytes <= 0:
+            raise ValueError(f"block_cache_bytes must be > 0, got {block_cache_bytes}")
+        self.block_cache_bytes = block_cache_bytes
+        self.dct_scaling = dct_scaling
+        self.max_open_slides = max_open_slides
+        self.s3_options = S3Options()
+        self.cache_dir: str | None = default_cache_dir()
+        self.cache_bytes = DEFAULT_CACHE_BYTES
+        self._res: _Resources | None = None
+        self._res_lock = threading.Lock()
+
+    def configure(self, *, storage_options: S3Options | None = None,
+                  cache_dir: str | None = None, use_cache: bool = True) -> None:
+        if storage_options is not None:
+            self.s3_options = storage_options
+        self.cache_dir = (cache_dir or default_cache_dir()) if use_cache else None
+        self._res = None
+
+    # --- per-process resources ---------------------------------------------------------------
+    def _resources(self) -> _Resources:
+        res = self._res
+        if res is not None and res.pid == os.getpid():
+            return res
+        with self._res_lock:
+            if self._res is None or self._res.pid != os.getpid():
+                cache = (HostCache(self.cache_dir, self.cache_bytes)
+                         if self.cache_dir is not None else None)
+                self._res = _Resources(os.getpid(), BlockStore(max_bytes=self.block_cache_bytes),
+                                       cache)
+            return self._res
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_res"] = None
+        state["_res_lock"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._res_lock = threading.Lock()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> NativeBackend:
+        clone = type(self).__new__(type(self))
+        clone.__setstate__(self.__getstate__())
+        return clone
+
+    @property
+    def host_cache(self) -> HostCache | None:
+        return self._resources().cache
+
+    def _registry(self, root: str, make: Any) -> SlideRegistry:
+        res = self._resources()
+        with res.lock:
+            found = res.registries.get(root)
+            if found is None:
+                storage: Storage = make()
+                structures = (_CountingStructures(res.cache, root, res.structure_hits)
+                              if res.cache is not None else None)
+                registry = SlideRegistry(storage, res.store, max_slides=self.max_open_slides,
+                                         revalidate_s=float("inf"), structures=structures)
+                found = (storage, registry)
+                res.registries[root] = found
+            return found[1]
+
+    def open_slide(self, path: str) -> NativeSlide:
+        """Open ``path`` (local file or ``s3://bucket/key``); ``SlideNotFound``,
+        ``UnsupportedFormat`` (with the reason) or a ``StorageError`` otherwise."""
+        if is_s3(path):
+            bucket, key = split_s3(path)
+            registry = self._registry(f"s3://{bucket}/",
+                                      lambda: self.s3_options.storage(bucket))
+            slide_id = key
+        else:
+            real = os.path.realpath(path)
+            root, slide_id = os.path.split(real)
+            registry = self._registry(root + os.sep, lambda: LocalStorage(root))
+        reader = registry.get(slide_id)
+        res = self._resources()
+        with res.lock:
+            res.opens += 1
+        return NativeSlide(path, reader, dct_scaling=self.dct_scaling, cache=res.cache)
+
+    def io_stats(self) -> dict[str, int]:
+        """Storage requests and bytes of this process's slides, block-store hits and misses,
+        slide opens and opens whose structure came from the host cache."""
+        res = self._resources()
+        requests = nbytes = 0
+        for storage, _ in list(res.registries.values()):
+            snap = storage.stats.snapshot()
+            requests += snap["requests"]
+            nbytes += snap["bytes"]
+        store = res.store.stats.snapshot()
+        return {"io/requests": requests, "io/bytes": nbytes, "io/cache_hits": store["hits"],
+                "io/cache_misses": store["misses"], "io/slide_opens": res.opens,
+                "io/structure_cache_hits": res.structure_hits.snapshot()["hits"]}
+
+
+class OpenSlideSlide:
+    """An ``openslide.OpenSlide`` seen as a backend slide (RGBA composited on white)."""
+
+    def __init__(self, path: str) -> None:
+        import openslide  # the [openslide] extra
+
+        self._slide = openslide.OpenSlide(path)
+        st = os.stat(path)
+        self._identity = f"file://{os.path.realpath(path)}#{st.st_mtime_ns}-{st.st_size}"
+        props = self._slide.properties
+
+        def number(key: str) -> float | None:
+            try:
+                value = float(props.get(key, ""))
+            except ValueError:
+                return None
+            return value if value > 0 else None
+
+        self._properties = SlideProperties(
+            path=path, dimensions=self._slide.dimensions, level_count=self._slide.level_count,
+            level_dimensions=tuple(self._slide.level_dimensions),
+            level_downsamples=tuple(float(d) for d in self._slide.level_downsamples),
+            mpp=number("openslide.mpp-x"), vendor=props.get("openslide.vendor"),
+            mpp_y=number("openslide.mpp-y"))
+
+    @property
+    def identity(self) -> str:
+        return self._identity
+
+    @property
+    def properties(self) -> SlideProperties:
+        return self._properties
+
+    def read_region(self, x: int, y: int, level: int, width: int, height: int,
+                    out_size: tuple[int, int] | None = None) -> np.ndarray:
+        image = _on_white(self._slide.read_region((x, y), level, (width, height)))
+        if out_size is not None and out_size != image.size:
+            shrink = out_size[0] < width
+            image = image.resize(out_size, Image.Resampling.BOX if shrink
+                                 else Image.Resampling.BICUBIC)
+        return np.asarray(image)
+
+    def get_thumbnail(self, size: tuple[int, int]) -> np.ndarray:
+        return np.asarray(_on_white(self._slide.get_thumbnail(size)))
+
+    def close(self) -> None:
+        self._slide.close()
+
+
+def _on_white(image: Image.Image) -> Image.Image:
+    if image.mode != "RGBA":
+        return image.convert("RGB")
+    white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+    return Image.alpha_composite(white, image).convert("RGB")
+
+
+class OpenSlideBackend:
+    """OpenSlide on local files (``pip install "wsi_streamer[openslide]"``)."""
+
+    def __init__(self) -> None:
+        try:
+            import openslide  # noqa: F401
+        except ImportError as exc:
+            raise ImportError('OpenSlideBackend needs OpenSlide: '
+                              'pip install "wsi_streamer[openslide]"') from exc
+
+    def configure(self, *, storage_options: S3Options | None = None,
+                  cache_dir: str | None = None, use_cache: bool = True) -> None:
+        """Nothing to configure: local files, no storage counters."""
+
+    @property
+    def host_cache(self) -> HostCache | None:
+        return None
+
+    def open_slide(self, path: str) -> OpenSlideSlide:
+        if is_s3(path):
+            raise ValueError(f"OpenSlideBackend reads local files only, not {path}")
+        return OpenSlideSlide(path)
+
+    def io_stats(self) -> dict[str, int]:
+        return {}
+
+
+class SlideBackend(Protocol):
+    """What ``SlideHandle`` and the pipeline need of a backend."""
+
+    def configure(self, *, storage_options: S3Options | None = None,
+                  cache_dir: str | None = None, use_cache: bool = True) -> None: ...
+    @property
+    def host_cache(self) -> HostCache | None: ...
+    def open_slide(self, path: str) -> BackendSlide: ...
+    def io_stats(self) -> dict[str, int]: ...

@@ -1,0 +1,293 @@
+"""The streaming engine of ``PatchPipeline``: one run of the pool schedule with its latency
+hidden.
+
+The schedule is wsistream's (a pool of open slides visited round-robin, ``patches_per_visit``
+attempts per visit, ``patches_per_slide`` attempts per open, the queue refilled per pass when
+cycling). Because every attempt counts against the budget whatever its outcome, the schedule
+can be planned ahead: the planner draws coordinates up to ``prefetch`` patches before they are
+consumed and hands each read (fetch of exactly the tiles under it, decode, resample, filter)
+to ``io_threads`` threads; the next slides in the queue are opened (structure, thumbnail,
+mask) by background threads before the pool needs them. Results are taken in plan order and
+transformed in the consuming thread, so a seeded run gives the same patches whatever the
+timing. The one outcome the schedule depends on (a slide whose every read failed is dropped
+from later passes) is settled at the pass boundary, where the planner waits for the reads
+in flight."""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .handle import SlideHandle
+from .types import NoPatchesError, PatchCoordinate, PatchResult, SlideMetadata, TissueMask
+from .views import apply_views
+
+if TYPE_CHECKING:
+    from .pipeline import PatchPipeline
+
+logger = logging.getLogger(__name__)
+MAX_OPEN_ATTEMPTS = 3  # a slide that fails to open is retried at most twice per run
+
+
+@dataclass
+class Opened:
+    """A slide ready for the pool (or why it is not)."""
+
+    path: str
+    handle: SlideHandle | None = None
+    mask: TissueMask | None = None
+    metadata: SlideMetadata | None = None
+    error: str | None = None
+
+
+@dataclass
+class Entry:
+    """A slide in the pool."""
+
+    opened: Opened
+    coords: Iterator[PatchCoordinate]
+    planned: int = 0
+    done: int = 0
+    reads_ok: int = 0
+    yielded: int = 0
+    retired: bool = False  # left the pool; closed once its reads are done
+    logged_error: bool = False
+
+
+@dataclass
+class Task:
+    entry: Entry
+    coord: PatchCoordinate
+    future: Future[tuple[np.ndarray, bool, dict[str, np.ndarray]]] | None = None
+
+
+@dataclass
+class _Pending:
+    path: str
+    future: Future[Opened] | None = None
+
+
+@dataclass
+class Streak:
+    """Slides that gave nothing since the last yielded patch, and why. Once it holds every
+    slide, a cycling stream can never yield again (``NoPatchesError``)."""
+
+    reasons: dict[str, str] = field(default_factory=dict)
+
+    def add(self, path: str, why: str) -> None:
+        self.reasons.setdefault(path, why)
+
+
+class StreamRun:
+    """One iteration over a pipeline; close it (or exhaust it) to stop its threads."""
+
+    def __init__(self, pipeline: PatchPipeline) -> None:
+        self.p = pipeline
+        self.pool: list[Entry] = []
+        self.queue: deque[_Pending] = deque(_Pending(p) for p in pipeline.slide_order())
+        self.ahead: deque[Task] = deque()
+        self.idx = 0
+        self.visit = 0
+        self.needs_refill = False
+        self.streak = Streak()
+        self.unique = len(set(pipeline.slide_paths))
+        self.readers = ThreadPoolExecutor(pipeline.io_threads, thread_name_prefix="wsi-read")
+        self.openers = ThreadPoolExecutor(pipeline.open_threads, thread_name_prefix="wsi-open")
+
+    # --- consuming ---------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[PatchResult]:
+        try:
+            while True:
+                self.plan()
+                if not self.ahead:
+                    if self.needs_refill:
+                        self.refill()
+                        continue
+                    return
+                task = self.ahead.popleft()
+                result = self.finish(task)
+                if result is not None:
+                    yield result
+        finally:
+            self.close()
+
+    def finish(self, task: Task) -> PatchResult | None:
+        entry, coord, p = task.entry, task.coord, self.p
+        assert task.future is not None
+        entry.done += 1
+        result: PatchResult | None = None
+        try:
+            image, accepted, overrides = task.future.result()
+            entry.reads_ok += 1
+            if not accepted:
+                p.stats.patches_filtered += 1
+            else:
+                result = self.emit(entry, coord, image, overrides)
+        except Exception as exc:  # noqa: BLE001 - faults stay with the patch (on_error)
+            if p.on_error == "raise":
+                raise
+            p.stats.patch_errors += 1
+            p.stats.record_error(coord.slide_path, str(exc))
+            if not entry.logged_error:
+                entry.logged_error = True
+                logger.warning("patch of %s at (%d, %d) failed: %s", coord.slide_path, coord.x,
+                               coord.y, exc)
+        if entry.retired and entry.done == entry.planned:
+            self.settle(entry)
+        return result
+
+    def emit(self, entry: Entry, coord: PatchCoordinate, image: np.ndarray,
+             overrides: dict[str, np.ndarray]) -> PatchResult:
+        p = self.p
+        views = None
+        if p.views is not None:
+            views = apply_views(p.views, image, p.shared_transforms,
+                                lambda view: overrides[view.name])
+            out_image = None
+        else:
+            out_image = p.transforms(image) if p.transforms is not None else image
+        props = entry.opened.handle.properties if entry.opened.handle else None
+        ds = props.level_downsamples[coord.level] if props else 1.0
+        side = int(coord.patch_size * ds)
+        assert entry.opened.mask is not None
+        fraction = entry.opened.mask.tissue_fraction_at(coord.x, coord.y, side, side)
+        p.stats.patches_extracted += 1
+        p.stats.count_mpp(coord.mpp)
+        entry.yielded += 1
+        if self.streak.reasons:
+            self.streak = Streak()
+        return PatchResult(image=out_image, coordinate=coord, tissue_fraction=fraction,
+                           slide_metadata=entry.opened.metadata, views=views)
+
+    def settle(self, entry: Entry) -> None:
+        """All reads of a retired entry are done: close it, judge it."""
+        if entry.opened.handle is not None:
+            try:
+                entry.opened.handle.close()
+            except Exception:  # noqa: BLE001 - closing never fails a run
+                pass
+        path = entry.opened.path
+        if entry.planned > 0 and entry.reads_ok == 0:
+            self.p.mark_failed(path)
+            self.streak.add(path, "every read failed")
+        elif entry.yielded == 0:
+            self.streak.add(path, "every patch was filtered out" if entry.reads_ok
+                            else "no valid patch position (no tissue, or smaller than the "
+                            "patch)")
+
+    # --- planning ----------------------------------------------------------------------------
+    def plan(self) -> None:
+        while len(self.ahead) < self.p.prefetch:
+            task = self.next_task()
+            if task is None:
+                return
+            task.future = self.readers.submit(self.p.read_patch, task.entry.opened, task.coord)
+            self.ahead.append(task)
+
+    def next_task(self) -> Task | None:
+        while True:
+            if not self.fill_pool():
+                return None
+            if not self.pool:
+                return None
+            entry = self.pool[self.idx]
+            coord = next(entry.coords, None)
+            if coord is None:
+                self.retire(self.idx)
+                continue
+            entry.planned += 1
+            task = Task(entry, coord)
+            if entry.planned >= self.p.patches_per_slide:
+                self.retire(self.idx)
+            else:
+                self.visit += 1
+                if self.visit >= self.p.patches_per_visit:
+                    self.idx = (self.idx + 1) % len(self.pool)
+                    self.visit = 0
+            return task
+
+    def retire(self, index: int) -> None:
+        entry = self.pool.pop(index)
+        entry.retired = True
+        if entry.done == entry.planned:
+            self.settle(entry)
+        self.idx = index % len(self.pool) if self.pool else 0
+        self.visit = 0
+
+    def fill_pool(self) -> bool:
+        """Open slides until the pool is full. False when a pass boundary needs the reads in
+        flight settled first (the caller stops planning; ``refill`` runs once drained)."""
+        while len(self.pool) < self.p.pool_size:
+            if not self.queue:
+                if not self.p.cycle or len(self.pool) >= self.unique:
+                    return True
+                if self.ahead:
+                    self.needs_refill = True
+                    return False
+                self.refill()
+                if not self.queue:
+                    return True
+            self.top_up()
+            pending = self.queue.popleft()
+            self.top_up()
+            assert pending.future is not None
+            opened = pending.future.result()
+            if opened.error is None:
+                self.pool.append(self.p.make_entry(opened))
+            else:
+                self.p.open_failed(opened)
+                self.streak.add(opened.path, f"could not be opened: {opened.error}")
+        return True
+
+    def refill(self) -> None:
+        """A pass is over: unless every slide has given nothing since the last patch, queue
+        the next pass (reads in flight are settled, so this is decided on complete facts)."""
+        self.needs_refill = False
+        if set(self.streak.reasons) >= set(self.p.slide_paths):
+            raise NoPatchesError(_no_patches_message(self.streak.reasons))
+        order = self.p.slide_order()
+        if not order:
+            raise NoPatchesError("no slide is left to read: every slide failed ("
+                                 + _no_patches_message(self.streak.reasons) + ")")
+        self.queue.extend(_Pending(path) for path in order)
+
+    def top_up(self) -> None:
+        """Keep the next ``open_ahead`` slides of the queue opening in the background."""
+        for pending in list(self.queue)[: self.p.open_ahead]:
+            if pending.future is None:
+                pending.future = self.openers.submit(self.p.open_for_pool, pending.path)
+
+    def close(self) -> None:
+        for task in self.ahead:
+            if task.future is not None:
+                task.future.cancel()
+        self.readers.shutdown(wait=True, cancel_futures=True)
+        self.openers.shutdown(wait=True, cancel_futures=True)
+        for task in self.ahead:
+            if task.entry.opened.handle is not None and not task.entry.retired:
+                task.entry.retired = True
+        for entry in self.pool:
+            if entry.opened.handle is not None:
+                entry.opened.handle.close()
+        for pending in self.queue:
+            if pending.future is not None and pending.future.done() and not (
+                    pending.future.cancelled()):
+                opened = pending.future.result()
+                if opened.handle is not None:
+                    opened.handle.close()
+        self.pool.clear()
+        self.ahead.clear()
+
+
+def _no_patches_message(reasons: dict[str, str]) -> str:
+    items = sorted(reasons.items())
+    shown = "; ".join(f"{path}: {why}" for path, why in items[:10])
+    more = f" (and {len(items) - 10} more)" if len(items) > 10 else ""
+    return f"a full pass over {len(items)} slide(s) yielded no patch: {shown}{more}"
+

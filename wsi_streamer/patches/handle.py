@@ -1,0 +1,66 @@
+"""``SlideHandle``: one open slide as the pipeline's components see it (wsistream's API)."""
+
+from __future__ import annotations
+
+import os
+from types import TracebackType
+
+import numpy as np
+
+from .backends import BackendSlide, NativeBackend, SlideBackend
+from .types import SlideProperties
+
+
+class SlideHandle:
+    """An open slide. ``read_region`` takes x, y in level-0 pixels and width, height at
+    ``level``; returns RGB uint8 (H, W, 3), white outside the slide. Thread-safe reads."""
+
+    def __init__(self, path: str | os.PathLike[str], backend: SlideBackend | None = None) -> None:
+        self._path = path if isinstance(path, str) else os.fspath(path)
+        self._backend = backend if backend is not None else NativeBackend()
+        self._slide: BackendSlide = self._backend.open_slide(self._path)
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    @property
+    def identity(self) -> str:
+        return self._slide.identity
+
+    @property
+    def properties(self) -> SlideProperties:
+        return self._slide.properties
+
+    def read_region(self, x: int, y: int, width: int, height: int, level: int = 0,
+                    out_size: tuple[int, int] | None = None) -> np.ndarray:
+        """Pixels of the ``width x height`` box of ``level`` whose top left is level-0
+        ``(x, y)``; resampled (area filter) to ``out_size`` when given."""
+        return self._slide.read_region(x, y, level, width, height, out_size)
+
+    def get_thumbnail(self, size: tuple[int, int] = (512, 512)) -> np.ndarray:
+        """The whole slide fitted in ``size`` (aspect kept), RGB uint8."""
+        return self._slide.get_thumbnail(size)
+
+    def best_level_for_mpp(self, target_mpp: float) -> int:
+        """The level whose mpp is nearest ``target_mpp`` (wsistream's rule; the samplers use
+        ``sampling.base.plan_read`` instead, which resamples to the exact target)."""
+        props = self.properties
+        if props.mpp is None:
+            return 0
+        diffs = [abs(props.mpp * ds - target_mpp) for ds in props.level_downsamples]
+        return int(np.argmin(diffs))
+
+    def close(self) -> None:
+        self._slide.close()
+
+    def __enter__(self) -> SlideHandle:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        w, h = self.properties.dimensions
+        return f"SlideHandle({self._path!r}, {w}x{h}, levels={self.properties.level_count})"

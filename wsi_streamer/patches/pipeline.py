@@ -1,0 +1,297 @@
+"""``PatchPipeline``: wsistream's pipeline (same arguments, defaults, results and statistics)
+on our streaming engine (``engine.py``). See ../shared/PATCHES.md for the contract."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, TypeVar
+
+import numpy as np
+
+from .backends import NativeBackend, OpenSlideBackend, SlideBackend
+from .datasets import DatasetAdapter
+from .engine import MAX_OPEN_ATTEMPTS, Entry, Opened, StreamRun
+from .filters import PatchFilter
+from .handle import SlideHandle
+from .masks import MaskStore
+from .rng import child_seq, reseed
+from .sampling.base import PatchSampler, plan_read
+from .sampling.random import RandomSampler
+from .sources import NATIVE_EXTENSIONS, OPENSLIDE_EXTENSIONS, S3Options, resolve_slide_paths
+from .stats import PipelineStats
+from .tissue import OtsuTissueDetector, TissueDetector
+from .transforms import PatchTransform
+from .types import PatchCoordinate, PatchResult, TissueMask
+from .views import ViewConfig, validate_views
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+DEFAULT = "default"  # cache_dir: the host's default folder (None disables the host cache)
+DEFAULT_IO_THREADS = 16  # reads in flight: hides +20 ms per request at ~5 ms CPU per patch
+DEFAULT_PREFETCH = 32  # patches planned ahead: two rounds of io_threads
+DEFAULT_OPEN_AHEAD = 8  # slides of the queue opened in the background
+
+
+def clone(component: T, name: str) -> T:
+    """An independent deep copy (components are never mutated); ``TypeError`` otherwise."""
+    try:
+        copied = copy.deepcopy(component)
+    except Exception as exc:
+        raise TypeError(f"{name} ({type(component).__name__}) must support copy.deepcopy()"
+                        ) from exc
+    if copied is component:
+        raise TypeError(f"{name} ({type(component).__name__}) must deep-copy to a new object")
+    return copied
+
+
+def _positive(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    return value
+
+
+class PatchPipeline:
+    """Iterating yields ``PatchResult``s. See the module and PATCHES.md for the semantics;
+    ``prefetch`` (patches planned ahead), ``io_threads`` (reads in flight) and ``cache_dir``
+    (host cache of structures and masks; None: off) are ours."""
+
+    def __init__(self, slide_paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+                 backend: SlideBackend | None = None,
+                 tissue_detector: TissueDetector | None = None,
+                 sampler: PatchSampler | None = None,
+                 patch_filter: PatchFilter | None = None,
+                 transforms: PatchTransform | None = None,
+                 dataset_adapter: DatasetAdapter | None = None,
+                 thumbnail_size: tuple[int, int] = (2048, 2048),
+                 slide_sampling: str = "sequential", pool_size: int = 8,
+                 patches_per_slide: int = 100, patches_per_visit: int = 1,
+                 cycle: bool = False, replacement: str = "with_replacement",
+                 seed: int | np.random.SeedSequence | None = None,
+                 views: list[ViewConfig] | None = None,
+                 shared_transforms: PatchTransform | None = None,
+                 tissue_mask_cache_size: int = 0, *,
+                 storage_options: Mapping[str, Any] | None = None,
+                 cache_dir: str | None = DEFAULT, prefetch: int | None = None,
+                 io_threads: int | None = None, on_error: str = "skip") -> None:
+        if slide_sampling not in ("sequential", "random"):
+            raise ValueError(f"slide_sampling must be 'sequential' or 'random', "
+                             f"got {slide_sampling!r}")
+        if replacement not in ("with_replacement", "without_replacement"):
+            raise ValueError(f"replacement must be 'with_replacement' or "
+                             f"'without_replacement', got {replacement!r}")
+        if on_error not in ("skip", "raise"):
+            raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
+        self.pool_size = _positive("pool_size", pool_size)
+        self.patches_per_slide = _positive("patches_per_slide", patches_per_slide)
+        self.patches_per_visit = _positive("patches_per_visit", patches_per_visit)
+        if not isinstance(tissue_mask_cache_size, int) or tissue_mask_cache_size < 0:
+            raise ValueError(f"tissue_mask_cache_size must be >= 0, got {tissue_mask_cache_size}")
+        if (not isinstance(thumbnail_size, (tuple, list)) or len(thumbnail_size) != 2
+                or any(not isinstance(v, int) or v < 1 for v in thumbnail_size)):
+            raise ValueError(f"thumbnail_size must be two ints >= 1, got {thumbnail_size!r}")
+        self.prefetch = _positive("prefetch", prefetch if prefetch is not None
+                                  else DEFAULT_PREFETCH)
+        self.io_threads = _positive("io_threads", io_threads if io_threads is not None
+                                    else DEFAULT_IO_THREADS)
+        validate_views(views, transforms, shared_transforms)
+        sampler = sampler if sampler is not None else RandomSampler()
+        if not callable(getattr(sampler, "sample", None)):
+            raise TypeError(f"sampler must be a PatchSampler, got {type(sampler).__name__}")
+        if replacement == "without_replacement" and not (
+                isinstance(sampler, PatchSampler) and sampler.supports_pool()):
+            raise TypeError(f"{type(sampler).__name__} does not support "
+                            "replacement='without_replacement' (use RandomSampler or "
+                            "MultiMagnificationSampler)")
+        self.backend: SlideBackend = clone(backend, "backend") if backend is not None else (
+            NativeBackend())
+        options = S3Options.from_mapping(storage_options)
+        self.backend.configure(storage_options=options,
+                               cache_dir=None if cache_dir in (None, DEFAULT) else cache_dir,
+                               use_cache=cache_dir is not None)
+        extensions = (OPENSLIDE_EXTENSIONS if isinstance(self.backend, OpenSlideBackend)
+                      else NATIVE_EXTENSIONS)
+        self.slide_paths = resolve_slide_paths(slide_paths, extensions=extensions,
+                                               options=options)
+        if replacement == "without_replacement":
+            dupes = sorted({p for p in self.slide_paths if self.slide_paths.count(p) > 1})
+            if dupes:
+                raise ValueError(f"replacement='without_replacement' needs unique slide paths; "
+                                 f"duplicates: {dupes}")
+        self.tissue_detector = clone(tissue_detector if tissue_detector is not None
+                                     else OtsuTissueDetector(), "tissue_detector")
+        self.sampler = clone(sampler, "sampler")
+        self.patch_filter = clone(patch_filter, "patch_filter") if patch_filter else None
+        self.transforms = clone(transforms, "transforms") if transforms else None
+        self.shared_transforms = (clone(shared_transforms, "shared_transforms")
+                                  if shared_transforms else None)
+        self.views = clone(views, "views") if views is not None else None
+        self.dataset_adapter = dataset_adapter
+        self.thumbnail_size = (int(thumbnail_size[0]), int(thumbnail_size[1]))
+        self.slide_sampling, self.replacement, self.cycle = slide_sampling, replacement, cycle
+        self.tissue_mask_cache_size = tissue_mask_cache_size
+        self.on_error = on_error
+        self.open_threads = max(2, min(self.pool_size, 8))
+        self.open_ahead = max(self.pool_size, DEFAULT_OPEN_AHEAD)
+        self.seed = seed
+        self._masks = MaskStore(self.tissue_detector, self.thumbnail_size,
+                                tissue_mask_cache_size)
+        self._stats = PipelineStats()
+        self._failed: set[str] = set()
+        self._open_failures: dict[str, int] = {}
+        self._coordinate_pools: dict[str, Any] = {}
+        self._pid = os.getpid()
+        self._seed_all()
+
+    # --- seeding -----------------------------------------------------------------------------
+    def _seed_all(self) -> None:
+        """Every stream from one ``SeedSequence``: slide order 0, sampler 1, transforms 2,
+        shared transforms 3, views 4 (+ index), without-replacement pools 5."""
+        if isinstance(self.seed, np.random.SeedSequence):
+            root = self.seed
+        else:
+            root = np.random.SeedSequence(self.seed)
+        self._root = root
+        self._order_rng = np.random.default_rng(child_seq(root, 0))
+        reseed(self.sampler, child_seq(root, 1))
+        reseed(self.transforms, child_seq(root, 2))
+        reseed(self.shared_transforms, child_seq(root, 3))
+        for index, view in enumerate(self.views or ()):
+            reseed(view.crop, child_seq(root, 4, index, 0))
+            reseed(view.transforms, child_seq(root, 4, index, 1))
+        self._pool_rng = np.random.default_rng(child_seq(root, 5))
+
+    # --- public API --------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[PatchResult]:
+        if os.getpid() != self._pid:  # inherited through fork: own resources, own streams
+            self._pid = os.getpid()
+            self._coordinate_pools.clear()
+            if self.seed is None:
+                self._seed_all()
+        return iter(StreamRun(self))
+
+    @property
+    def stats(self) -> PipelineStats:
+        self._stats.detections = self._masks.detections
+        self._stats.mask_cache_hits = self._masks.hits
+        return self._stats
+
+    def stats_dict(self) -> dict[str, int | float]:
+        """wsistream's keys plus ``io/*``: storage requests and bytes, block-store hits,
+        slide opens, structure and mask host-cache hits, detections."""
+        out = self.stats.to_dict()
+        out.update(self.backend.io_stats())
+        return out
+
+    def reset_stats(self) -> None:
+        self._stats = PipelineStats()
+        self._masks.hits = self._masks.detections = 0
+        self._failed.clear()
+
+    def tissue_mask(self, path: str) -> TissueMask:
+        """The mask this pipeline uses for ``path`` (host cache, else detected)."""
+        with SlideHandle(path, backend=self.backend) as handle:
+            return self._masks.get(handle, self.backend.host_cache)
+
+    def clear_tissue_mask_cache(self) -> None:
+        self._masks.clear()
+
+    # --- what the engine calls ---------------------------------------------------------------
+    def slide_order(self) -> list[str]:
+        paths = [p for p in self.slide_paths if p not in self._failed]
+        if self.slide_sampling == "random":
+            return [paths[i] for i in self._order_rng.permutation(len(paths))]
+        return paths
+
+    def mark_failed(self, path: str) -> None:
+        self._failed.add(path)
+        self._stats.slides_failed += 1
+
+    def open_failed(self, opened: Opened) -> None:
+        self._stats.slides_failed += 1
+        self._stats.record_error(opened.path, opened.error or "")
+        count = self._open_failures.get(opened.path, 0) + 1
+        self._open_failures[opened.path] = count
+        if count >= MAX_OPEN_ATTEMPTS:
+            self._failed.add(opened.path)
+
+    def open_for_pool(self, path: str) -> Opened:
+        """Runs in a background thread: open, mask (host cache or detection), metadata."""
+        handle: SlideHandle | None = None
+        try:
+            handle = SlideHandle(path, backend=self.backend)
+            mask = self._masks.get(handle, self.backend.host_cache)
+            metadata = (self.dataset_adapter.parse_metadata(path)
+                        if self.dataset_adapter is not None else None)
+            return Opened(path, handle, mask, metadata)
+        except Exception as exc:  # noqa: BLE001 - counted and skipped by the engine
+            logger.warning("could not open slide %s: %s", path, exc)
+            if handle is not None:
+                handle.close()
+            return Opened(path, error=f"{type(exc).__name__}: {exc}")
+
+    def make_entry(self, opened: Opened) -> Entry:
+        """Runs in the planning thread (the order of random draws is the plan's)."""
+        assert opened.handle is not None and opened.mask is not None
+        if self.replacement == "without_replacement":
+            pool = self._coordinate_pools.get(opened.path)
+            if pool is None:
+                pool = self.sampler.build_coordinate_pool(opened.handle, opened.mask,
+                                                          self._pool_rng)
+            elif pool.exhausted and self.cycle:
+                pool = pool.reshuffled(self._pool_rng)
+            self._coordinate_pools[opened.path] = pool
+            coords: Iterator[PatchCoordinate] = _drain(pool, self._pool_rng)
+        else:
+            coords = iter(self.sampler.sample(opened.handle, opened.mask))
+        self._stats.slides_processed += 1
+        self._stats.slides_seen.add(opened.path)
+        self._stats.tissue_fractions.update(opened.mask.tissue_fraction)
+        if opened.metadata is not None:
+            self._stats.count_metadata(opened.metadata.cancer_type, opened.metadata.sample_type)
+        return Entry(opened, coords)
+
+    def read_patch(self, opened: Opened, coord: PatchCoordinate
+                   ) -> tuple[np.ndarray, bool, dict[str, np.ndarray]]:
+        """Runs in a reader thread: the patch (exactly ``out_size`` square), whether the
+        filter accepts it, and the re-reads of ``mpp_override`` views."""
+        handle = opened.handle
+        assert handle is not None
+        out = coord.out_size
+        image = handle.read_region(coord.x, coord.y, coord.patch_size, coord.patch_size,
+                                   coord.level, None if out == coord.patch_size else (out, out))
+        accepted = self.patch_filter.accept(image) if self.patch_filter is not None else True
+        overrides: dict[str, np.ndarray] = {}
+        if accepted and self.views is not None:
+            for view in self.views:
+                if view.mpp_override is not None:
+                    overrides[view.name] = self._read_override(handle, coord, view)
+        return image, accepted, overrides
+
+    def _read_override(self, handle: SlideHandle, coord: PatchCoordinate,
+                       view: ViewConfig) -> np.ndarray:
+        """The same level-0 centre at ``view.mpp_override``, exact mpp (resampled)."""
+        props = handle.properties
+        if props.mpp is None:
+            raise ValueError(f"view {view.name!r} has mpp_override={view.mpp_override} but "
+                             f"slide {props.path!r} has no MPP")
+        assert view.mpp_override is not None
+        plan = plan_read(props, view.patch_size_override or coord.out_size,
+                         target_mpp=view.mpp_override)
+        ds = props.level_downsamples
+        cx = coord.x + coord.patch_size * ds[coord.level] / 2
+        cy = coord.y + coord.patch_size * ds[coord.level] / 2
+        side = plan.read_size * ds[plan.level]
+        x, y = int(round(cx - side / 2)), int(round(cy - side / 2))
+        out = None if plan.output_size == plan.read_size else (plan.output_size,) * 2
+        return handle.read_region(x, y, plan.read_size, plan.read_size, plan.level, out)
+
+
+def _drain(pool: Any, rng: np.random.Generator) -> Iterator[PatchCoordinate]:
+    while not pool.exhausted:
+        coord = pool.pop(rng)
+        if coord is None:
+            return
+        yield coord

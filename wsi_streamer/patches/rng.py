@@ -1,0 +1,52 @@
+"""Injected randomness: every random component holds a ``numpy.random.Generator`` that the
+pipeline reseeds from a ``SeedSequence`` (MONAI's ``Randomizable`` pattern). Nothing here or in
+any component calls the global ``random`` or ``np.random`` state."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+SeedLike = int | np.random.SeedSequence | None
+
+
+class Randomizable:
+    """Mixin: ``self._rng`` is the component's generator; ``set_random_state`` replaces it.
+    Components holding other components override ``children`` so reseeding recurses."""
+
+    _rng: np.random.Generator
+
+    def __init__(self, seed: SeedLike = None) -> None:
+        self._rng = np.random.default_rng(seed)
+
+    @property
+    def rng(self) -> np.random.Generator:
+        return self._rng
+
+    def set_random_state(self, seed: SeedLike) -> None:
+        self._rng = np.random.default_rng(seed)
+
+    def children(self) -> Iterable[Any]:
+        return ()
+
+
+def reseed(component: Any, seq: np.random.SeedSequence) -> None:
+    """Reseed ``component`` (and, recursively, its children) from ``seq``: the component takes
+    ``seq`` itself, child ``i`` takes ``seq.spawn``-like child ``(i,)`` of it. Anything that is
+    not ``Randomizable`` is left alone, except that its children are still visited."""
+    if component is None:
+        return
+    if isinstance(component, Randomizable):
+        component.set_random_state(seq)
+        kids = list(component.children())
+    else:
+        kids = list(getattr(component, "transforms", None) or ())
+    for index, child in enumerate(kids):
+        reseed(child, child_seq(seq, index))
+
+
+def child_seq(seq: np.random.SeedSequence, *path: int) -> np.random.SeedSequence:
+    """A deterministic child of ``seq`` addressed by ``path`` (independent of spawn order)."""
+    return np.random.SeedSequence(seq.entropy, spawn_key=(*seq.spawn_key, *path))

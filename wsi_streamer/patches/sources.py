@@ -1,0 +1,122 @@
+"""Where slides come from: local files and folders, ``s3://bucket/key`` objects and listed
+``s3://bucket/prefix/`` prefixes, and the S3 options that reach them.
+
+URLs stay strings (``pathlib`` would turn ``s3://`` into ``s3:/``). A missing local path or
+an empty folder or prefix is an error at construction that names the item."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..io.s3 import S3Storage
+
+NATIVE_EXTENSIONS = (".svs", ".tif", ".tiff")
+OPENSLIDE_EXTENSIONS = NATIVE_EXTENSIONS + (".ndpi", ".mrxs", ".vms", ".vmu", ".scn", ".bif",
+                                            ".svslide")
+_S3_OPTION_NAMES = ("endpoint_url", "region_name", "profile_name", "anonymous",
+                    "requester_pays")
+
+
+@dataclass(frozen=True)
+class S3Options:
+    """``storage_options`` for S3; unset fields fall back to the boto3 credential chain and
+    ``WSI_S3_ENDPOINT`` / ``WSI_S3_REGION`` (read when the options are built)."""
+
+    endpoint_url: str | None = None
+    region_name: str = "us-east-1"
+    profile_name: str | None = None
+    anonymous: bool = False
+    requester_pays: bool = False
+
+    @classmethod
+    def from_mapping(cls, options: Mapping[str, Any] | None,
+                     environ: Mapping[str, str] | None = None) -> S3Options:
+        env = os.environ if environ is None else environ
+        opts = dict(options or {})
+        unknown = sorted(set(opts) - set(_S3_OPTION_NAMES))
+        if unknown:
+            raise ValueError(f"storage_options: unknown option(s) {unknown}; "
+                             f"known: {list(_S3_OPTION_NAMES)}")
+        return cls(
+            endpoint_url=opts.get("endpoint_url") or env.get("WSI_S3_ENDPOINT") or None,
+            region_name=opts.get("region_name") or env.get("WSI_S3_REGION") or "us-east-1",
+            profile_name=opts.get("profile_name"),
+            anonymous=bool(opts.get("anonymous", False)),
+            requester_pays=bool(opts.get("requester_pays", False)),
+        )
+
+    def storage(self, bucket: str, prefix: str = "") -> S3Storage:
+        return S3Storage(bucket, prefix, endpoint_url=self.endpoint_url,
+                         region=self.region_name, profile_name=self.profile_name,
+                         anonymous=self.anonymous, requester_pays=self.requester_pays)
+
+
+def split_s3(url: str) -> tuple[str, str]:
+    """``s3://bucket/key`` -> ``(bucket, key)``; ``ValueError`` without a bucket."""
+    bucket, _, key = url[5:].partition("/")
+    if not bucket:
+        raise ValueError(f"slide_paths: {url!r} has no bucket")
+    return bucket, key
+
+
+def is_s3(path: str) -> bool:
+    return path.startswith("s3://")
+
+
+def resolve_slide_paths(slide_paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+                        *, extensions: tuple[str, ...] = NATIVE_EXTENSIONS,
+                        options: S3Options | None = None) -> list[str]:
+    """Every slide named by ``slide_paths``, in order: files as given, folders expanded
+    recursively (sorted, by extension), ``s3://b/k`` kept, ``s3://b/prefix/`` listed
+    (ListObjectsV2, sorted, by extension). Raises ``FileNotFoundError`` naming a missing path,
+    an empty folder or an empty prefix; ``TypeError`` for an item that is not a path."""
+    if isinstance(slide_paths, (str, os.PathLike)):
+        items: list[Any] = [slide_paths]
+    else:
+        items = list(slide_paths)
+    resolved: list[str] = []
+    for item in items:
+        if not isinstance(item, (str, os.PathLike)):
+            raise TypeError(f"slide_paths: {item!r} is not a path or URL")
+        entry = os.fspath(item)
+        if is_s3(entry):
+            resolved.extend(_list_s3(entry, extensions, options or S3Options.from_mapping(None)))
+        elif "://" in entry:
+            raise ValueError(f"slide_paths: {entry!r}: only local paths and s3:// URLs")
+        elif os.path.isdir(entry):
+            found = sorted(os.path.join(root, name) for root, dirs, names in os.walk(entry)
+                           for name in names if name.lower().endswith(extensions))
+            if not found:
+                raise FileNotFoundError(f"slide_paths: no slide files ({', '.join(extensions)}) "
+                                        f"in folder {entry}")
+            resolved.extend(found)
+        elif os.path.isfile(entry):
+            resolved.append(entry)
+        else:
+            raise FileNotFoundError(f"slide_paths: {entry} does not exist")
+    if not resolved:
+        raise ValueError("slide_paths is empty")
+    return resolved
+
+
+def _list_s3(url: str, extensions: tuple[str, ...], options: S3Options) -> list[str]:
+    bucket, key = split_s3(url)
+    if key and not key.endswith("/"):
+        return [url]
+    storage = options.storage(bucket, key)
+    found: list[str] = []
+    cursor: str | None = None
+    while True:
+        page = storage.list_slides(cursor=cursor, limit=1000)
+        found.extend(f"s3://{bucket}/{storage.prefix}{sid}" for sid in page.slides
+                     if sid.lower().endswith(extensions))
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    if not found:
+        raise FileNotFoundError(f"slide_paths: no slide objects ({', '.join(extensions)}) "
+                                f"under {url}")
+    return sorted(found)

@@ -1,0 +1,324 @@
+"""Tissue detection on a low-resolution slide image (wsistream's detectors, without OpenCV).
+
+Every detector maps an RGB uint8 thumbnail ``(H, W, 3)`` to a boolean mask ``(H, W)`` (True =
+tissue); ``downsample`` is level-0 pixels per thumbnail pixel, ``(x, y)`` or one number for both.
+``config_key()`` is a stable text of the class and its configuration, used in the tissue-mask
+cache key: two detectors with equal keys give equal masks. Image processing uses scipy and
+scikit-image (the ``[patches]`` extra), imported on first use.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .color import (
+    HSVRange,
+    check_range,
+    check_rgb_uint8,
+    hsv_box_mask,
+    require_extra,
+    rgb_to_hsv_cv,
+)
+
+Downsample = float | tuple[float, float]
+
+
+class TissueDetector(ABC):
+    """Produces a tissue mask from a thumbnail. Subclasses implement ``detect``; bump
+    ``config_version`` when the algorithm changes so cached masks are not reused."""
+
+    config_version: int = 1
+
+    @abstractmethod
+    def detect(self, thumbnail: np.ndarray, downsample: Downsample = (1.0, 1.0)) -> np.ndarray:
+        """Boolean ``(H, W)`` mask of ``thumbnail`` (RGB uint8 ``(H, W, 3)``)."""
+
+    def config_key(self) -> str:
+        """``module.Class/vN(name=value, ...)`` over the public configuration (dataclass fields,
+        else public attributes), sorted by name; nested detectors use their own key."""
+        if dataclasses.is_dataclass(self):
+            items = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        else:
+            items = {k: v for k, v in vars(self).items() if not k.startswith("_")}
+        text = ", ".join(f"{name}={_key_text(items[name])}" for name in sorted(items))
+        cls = type(self)
+        return f"{cls.__module__}.{cls.__qualname__}/v{self.config_version}({text})"
+
+
+def _key_text(value: Any) -> str:
+    if isinstance(value, TissueDetector):
+        return value.config_key()
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_key_text(item) for item in value) + "]"
+    return repr(value)
+
+
+def normalize_downsample(downsample: Downsample) -> tuple[float, float]:
+    """``(dsx, dsy)`` from one number or a pair; raises ``ValueError`` unless both are finite
+    and > 0."""
+    pair = (downsample, downsample) if isinstance(downsample, (int, float)) else downsample
+    try:
+        dsx, dsy = (float(value) for value in pair)
+    except (TypeError, ValueError):
+        raise ValueError(f"downsample must be a number or an (x, y) pair, got {downsample!r}"
+                         ) from None
+    if not all(math.isfinite(d) and d > 0 for d in (dsx, dsy)):
+        raise ValueError(f"downsample must be finite and > 0, got {downsample!r}")
+    return dsx, dsy
+
+
+def _check_int(name: str, value: object, minimum: int, odd: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < minimum or (odd and value % 2 == 0):
+        kind = "a positive odd integer" if odd else f"an integer >= {minimum}"
+        raise ValueError(f"{name} must be {kind}, got {value}")
+
+
+def _check_number(name: str, value: object, minimum: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    if not math.isfinite(float(value)) or value < minimum:
+        raise ValueError(f"{name} must be a finite number >= {minimum}, got {value}")
+
+
+def _grey(rgb: np.ndarray) -> np.ndarray:
+    """ITU-R BT.601 luma in OpenCV's 8-bit fixed point (15 bits, as ``cvtColor(RGB2GRAY)``)."""
+    r, g, b = (rgb[..., channel].astype(np.int32) for channel in range(3))
+    return ((r * 9798 + g * 19235 + b * 3735 + (1 << 14)) >> 15).astype(np.uint8)
+
+
+# OpenCV's fixed kernels for ``GaussianBlur(ksize, sigma=0)`` with ksize <= 7.
+_SMALL_GAUSSIANS = {3: (0.25, 0.5, 0.25), 5: (0.0625, 0.25, 0.375, 0.25, 0.0625),
+                    7: (0.03125, 0.109375, 0.21875, 0.28125, 0.21875, 0.109375, 0.03125)}
+
+
+def _gaussian_blur(image: np.ndarray, ksize: int) -> np.ndarray:
+    """``GaussianBlur(image, (ksize, ksize), 0)`` as OpenCV defines it (its fixed kernels up
+    to 7, else sigma = 0.3 ((ksize - 1) / 2 - 1) + 0.8), reflect-101 borders; within one grey
+    level of OpenCV (which rounds in fixed point)."""
+    if ksize == 1:
+        return image
+    ndimage = require_extra("scipy.ndimage")
+    if ksize in _SMALL_GAUSSIANS:
+        kernel = np.asarray(_SMALL_GAUSSIANS[ksize], dtype=np.float32)
+    else:
+        sigma = 0.3 * ((ksize - 1) * 0.5 - 1) + 0.8
+        offsets = np.arange(ksize, dtype=np.float64) - (ksize - 1) / 2
+        weights = np.exp(-(offsets**2) / (2 * sigma * sigma))
+        kernel = (weights / weights.sum()).astype(np.float32)
+    out = image.astype(np.float32)
+    for axis in (0, 1):
+        out = ndimage.correlate1d(out, kernel, axis=axis, mode="mirror")
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def _ellipse(ksize: int) -> np.ndarray:
+    """OpenCV's ``MORPH_ELLIPSE`` structuring element of ``ksize x ksize``."""
+    element = np.zeros((ksize, ksize), dtype=bool)
+    r = c = ksize // 2
+    for i in range(ksize):
+        dy = i - r
+        if abs(dy) <= r:
+            dx = int(np.rint(c * math.sqrt((r * r - dy * dy) / (r * r)))) if r else 0
+            element[i, max(c - dx, 0):min(c + dx + 1, ksize)] = True
+    return element
+
+
+def _close(mask: np.ndarray, footprint: np.ndarray) -> np.ndarray:
+    """Binary closing (dilate, then erode) with the anchor at ``size // 2``; outside the image
+    counts as neither foreground nor background (OpenCV's default), so tissue touching the
+    border is kept."""
+    ndimage = require_extra("scipy.ndimage")
+    as_u8 = mask.astype(np.uint8)
+    dilated = ndimage.maximum_filter(as_u8, footprint=footprint, mode="constant", cval=0)
+    closed = ndimage.minimum_filter(dilated, footprint=footprint, mode="constant", cval=1)
+    return np.asarray(closed, dtype=bool)
+
+
+def _otsu_threshold(image: np.ndarray) -> float | None:
+    """Otsu's threshold (class 0 is ``<= t``), or None for an image with a single value."""
+    if image.size == 0 or image.min() == image.max():
+        return None
+    return float(require_extra("skimage.filters").threshold_otsu(image))
+
+
+@dataclass
+class OtsuTissueDetector(TissueDetector):
+    """Otsu (1979) on a Gaussian-blurred grey image: tissue is at or below the threshold
+    (darker than the background); then closing with an ``morph_close_ksize`` ellipse (0: none)
+    and removal of 8-connected components smaller than ``min_area_ratio`` of the image (0:
+    none). An image with no contrast (one grey value, e.g. all white) gives an empty mask."""
+
+    blur_ksize: int = 7
+    morph_close_ksize: int = 5
+    min_area_ratio: float = 0.001
+
+    def __post_init__(self) -> None:
+        _check_int("blur_ksize", self.blur_ksize, 1, odd=True)
+        _check_int("morph_close_ksize", self.morph_close_ksize, 0)
+        _check_number("min_area_ratio", self.min_area_ratio, 0.0)
+
+    def detect(self, thumbnail: np.ndarray, downsample: Downsample = (1.0, 1.0)) -> np.ndarray:
+        rgb = check_rgb_uint8(thumbnail, "thumbnail")
+        normalize_downsample(downsample)
+        blurred = _gaussian_blur(_grey(rgb), self.blur_ksize)
+        threshold = _otsu_threshold(blurred)
+        if threshold is None:
+            return np.zeros(blurred.shape, dtype=bool)
+        mask = blurred <= threshold
+        if self.morph_close_ksize > 0:
+            mask = _close(mask, _ellipse(self.morph_close_ksize))
+        min_area = int(mask.size * self.min_area_ratio)
+        if min_area > 0:
+            ndimage = require_extra("scipy.ndimage")
+            labels, count = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+            if count:
+                areas = np.bincount(labels.ravel())
+                keep = areas >= min_area
+                keep[0] = False
+                mask = keep[labels]
+        return mask
+
+
+@dataclass
+class HSVTissueDetector(TissueDetector):
+    """Pixels inside the inclusive HSV box on OpenCV's scale (H 0-180, S and V 0-255); the
+    defaults are Midnight's (Karasikov et al. 2025) per-tile box applied to the thumbnail."""
+
+    hue_range: HSVRange = (90, 180)
+    sat_range: HSVRange = (8, 255)
+    val_range: HSVRange = (103, 255)
+
+    def __post_init__(self) -> None:
+        self.hue_range = check_range("hue_range", self.hue_range)
+        self.sat_range = check_range("sat_range", self.sat_range)
+        self.val_range = check_range("val_range", self.val_range)
+
+    def detect(self, thumbnail: np.ndarray, downsample: Downsample = (1.0, 1.0)) -> np.ndarray:
+        rgb = check_rgb_uint8(thumbnail, "thumbnail")
+        normalize_downsample(downsample)
+        return hsv_box_mask(rgb, self.hue_range, self.sat_range, self.val_range)
+
+
+@dataclass
+class CombinedTissueDetector(TissueDetector):
+    """The intersection (logical AND) of its detectors' masks; at least one detector."""
+
+    detectors: Sequence[TissueDetector] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.detectors = list(self.detectors)
+        if not self.detectors:
+            raise ValueError("detectors must contain at least one TissueDetector")
+        for index, detector in enumerate(self.detectors):
+            if not isinstance(detector, TissueDetector):
+                raise TypeError(f"detectors[{index}] must be a TissueDetector, got "
+                                f"{type(detector).__name__}")
+
+    def detect(self, thumbnail: np.ndarray, downsample: Downsample = (1.0, 1.0)) -> np.ndarray:
+        result: np.ndarray | None = None
+        for detector in self.detectors:
+            mask = np.asarray(detector.detect(thumbnail, downsample), dtype=bool)
+            result = mask if result is None else result & mask
+        assert result is not None
+        return result
+
+
+@dataclass
+class CLAMTissueDetector(TissueDetector):
+    """CLAM's segmentation (Lu et al. 2021, ``create_patches_fp.py`` defaults) as a mask.
+
+    Saturation (OpenCV scale), ``mthresh`` median blur (replicated borders), ``> sthresh`` (or
+    ``> Otsu`` with ``use_otsu``; nothing when ``sthresh_up`` is 0), closing with a
+    ``close x close`` square (0: none). Then per 8-connected component: kept iff its net area
+    (its own pixels, i.e. filled area minus all holes) is above ``a_t`` units; of its holes
+    (enclosed 4-connected background), the ``max_n_holes`` largest that are above ``a_h`` units
+    stay holes, the others are filled. One unit is ``int(ref_patch_size**2 / (dsx * dsy))``
+    thumbnail pixels. Areas are pixel counts where CLAM uses polygon areas through boundary
+    pixel centres (about half a perimeter less); a component nested in a kept hole is judged on
+    its own, whatever the drawing order."""
+
+    sthresh: int = 8
+    sthresh_up: int = 255
+    use_otsu: bool = False
+    mthresh: int = 7
+    close: int = 4
+    a_t: float = 100
+    a_h: float = 16
+    max_n_holes: int = 8
+    ref_patch_size: int = 512
+
+    def __post_init__(self) -> None:
+        _check_int("sthresh", self.sthresh, 0)
+        _check_int("sthresh_up", self.sthresh_up, 0)
+        if not isinstance(self.use_otsu, (bool, np.bool_)):
+            raise TypeError(f"use_otsu must be a bool, got {self.use_otsu!r}")
+        _check_int("mthresh", self.mthresh, 1, odd=True)
+        _check_int("close", self.close, 0)
+        _check_number("a_t", self.a_t, 0.0)
+        _check_number("a_h", self.a_h, 0.0)
+        _check_int("max_n_holes", self.max_n_holes, 0)
+        _check_int("ref_patch_size", self.ref_patch_size, 1)
+
+    def detect(self, thumbnail: np.ndarray, downsample: Downsample = (1.0, 1.0)) -> np.ndarray:
+        rgb = check_rgb_uint8(thumbnail, "thumbnail")
+        dsx, dsy = normalize_downsample(downsample)
+        saturation = _median(rgb_to_hsv_cv(rgb)[..., 1], self.mthresh)
+        threshold = _otsu_threshold(saturation) if self.use_otsu else float(self.sthresh)
+        if threshold is None or self.sthresh_up == 0:
+            return np.zeros(saturation.shape, dtype=bool)
+        binary = saturation > threshold
+        if self.close > 0:
+            binary = _close(binary, np.ones((self.close, self.close), dtype=bool))
+        unit = int(self.ref_patch_size**2 / (dsx * dsy))
+        return _filter_components(binary, self.a_t * unit, self.a_h * unit, self.max_n_holes)
+
+
+def _median(image: np.ndarray, ksize: int) -> np.ndarray:
+    """``ksize x ksize`` median with replicated borders (OpenCV's ``medianBlur``)."""
+    if ksize == 1:
+        return image
+    rank = require_extra("skimage.filters.rank")
+    pad = ksize // 2
+    padded = np.pad(image, pad, mode="edge")
+    filtered = rank.median(padded, footprint=np.ones((ksize, ksize), dtype=np.uint8))
+    return np.asarray(filtered[pad:pad + image.shape[0], pad:pad + image.shape[1]])
+
+
+def _filter_components(binary: np.ndarray, min_area: float, min_hole_area: float,
+                       max_n_holes: int) -> np.ndarray:
+    """CLAM's contour filter on a binary image (see ``CLAMTissueDetector``)."""
+    ndimage = require_extra("scipy.ndimage")
+    labels, count = ndimage.label(binary, structure=np.ones((3, 3), dtype=bool))
+    out = np.zeros(binary.shape, dtype=bool)
+    if count == 0:
+        return out
+    areas = np.bincount(labels.ravel())
+    boxes = ndimage.find_objects(labels)
+    cross = ndimage.generate_binary_structure(2, 1)
+    for index in np.flatnonzero(areas[1:] > min_area) + 1:
+        box = boxes[index - 1]
+        component = labels[box] == index
+        region = np.asarray(ndimage.binary_fill_holes(component, structure=cross))
+        holes = region & ~component
+        if max_n_holes > 0 and holes.any():
+            hole_labels, _ = ndimage.label(holes, structure=cross)
+            hole_areas = np.bincount(hole_labels.ravel())[1:]
+            largest = np.argsort(-hole_areas, kind="stable")[:max_n_holes]
+            kept = largest[hole_areas[largest] > min_hole_area] + 1
+            if kept.size:
+                region &= ~np.isin(hole_labels, kept)
+        out[box] |= region
+    return out
+
+
+__all__ = ["CLAMTissueDetector", "CombinedTissueDetector", "HSVTissueDetector",
+           "OtsuTissueDetector", "TissueDetector", "normalize_downsample"]
