@@ -1,9 +1,9 @@
 """Colour conversions shared by the tissue detectors and patch filters, without OpenCV.
 
-``rgb_to_hsv_cv`` reproduces OpenCV's 8-bit ``cvtColor(COLOR_RGB2HSV)`` (its fixed-point
-arithmetic, ``hsv_shift = 12``), so thresholds written for OpenCV (Midnight's HSV box, CLAM's
-saturation threshold) mean the same here. ``require_extra`` imports an optional dependency of the
-``[patches]`` extra with an error message that says how to install it.
+``rgb_to_hsv_cv`` and ``rgb_to_grey_cv`` reproduce OpenCV's 8-bit ``cvtColor`` (RGB2HSV and
+RGB2GRAY, their fixed-point arithmetic) bit for bit, so thresholds written for OpenCV (Midnight's
+HSV box, CLAM's saturation threshold) mean the same here. ``require_extra`` imports an optional
+dependency of the ``[patches]`` extra with an error message that says how to install it.
 """
 
 from __future__ import annotations
@@ -92,6 +92,13 @@ def rgb_to_hsv_cv(rgb: np.ndarray) -> np.ndarray:
     return hsv
 
 
+def rgb_to_grey_cv(rgb: np.ndarray) -> np.ndarray:
+    """RGB uint8 ``(..., 3)`` -> grey uint8 ``(...)``: BT.601 luma (0.299 R + 0.587 G +
+    0.114 B) in OpenCV's 15-bit fixed point, equal to ``cvtColor(rgb, COLOR_RGB2GRAY)``."""
+    r, g, b = (rgb[..., channel].astype(np.int32) for channel in range(3))
+    return ((r * 9798 + g * 19235 + b * 3735 + (1 << 14)) >> 15).astype(np.uint8)
+
+
 def check_range(name: str, value: object) -> HSVRange:
     """``value`` as a ``(low, high)`` pair of finite numbers with ``low <= high`` (integral
     values as ``int``).
@@ -127,3 +134,7 @@ def hsv_box_mask(rgb: np.ndarray, hue_range: HSVRange, sat_range: HSVRange,
     h, s, v = hsv[..., 0], hsv[..., 1], hsv[..., 2]
     return ((h >= hue_range[0]) & (h <= hue_range[1]) & (s >= sat_range[0])
             & (s <= sat_range[1]) & (v >= val_range[0]) & (v <= val_range[1]))
+
+
+__all__ = ["PATCHES_EXTRA_HINT", "HSVRange", "check_range", "check_rgb_uint8", "hsv_box_mask",
+           "require_extra", "rgb_to_grey_cv", "rgb_to_hsv_cv"]

@@ -24,6 +24,7 @@ from .color import (
     check_rgb_uint8,
     hsv_box_mask,
     require_extra,
+    rgb_to_grey_cv,
     rgb_to_hsv_cv,
 )
 
@@ -87,12 +88,6 @@ def _check_number(name: str, value: object, minimum: float) -> None:
         raise TypeError(f"{name} must be a number, got {value!r}")
     if not math.isfinite(float(value)) or value < minimum:
         raise ValueError(f"{name} must be a finite number >= {minimum}, got {value}")
-
-
-def _grey(rgb: np.ndarray) -> np.ndarray:
-    """ITU-R BT.601 luma in OpenCV's 8-bit fixed point (15 bits, as ``cvtColor(RGB2GRAY)``)."""
-    r, g, b = (rgb[..., channel].astype(np.int32) for channel in range(3))
-    return ((r * 9798 + g * 19235 + b * 3735 + (1 << 14)) >> 15).astype(np.uint8)
 
 
 # OpenCV's fixed kernels for ``GaussianBlur(ksize, sigma=0)`` with ksize <= 7.
@@ -169,7 +164,7 @@ class OtsuTissueDetector(TissueDetector):
     def detect(self, thumbnail: np.ndarray, downsample: Downsample = (1.0, 1.0)) -> np.ndarray:
         rgb = check_rgb_uint8(thumbnail, "thumbnail")
         normalize_downsample(downsample)
-        blurred = _gaussian_blur(_grey(rgb), self.blur_ksize)
+        blurred = _gaussian_blur(rgb_to_grey_cv(rgb), self.blur_ksize)
         threshold = _otsu_threshold(blurred)
         if threshold is None:
             return np.zeros(blurred.shape, dtype=bool)

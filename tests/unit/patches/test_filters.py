@@ -7,7 +7,7 @@ import colorsys
 import numpy as np
 import pytest
 
-from wsi_streamer.patches.color import hsv_box_mask, rgb_to_hsv_cv
+from wsi_streamer.patches.color import hsv_box_mask, rgb_to_grey_cv, rgb_to_hsv_cv
 from wsi_streamer.patches.filters import HSVPatchFilter, PatchFilter
 from wsi_streamer.patches.tissue import HSVTissueDetector
 
@@ -61,6 +61,16 @@ def test_hsv_agrees_with_colorsys() -> None:
         ch, cs, cv = colorsys.rgb_to_hsv(r / 255, g / 255, b / 255)
         assert min(abs(h - ch * 180), 180 - abs(h - ch * 180)) <= 1
         assert abs(s - cs * 255) <= 1 and abs(v - cv * 255) <= 1
+
+
+def test_grey_is_bt601_luma() -> None:
+    rng = np.random.default_rng(5)
+    pixels = rng.integers(0, 256, size=(64, 64, 3), dtype=np.uint8)
+    expected = np.rint(pixels.astype(np.float64) @ [0.299, 0.587, 0.114])
+    grey = rgb_to_grey_cv(pixels)
+    assert grey.dtype == np.uint8 and grey.shape == (64, 64)
+    assert np.abs(grey.astype(int) - expected).max() <= 1
+    assert rgb_to_grey_cv(np.array([[255, 255, 255], [0, 0, 0]], np.uint8)).tolist() == [255, 0]
 
 
 def test_hsv_rejects_wrong_input() -> None:
