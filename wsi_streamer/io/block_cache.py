@@ -13,6 +13,7 @@ Guarantees:
 from __future__ import annotations
 
 import bisect
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 # (identity, block index) for blocks; (identity, offset, length) for exact ranges.
 _Key = tuple[str, int] | tuple[str, int, int]
 COALESCE_GAP = 64 * 1024  # exact ranges closer than this are fetched by one request
+FETCH_THREADS = 8  # concurrent range fetches per store (one pool, made on first use)
 
 
 class _Flight:
@@ -55,6 +57,8 @@ class BlockStore:
         self._spans: dict[str, list[tuple[int, int]]] = {}  # exact ranges per identity, sorted
         self._bytes = 0
         self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid = 0
 
     @property
     def cached_bytes(self) -> int:
@@ -121,12 +125,7 @@ class BlockStore:
         self.stats.add(hits=len(found), misses=len(mine))
         groups = _coalesce(sorted(mine))
         if len(groups) > 1:
-            # One context copy per group, made here: the request's I/O counters go along.
-            contexts = [copy_context() for _ in groups]
-            with ThreadPoolExecutor(max_workers=min(8, len(groups))) as pool:
-                outcomes = list(pool.map(
-                    lambda cg: cg[0].run(self._fetch_group, reader, cg[1]),
-                    zip(contexts, groups, strict=True)))
+            outcomes = self._fan_out(reader, groups)
         else:
             outcomes = [self._fetch_group(reader, g) for g in groups]
         errors = [e for e in outcomes if e is not None]
@@ -134,6 +133,45 @@ class BlockStore:
             raise errors[0]
         _await(waiting, found)
         return [found[i] for i in range(len(ranges))]
+
+    def _executor(self) -> ThreadPoolExecutor:
+        """The store's one bounded pool, made on first use in this process (after a fork the
+        child makes its own)."""
+        with self._lock:
+            if self._pool is None or self._pool_pid != os.getpid():
+                self._pool = ThreadPoolExecutor(max_workers=FETCH_THREADS,
+                                                thread_name_prefix="wsi-fetch")
+                self._pool_pid = os.getpid()
+            return self._pool
+
+    def _fan_out(self, reader: RangeReader, groups: list[list[tuple[int, int]]]
+                 ) -> list[BaseException | None]:
+        """Fetch ``groups`` concurrently on the store's pool. Each group is claimed by the
+        first thread to reach it and the caller runs every group no pool thread has started,
+        so the caller only ever waits for groups being fetched: no deadlock when the pool is
+        busy or when its own threads read through the store. The caller's context (the
+        request's I/O counters) goes with every group."""
+        claims = [threading.Lock() for _ in groups]
+        done = [threading.Event() for _ in groups]
+        outcomes: list[BaseException | None] = [None] * len(groups)
+        context = copy_context()
+
+        def work(index: int) -> None:
+            if not claims[index].acquire(blocking=False):
+                return
+            try:
+                outcomes[index] = context.copy().run(self._fetch_group, reader, groups[index])
+            finally:
+                done[index].set()
+
+        pool = self._executor()
+        for index in range(len(groups) - 1, 0, -1):
+            pool.submit(work, index)
+        for index in range(len(groups)):
+            work(index)
+        for event in done:
+            event.wait()
+        return outcomes
 
     def lookup(self, ident: str, offset: int, length: int) -> bytes | None:
         """The range if an exact range already held covers it (no fetch, no block rounding)."""
