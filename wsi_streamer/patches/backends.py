@@ -9,6 +9,7 @@ a backend survives ``fork`` (a child builds its own), ``spawn`` and pickling (th
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import threading
@@ -30,6 +31,7 @@ from ..slide.registry import SlideRegistry
 from .sources import S3Options, is_s3, split_s3
 from .types import SlideProperties
 
+logger = logging.getLogger(__name__)
 DEFAULT_CACHE_BYTES = 1 << 30
 DEFAULT_BLOCK_BYTES = 256 * 1024 * 1024
 _TABLES_PREFIX = "tables:"
@@ -117,7 +119,10 @@ class NativeSlide:
         if self._cache is not None:
             tables = self._reader.level_tables()
             if set(tables) - self._adopted:
-                self._cache.put_object(_TABLES_PREFIX + self._reader.identity, tables)
+                try:
+                    self._cache.put_object(_TABLES_PREFIX + self._reader.identity, tables)
+                except Exception as exc:  # noqa: BLE001 - e.g. at interpreter shutdown
+                    logger.debug("tile arrays of %s not saved: %s", self.identity, exc)
                 self._adopted = set(tables)
 
 

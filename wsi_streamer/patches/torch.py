@@ -1,0 +1,315 @@
+"""PyTorch integration (``pip install "wsi_streamer[torch]"``): ``WsiStreamDataset``, an
+``IterableDataset`` over ``PatchPipeline`` for ``DataLoader`` workers and ``torchrun`` ranks;
+``partition_slides_by_rank``; ``MonitoredLoader`` (``torch_monitor``) and
+``benchmark_throughput`` (``torch_bench``). wsistream's ``wsistream.torch`` API, except:
+
+- Sharding: each loader iteration splits the slides disjointly over (rank, worker), the
+  union being every slide exactly once. The split is a permutation drawn from
+  ``split_seed(seed, epoch, iteration)``, the same on every rank, so it changes per epoch.
+- Seeding: the pipeline of (rank, worker) takes ``stream_seed(seed, rank, worker, epoch,
+  iteration)`` = ``SeedSequence(entropy=seed, spawn_key=(0, rank, worker, epoch,
+  iteration))`` (the split: ``spawn_key=(1, epoch, iteration)``; a ``SeedSequence`` seed
+  prefixes its own spawn key). ``iteration`` counts loader iterations since the last
+  ``set_epoch``: 0 when ``set_epoch`` is called before each one (the ``DistributedSampler``
+  convention; do so under DDP, where ranks must agree), and a new ``iter(loader)`` without
+  it gets a new split and stream, with persistent workers or not. Workers recognise their
+  iteration by the DataLoader's base seed (drawn from torch's RNG at each ``iter(loader)``)
+  and their own count of iterations (persistent workers). ``seed=None``: streams take fresh
+  OS entropy, the split still uses seed 0 (ranks must agree on it).
+- Statistics and the epoch live in a shared folder (``torch_stats``): exact, 64-bit, never
+  blocking a worker, the same with ``fork``, ``spawn`` and ``forkserver`` workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Generator, Iterable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from .backends import SlideBackend
+from .datasets import DatasetAdapter
+from .filters import PatchFilter
+from .pipeline import DEFAULT, PatchPipeline
+from .sampling.base import PatchSampler
+from .sources import S3Options, resolve_slide_paths
+from .tissue import TissueDetector
+from .torch_bench import BenchmarkResult, benchmark_throughput
+from .torch_monitor import MonitoredLoader
+from .torch_stats import PipelineRecorder, SharedState
+from .transforms import PatchTransform
+from .types import NoPatchesError, PatchResult, SlideMetadata
+from .views import ViewConfig
+
+__all__ = ["BenchmarkResult", "MonitoredLoader", "RankPartition", "WsiStreamDataset",
+           "benchmark_throughput", "partition_slides_by_rank", "patch_to_item",
+           "shard_slides", "split_seed", "stream_seed"]
+logger = logging.getLogger(__name__)
+SeedLike = int | np.random.SeedSequence | None
+PathsLike = str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
+
+
+def _root(seed: SeedLike) -> np.random.SeedSequence:
+    return seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+
+
+def stream_seed(seed: SeedLike, rank: int, worker: int, epoch: int,
+                iteration: int = 0) -> np.random.SeedSequence:
+    """The pipeline seed of (rank, worker) in (epoch, iteration); fresh entropy if None."""
+    if seed is None:
+        return np.random.SeedSequence()
+    root = _root(seed)
+    return np.random.SeedSequence(root.entropy, spawn_key=(*root.spawn_key, 0, rank, worker,
+                                                           epoch, iteration))
+
+
+def split_seed(seed: SeedLike, epoch: int, iteration: int = 0) -> np.random.SeedSequence:
+    root = _root(0 if seed is None else seed)
+    return np.random.SeedSequence(root.entropy, spawn_key=(*root.spawn_key, 1, epoch,
+                                                           iteration))
+
+
+def shard_slides(paths: list[str], shard: int, num_shards: int, seed: SeedLike, epoch: int,
+                 iteration: int = 0) -> list[str]:
+    """Shard ``shard`` of ``num_shards``: every ``num_shards``-th position of a permutation
+    drawn from ``split_seed``, in list order. Shards are disjoint (by position) and cover
+    ``paths``; sizes differ by at most one."""
+    order = np.random.default_rng(split_seed(seed, epoch, iteration)).permutation(len(paths))
+    return [paths[int(i)] for i in np.sort(order[shard::num_shards])]
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _dist_rank_world() -> tuple[int, int] | None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return None
+
+
+def rank_and_world_size() -> tuple[int, int]:
+    """``torch.distributed``'s when initialised, else ``RANK`` / ``WORLD_SIZE``, else (0, 1)."""
+    found = _dist_rank_world()
+    rank, world = found if found else (_env_int("RANK", 0), _env_int("WORLD_SIZE", 1))
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"rank {rank} is not in [0, world_size={world})")
+    return rank, world
+
+
+class RankPartition(list[str]):
+    """The slides of one rank, as ``partition_slides_by_rank`` returns them. Given one,
+    ``WsiStreamDataset`` splits it over its workers only (the rank split is done)."""
+
+    def __init__(self, paths: Iterable[str], rank: int, world_size: int) -> None:
+        super().__init__(paths)
+        self.rank, self.world_size = rank, world_size
+
+
+def partition_slides_by_rank(slide_paths: PathsLike, rank: int | None = None,
+                             world_size: int | None = None, *,
+                             storage_options: Mapping[str, Any] | None = None
+                             ) -> RankPartition:
+    """wsistream's static split: slides ``rank::world_size`` of the resolved list (rank and
+    world size from ``torch.distributed``, ``RANK`` / ``WORLD_SIZE`` when None).
+    ``WsiStreamDataset`` does not need it (it re-draws its split each epoch); it accepts the
+    result and then splits over workers only. ``RuntimeError`` if a rank gets no slide."""
+    paths = resolve_slide_paths(slide_paths, options=S3Options.from_mapping(storage_options))
+    found_rank, found_world = rank_and_world_size() if rank is None or world_size is None \
+        else (rank, world_size)
+    rank = found_rank if rank is None else rank
+    world_size = found_world if world_size is None else world_size
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
+    mine = paths[rank::world_size]
+    if not mine:
+        raise RuntimeError(f"rank {rank} got no slide ({len(paths)} slides, "
+                           f"{world_size} ranks)")
+    return RankPartition(mine, rank, world_size)
+
+
+def image_tensor(image: np.ndarray, output_dtype: str) -> torch.Tensor:
+    """HWC (or HW) array -> contiguous CHW tensor: uint8 as is, or float32 (uint8 / 255,
+    float images unscaled). ``TypeError`` for a non-uint8 image with ``"uint8"``."""
+    chw = np.moveaxis(image if image.ndim == 3 else image[:, :, None], -1, 0)
+    if output_dtype == "uint8":
+        if image.dtype != np.uint8:
+            raise TypeError(f"output_dtype='uint8' needs uint8 images, got {image.dtype}: "
+                            "drop NormalizeTransform (or any float transform) and normalise "
+                            "the batch on the device, or use output_dtype='float32'")
+        return torch.from_numpy(np.array(chw, order="C"))
+    out = np.empty(chw.shape, np.float32)
+    if image.dtype == np.uint8:
+        np.divide(chw, np.float32(255), out=out)
+    else:
+        out[...] = chw
+    return torch.from_numpy(out)
+
+
+def patch_to_item(result: PatchResult, output_dtype: str = "float32") -> dict[str, Any]:
+    """Collate-ready dict: metadata strings (``""``, ``extra`` as JSON), ``image`` or one
+    tensor per view, then ``x, y, level, patch_size, mpp`` (-1.0 if unknown),
+    ``tissue_fraction``. Every key is always present."""
+    coord = result.coordinate
+    meta = result.slide_metadata
+    item: dict[str, Any] = meta.to_flat_dict() if meta is not None else (
+        SlideMetadata.empty_dict())
+    item["slide_path"] = coord.slide_path
+    if result.views is not None:
+        for name, view in result.views.items():
+            item[name] = image_tensor(view, output_dtype)
+    else:
+        assert result.image is not None
+        item["image"] = image_tensor(result.image, output_dtype)
+    item.update(x=int(coord.x), y=int(coord.y), level=int(coord.level),
+                patch_size=int(coord.patch_size),
+                mpp=float(coord.mpp) if coord.mpp is not None else -1.0,
+                tissue_fraction=float(result.tissue_fraction))
+    return item
+
+
+class WsiStreamDataset(IterableDataset[dict[str, Any]]):
+    """``PatchPipeline``'s arguments (defaults ``cycle=True``, ``slide_sampling="random"``)
+    plus ``output_dtype`` ("float32": uint8 / 255; "uint8": a quarter of the bytes to move,
+    normalise on the device). Yields ``patch_to_item`` dicts. See the module for sharding,
+    seeding and epochs; the arguments are validated (and an ``s3://`` prefix listed) here."""
+
+    def __init__(self, slide_paths: PathsLike, backend: SlideBackend | None = None,
+                 tissue_detector: TissueDetector | None = None,
+                 sampler: PatchSampler | None = None, patch_filter: PatchFilter | None = None,
+                 transforms: PatchTransform | None = None,
+                 dataset_adapter: DatasetAdapter | None = None, pool_size: int = 8,
+                 patches_per_slide: int = 100, patches_per_visit: int = 1, cycle: bool = True,
+                 replacement: str = "with_replacement", slide_sampling: str = "random",
+                 seed: SeedLike = None, views: list[ViewConfig] | None = None,
+                 shared_transforms: PatchTransform | None = None,
+                 tissue_mask_cache_size: int = 0, output_dtype: str = "float32",
+                 thumbnail_size: tuple[int, int] = (2048, 2048), *,
+                 storage_options: Mapping[str, Any] | None = None,
+                 cache_dir: str | None = DEFAULT, prefetch: int | None = None,
+                 io_threads: int | None = None, on_error: str = "skip") -> None:
+        if output_dtype not in ("float32", "uint8"):
+            raise ValueError(f"output_dtype must be 'float32' or 'uint8', got {output_dtype!r}")
+        self._kwargs: dict[str, Any] = dict(
+            backend=backend, tissue_detector=tissue_detector, sampler=sampler,
+            patch_filter=patch_filter, transforms=transforms, dataset_adapter=dataset_adapter,
+            thumbnail_size=thumbnail_size, slide_sampling=slide_sampling, pool_size=pool_size,
+            patches_per_slide=patches_per_slide, patches_per_visit=patches_per_visit,
+            cycle=cycle, replacement=replacement, views=views,
+            shared_transforms=shared_transforms, tissue_mask_cache_size=tissue_mask_cache_size,
+            storage_options=storage_options, cache_dir=cache_dir, prefetch=prefetch,
+            io_threads=io_threads, on_error=on_error)
+        probe = PatchPipeline(slide_paths, seed=0, **self._kwargs)  # validates, resolves
+        self.slide_paths: list[str] = list(probe.slide_paths)
+        self._partition = ((slide_paths.rank, slide_paths.world_size)
+                           if isinstance(slide_paths, RankPartition) else None)
+        self.seed, self.cycle, self.output_dtype = seed, cycle, output_dtype
+        self._shared = SharedState(len(dict.fromkeys(self.slide_paths)))
+        self._epoch = 0
+        self._iterations = 0  # iter() calls in this process (with persistent workers: epochs)
+        self._captured = _dist_rank_world()
+        self._index: dict[str, int] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_captured"] = _dist_rank_world() or self._captured
+        state["_index"] = None
+        state["_iterations"] = 0
+        return state
+
+    # --- epochs, statistics ------------------------------------------------------------------
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch of the next loader iterations (seen by persistent workers too)."""
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise ValueError(f"epoch must be an int >= 0, got {epoch!r}")
+        self._epoch = epoch
+        self._shared.set_epoch(epoch)
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    def stats_dict(self) -> dict[str, int | float]:
+        """The pipelines' ``stats_dict`` summed over every worker (and this process) since
+        ``reset_stats``; counts are exact once the workers have yielded or ended."""
+        return self._shared.stats_dict()
+
+    def reset_stats(self) -> None:
+        """Restart the counts (exact when called between loader iterations)."""
+        self._shared.reset()
+
+    # --- sharding ----------------------------------------------------------------------------
+    def rank_and_world_size(self) -> tuple[int, int]:
+        if self._partition is not None:
+            return self._partition
+        found = _dist_rank_world() or self._captured
+        if found is not None:
+            return found
+        return rank_and_world_size()
+
+    def slides_for(self, rank: int, world_size: int, worker: int, num_workers: int,
+                   epoch: int, iteration: int = 0) -> list[str]:
+        """The slides of (rank, worker) in (epoch, iteration)."""
+        if self._partition is not None:  # the ranks are split already
+            return shard_slides(self.slide_paths, worker, num_workers, self.seed, epoch,
+                                iteration)
+        return shard_slides(self.slide_paths, rank * num_workers + worker,
+                            world_size * num_workers, self.seed, epoch, iteration)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        rank, world = self.rank_and_world_size()
+        self._iterations += 1
+        # One loader iteration: its workers share the DataLoader's base seed (drawn per
+        # iter(loader)) and, when persistent, their count of iterations.
+        identity = (f"w{info.seed - info.id}:{self._iterations}" if info is not None
+                    else f"m{os.getpid()}:{self._iterations}")
+        try:
+            epoch, iteration = self._shared.claim_iteration(identity)
+        except OSError as exc:
+            logger.warning("shared epoch state unusable (%s): epoch %d, iteration %d",
+                           exc, self._epoch, self._iterations - 1)
+            epoch, iteration = self._epoch, self._iterations - 1
+        slides = self.slides_for(rank, world, worker, num_workers, epoch, iteration)
+        seed = stream_seed(self.seed, rank, worker, epoch, iteration)
+        logger.debug("rank %d/%d worker %d/%d epoch %d.%d: %d slides", rank, world, worker,
+                     num_workers, epoch, iteration, len(slides))
+        return self._stream(slides, seed, single=num_workers == 1 and (
+            world == 1 or self._partition is not None))
+
+    def _stream(self, slides: list[str], seed: np.random.SeedSequence,
+                single: bool) -> Iterator[dict[str, Any]]:
+        if not slides:
+            return
+        pipeline = PatchPipeline(slides, seed=seed, **self._kwargs)
+        if self._index is None:  # slide -> its byte in the shared "seen" map
+            self._index = {path: i for i, path in enumerate(dict.fromkeys(self.slide_paths))}
+        recorder = PipelineRecorder(self._shared.writer(), pipeline, self._index)
+        run = iter(pipeline)
+        try:
+            for result in run:
+                item = patch_to_item(result, self.output_dtype)
+                recorder.record()
+                yield item
+        except NoPatchesError as exc:
+            if single:
+                raise
+            logger.warning("a shard of %d slide(s) yields nothing; its worker ends, the "
+                           "others go on: %s", len(slides), exc)
+        finally:
+            if isinstance(run, Generator):
+                run.close()  # stops the pipeline's threads before the last count
+            recorder.record()
