@@ -62,8 +62,8 @@ def wait_healthy(process: subprocess.Popen[bytes], url: str, log: Callable[[], s
         try:
             if requests.get(url + "/health", timeout=2).status_code == 200:
                 return
-        except requests.ConnectionError:
-            pass
+        except (requests.ConnectionError, requests.Timeout):
+            pass  # not listening yet, or a worker still starting on a loaded machine
         if time.monotonic() > deadline:
             raise RuntimeError(f"gunicorn did not start: {log()[-2000:]}")
         time.sleep(0.1)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
-
 import pytest
 
 from tests.fixtures.fakes import CountingReader, pattern
+from tests.fixtures.threads import run_together, tiny_switch_interval, values
 from wsi_streamer.errors import ReadPastEnd, StorageError
 from wsi_streamer.io.block_cache import BlockCache, BlockStore
 from wsi_streamer.io.range_reader import RangeReader
@@ -108,21 +106,9 @@ def test_invalid_block_size_is_rejected() -> None:
         BlockStore(block_size=0)
 
 
-def _together(n: int, fn):  # type: ignore[no-untyped-def]
-    barrier = threading.Barrier(n)
-
-    def run(_: int):  # type: ignore[no-untyped-def]
-        barrier.wait()
-        return fn()
-
-    with ThreadPoolExecutor(n) as pool:
-        futures = [pool.submit(run, i) for i in range(n)]
-        return [f.exception() or f.result() for f in futures]
-
-
 def test_singleflight_32_threads_one_block_one_request() -> None:
     inner, cache = make(delay=0.05)
-    results = _together(32, lambda: cache.read(2 * BS + 7, 100))
+    results = run_together(lambda _: cache.read(2 * BS + 7, 100), range(32))
     assert results == [DATA[2 * BS + 7 : 2 * BS + 107]] * 32
     assert inner.calls == [(2 * BS, BS)]
 
@@ -130,14 +116,7 @@ def test_singleflight_32_threads_one_block_one_request() -> None:
 def test_singleflight_overlapping_runs_fetch_each_block_once() -> None:
     inner, cache = make(delay=0.05)
     ranges = [(BS * (i % 4), 3 * BS) for i in range(32)]  # blocks 0..5 in overlapping runs
-    barrier = threading.Barrier(32)
-
-    def run(r: tuple[int, int]) -> bytes:
-        barrier.wait()
-        return cache.read(*r)
-
-    with ThreadPoolExecutor(32) as pool:
-        results = list(pool.map(run, ranges))
+    results = values(run_together(lambda r: cache.read(*r), ranges))
     assert results == [DATA[o : o + n] for o, n in ranges]
     fetched = sorted(b for o, n in inner.calls for b in range(o // BS, (o + n) // BS))
     assert fetched == list(range(6))  # every block requested exactly once
@@ -145,7 +124,7 @@ def test_singleflight_overlapping_runs_fetch_each_block_once() -> None:
 
 def test_failed_fetch_wakes_all_waiters_and_caches_nothing() -> None:
     inner, cache = make(delay=0.05, failures=1)
-    results = _together(32, lambda: cache.read(BS, 10))
+    results = run_together(lambda _: cache.read(BS, 10), range(32))
     assert len(inner.calls) == 1
     assert all(isinstance(r, StorageError) for r in results), results
     assert cache.store.cached_bytes == 0
@@ -198,3 +177,54 @@ def test_track_request_sees_reads_made_by_helper_threads() -> None:
         cache.read_exact_many([(0, 10), (100_000, 10), (200_000, 10)])
     assert stats.requests == 3 and stats.bytes == 30
     assert inner.stats.requests == 3
+
+
+@pytest.mark.parametrize("batch", [
+    [(0, 5000), (100, 50)],  # nested: the second lies inside the first
+    [(100, 50), (0, 5000)],  # the same, given in the other order
+    [(0, 100), (0, 10)],  # same start, shorter second
+    [(0, 10), (5, 10), (8, 100)],  # a chain of overlaps
+    [(0, 100), (0, 100)],  # the same range twice
+], ids=["nested", "nested-reversed", "same-start", "chain", "duplicate"])
+def test_nested_and_overlapping_ranges_in_one_batch_are_exact(
+        batch: list[tuple[int, int]]) -> None:
+    inner, cache = make()
+    assert cache.read_exact_many(batch) == [DATA[o : o + n] for o, n in batch]
+    assert len(inner.calls) == 1  # neighbours coalesced into one request
+    distinct = set(batch)
+    assert cache.store.cached_bytes == sum(n for _, n in distinct)  # one entry per range
+    for offset, length in distinct:  # each held exactly, not the request that fetched it
+        assert cache.store.lookup(inner.identity, offset, length) == DATA[
+            offset : offset + length]
+    assert cache.read_exact_many(batch) == [DATA[o : o + n] for o, n in batch]
+    assert [cache.read_exact(o, n) for o, n in batch] == [DATA[o : o + n] for o, n in batch]
+    assert len(inner.calls) == 1  # all of it from the cache
+
+
+ROUNDS, THREADS = 12, 64
+BIG = pattern(ROUNDS * 4 * BS)
+
+
+def test_block_claim_is_atomic_under_a_race() -> None:
+    """64 threads released together on one cold block, with the interpreter switching
+    threads every microsecond, 12 times: one storage request per block, no exception."""
+    inner = CountingReader(BIG)
+    cache = BlockCache(inner, block_size=BS, max_bytes=len(BIG))
+    with tiny_switch_interval():
+        for round_ in range(ROUNDS):
+            offset = round_ * 4 * BS + 11
+            results = values(run_together(lambda o: cache.read(o, 100), [offset] * THREADS))
+            assert results == [BIG[offset : offset + 100]] * THREADS
+    assert sorted(inner.calls) == [(r * 4 * BS, BS) for r in range(ROUNDS)]
+
+
+def test_exact_range_claim_is_atomic_under_a_race() -> None:
+    inner = CountingReader(BIG)
+    cache = BlockCache(inner, block_size=BS, max_bytes=len(BIG))
+    with tiny_switch_interval():
+        for round_ in range(ROUNDS):
+            offset = round_ * 4 * BS + 5
+            results = values(run_together(lambda o: cache.read_exact(o, 300),
+                                          [offset] * THREADS))
+            assert results == [BIG[offset : offset + 300]] * THREADS
+    assert sorted(inner.calls) == [(r * 4 * BS + 5, 300) for r in range(ROUNDS)]

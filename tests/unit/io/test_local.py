@@ -134,3 +134,26 @@ def test_bytes_reader_counts_and_refuses_past_end() -> None:
     with pytest.raises(ReadPastEnd):
         reader.read(8, 3)
     assert reader.stats.requests == 1 and reader.stats.bytes == 3
+
+
+def test_look_alike_sibling_folder_is_outside_the_root(tmp_path: Path) -> None:
+    """``slides-private`` starts with ``slides``: a prefix check without the separator would
+    serve it through a symlinked file or folder."""
+    slides, private = tmp_path / "slides", tmp_path / "slides-private"
+    slides.mkdir()
+    private.mkdir()
+    (private / "x.svs").write_bytes(b"private")
+    (slides / "ok.svs").write_bytes(b"ok")
+    os.symlink("../slides-private/x.svs", slides / "link.svs")
+    os.symlink("../slides-private", slides / "priv")
+    storage = LocalStorage(str(slides))
+    assert storage.open("ok.svs").read(0, 2) == b"ok"
+    for slide_id in ("link.svs", "priv/x.svs"):
+        with pytest.raises(SlideNotFound):
+            storage.open(slide_id)
+    # Through the root given with a trailing separator, or as a symlink to it: the same.
+    os.symlink(slides, tmp_path / "alias")
+    for root in (f"{slides}{os.sep}", str(tmp_path / "alias")):
+        for slide_id in ("link.svs", "priv/x.svs"):
+            with pytest.raises(SlideNotFound):
+                LocalStorage(root).open(slide_id)
