@@ -98,21 +98,38 @@ _SMALL_GAUSSIANS = {3: (0.25, 0.5, 0.25), 5: (0.0625, 0.25, 0.375, 0.25, 0.0625)
 def _gaussian_blur(image: np.ndarray, ksize: int) -> np.ndarray:
     """``GaussianBlur(image, (ksize, ksize), 0)`` as OpenCV defines it (its fixed kernels up
     to 7, else sigma = 0.3 ((ksize - 1) / 2 - 1) + 0.8), reflect-101 borders; within one grey
-    level of OpenCV (which rounds in fixed point)."""
+    level of OpenCV (which rounds in fixed point). The fixed kernels are dyadic, so they run
+    as exact integer sums of shifted views (several times faster than a float filter)."""
     if ksize == 1:
         return image
-    ndimage = require_extra("scipy.ndimage")
     if ksize in _SMALL_GAUSSIANS:
-        kernel = np.asarray(_SMALL_GAUSSIANS[ksize], dtype=np.float32)
-    else:
-        sigma = 0.3 * ((ksize - 1) * 0.5 - 1) + 0.8
-        offsets = np.arange(ksize, dtype=np.float64) - (ksize - 1) / 2
-        weights = np.exp(-(offsets**2) / (2 * sigma * sigma))
-        kernel = (weights / weights.sum()).astype(np.float32)
+        return _dyadic_blur(image, _SMALL_GAUSSIANS[ksize])
+    ndimage = require_extra("scipy.ndimage")
+    sigma = 0.3 * ((ksize - 1) * 0.5 - 1) + 0.8
+    offsets = np.arange(ksize, dtype=np.float64) - (ksize - 1) / 2
+    weights = np.exp(-(offsets**2) / (2 * sigma * sigma))
+    kernel = (weights / weights.sum()).astype(np.float32)
     out = image.astype(np.float32)
     for axis in (0, 1):
         out = ndimage.correlate1d(out, kernel, axis=axis, mode="mirror")
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def _dyadic_blur(image: np.ndarray, kernel: tuple[float, ...]) -> np.ndarray:
+    """Separable blur with weights ``k / 2**n``: integer sums, rounded half up once."""
+    scale = 1 << 6  # every fixed kernel is in 64ths
+    weights = [int(round(w * scale)) for w in kernel]
+    half = len(weights) // 2
+    height, width = image.shape
+    padded = np.pad(image, half, mode="reflect").astype(np.uint32)
+    rows = np.zeros((height + 2 * half, width), dtype=np.uint32)
+    for offset, weight in enumerate(weights):
+        rows += weight * padded[:, offset:offset + width]
+    out = np.zeros((height, width), dtype=np.uint32)
+    for offset, weight in enumerate(weights):
+        out += weight * rows[offset:offset + height]
+    total = scale * scale
+    return ((out + total // 2) // total).astype(np.uint8)
 
 
 def _ellipse(ksize: int) -> np.ndarray:
@@ -130,12 +147,28 @@ def _ellipse(ksize: int) -> np.ndarray:
 def _close(mask: np.ndarray, footprint: np.ndarray) -> np.ndarray:
     """Binary closing (dilate, then erode) with the anchor at ``size // 2``; outside the image
     counts as neither foreground nor background (OpenCV's default), so tissue touching the
-    border is kept."""
-    ndimage = require_extra("scipy.ndimage")
-    as_u8 = mask.astype(np.uint8)
-    dilated = ndimage.maximum_filter(as_u8, footprint=footprint, mode="constant", cval=0)
-    closed = ndimage.minimum_filter(dilated, footprint=footprint, mode="constant", cval=1)
-    return np.asarray(closed, dtype=bool)
+    border is kept. Runs as ORs and ANDs of shifted views, one per footprint pixel."""
+    dilated = _shifted_reduce(mask, footprint, np.logical_or, fill=False)
+    return _shifted_reduce(dilated, footprint, np.logical_and, fill=True)
+
+
+def _shifted_reduce(mask: np.ndarray, footprint: np.ndarray, op: Any, *, fill: bool
+                    ) -> np.ndarray:
+    """``op`` over the mask shifted by every offset of ``footprint`` (centre at
+    ``size // 2``), the outside read as ``fill``: max/min filters on booleans."""
+    fh, fw = footprint.shape
+    cy, cx = fh // 2, fw // 2
+    height, width = mask.shape
+    padded = np.full((height + fh - 1, width + fw - 1), fill, dtype=bool)
+    padded[cy:cy + height, cx:cx + width] = mask
+    # Start from the first offset's view; each further offset reads pixel (y + dy - cy,
+    # x + dx - cx), as scipy's maximum_filter / minimum_filter do (correlation, no mirror).
+    offsets = list(zip(*np.nonzero(footprint), strict=True))
+    dy, dx = offsets[0]
+    out = padded[dy:dy + height, dx:dx + width].copy()
+    for dy, dx in offsets[1:]:
+        op(out, padded[dy:dy + height, dx:dx + width], out=out)
+    return out
 
 
 def _otsu_threshold(image: np.ndarray) -> float | None:

@@ -214,3 +214,26 @@ def test_config_key_is_stable_and_distinguishes_configurations() -> None:
 def test_require_extra_names_the_install_command() -> None:
     with pytest.raises(ImportError, match=r'pip install "wsi_streamer\[patches\]"'):
         require_extra("wsi_streamer_no_such_module")
+
+
+def test_fast_closing_and_blur_equal_the_scipy_filters() -> None:
+    from scipy import ndimage
+
+    from wsi_streamer.patches import tissue as impl
+
+    rng = np.random.default_rng(3)
+    mask = rng.random((120, 170)) > 0.55
+    for footprint in (impl._ellipse(5), impl._ellipse(7), np.ones((4, 4), dtype=bool)):
+        grown = ndimage.maximum_filter(mask.astype(np.uint8), footprint=footprint,
+                                       mode="constant", cval=0)
+        want = ndimage.minimum_filter(grown, footprint=footprint, mode="constant",
+                                      cval=1).astype(bool)
+        assert np.array_equal(impl._close(mask, footprint), want)
+    grey = rng.integers(0, 256, (90, 130), dtype=np.uint8)
+    for ksize in (3, 5, 7):
+        kernel = np.asarray(impl._SMALL_GAUSSIANS[ksize], dtype=np.float64)
+        ref = grey.astype(np.float64)
+        for axis in (0, 1):
+            ref = ndimage.correlate1d(ref, kernel, axis=axis, mode="mirror")
+        diff = np.abs(impl._gaussian_blur(grey, ksize).astype(float) - ref)
+        assert diff.max() <= 0.5 + 1e-9  # exact value, rounded
