@@ -89,7 +89,7 @@ class StreamRun:
 
     def __init__(self, pipeline: PatchPipeline) -> None:
         self.p = pipeline
-        self.pool: list[Entry] = []
+        self.pool: list[Entry | _Pending] = []  # a slot is opened when first visited
         self.queue: deque[_Pending] = deque(_Pending(p) for p in pipeline.slide_order())
         self.ahead: deque[Task] = deque()
         self.idx = 0
@@ -196,7 +196,11 @@ class StreamRun:
                 return None
             if not self.pool:
                 return None
-            entry = self.pool[self.idx]
+            slot = self.pool[self.idx]
+            if isinstance(slot, _Pending):
+                self.resolve(self.idx, slot)
+                continue
+            entry = slot
             coord = next(entry.coords, None)
             if coord is None:
                 self.retire(self.idx)
@@ -212,8 +216,23 @@ class StreamRun:
                     self.visit = 0
             return task
 
+    def resolve(self, index: int, slot: _Pending) -> None:
+        """The first visit of a slot: wait for its background open (only this one: the
+        first patch does not wait for the whole pool), then make its entry or drop it."""
+        assert slot.future is not None
+        opened = slot.future.result()
+        if opened.error is None:
+            self.pool[index] = self.p.make_entry(opened)
+            return
+        self.p.open_failed(opened)
+        self.streak.add(opened.path, f"could not be opened: {opened.error}")
+        self.pool.pop(index)
+        self.idx = index % len(self.pool) if self.pool else 0
+        self.visit = 0
+
     def retire(self, index: int) -> None:
         entry = self.pool.pop(index)
+        assert isinstance(entry, Entry)
         entry.retired = True
         if entry.done == entry.planned:
             self.settle(entry)
@@ -221,8 +240,9 @@ class StreamRun:
         self.visit = 0
 
     def fill_pool(self) -> bool:
-        """Open slides until the pool is full. False when a pass boundary needs the reads in
-        flight settled first (the caller stops planning; ``refill`` runs once drained)."""
+        """Fill the pool's free slots from the queue (their opens already under way in the
+        background). False when a pass boundary needs the reads in flight settled first (the
+        caller stops planning; ``refill`` runs once drained)."""
         while len(self.pool) < self.p.pool_size:
             if not self.queue:
                 if not self.p.cycle or len(self.pool) >= self.unique:
@@ -234,15 +254,8 @@ class StreamRun:
                 if not self.queue:
                     return True
             self.top_up()
-            pending = self.queue.popleft()
+            self.pool.append(self.queue.popleft())
             self.top_up()
-            assert pending.future is not None
-            opened = pending.future.result()
-            if opened.error is None:
-                self.pool.append(self.p.make_entry(opened))
-            else:
-                self.p.open_failed(opened)
-                self.streak.add(opened.path, f"could not be opened: {opened.error}")
         return True
 
     def refill(self) -> None:
@@ -269,18 +282,14 @@ class StreamRun:
                 task.future.cancel()
         self.readers.shutdown(wait=True, cancel_futures=True)
         self.openers.shutdown(wait=True, cancel_futures=True)
-        for task in self.ahead:
-            if task.entry.opened.handle is not None and not task.entry.retired:
-                task.entry.retired = True
-        for entry in self.pool:
-            if entry.opened.handle is not None:
-                entry.opened.handle.close()
-        for pending in self.queue:
-            if pending.future is not None and pending.future.done() and not (
-                    pending.future.cancelled()):
-                opened = pending.future.result()
-                if opened.handle is not None:
-                    opened.handle.close()
+        opened: list[Opened] = [task.entry.opened for task in self.ahead]
+        for slot in [*self.pool, *self.queue]:
+            if isinstance(slot, Entry):
+                opened.append(slot.opened)
+            elif slot.future is not None and slot.future.done() and not slot.future.cancelled():
+                opened.append(slot.future.result())
+        for handle in {id(o.handle): o.handle for o in opened if o.handle is not None}.values():
+            handle.close()
         self.pool.clear()
         self.ahead.clear()
 

@@ -22,6 +22,7 @@ class Gauge:
         self.now = 0
         self.peak = 0
         self.calls = 0
+        self.finished = 0
 
     def __enter__(self) -> Gauge:
         with self.lock:
@@ -33,6 +34,7 @@ class Gauge:
     def __exit__(self, *exc: Any) -> None:
         with self.lock:
             self.now -= 1
+            self.finished += 1
 
 
 READS = Gauge()
@@ -56,6 +58,9 @@ class SlowSlide:
             return self.inner.read_region(*args, **kwargs)
 
 
+GATE = threading.Event()  # set: slides other than slide-0 may finish opening
+
+
 class SlowBackend(NativeBackend):
     def open_slide(self, path: str) -> Any:
         with OPENS:
@@ -63,10 +68,32 @@ class SlowBackend(NativeBackend):
             return SlowSlide(super().open_slide(path))
 
 
+class GatedBackend(NativeBackend):
+    def open_slide(self, path: str) -> Any:
+        with OPENS:
+            if not path.endswith("slide-0.svs"):
+                GATE.wait(10)
+            return super().open_slide(path)
+
+
+def test_first_patch_waits_for_its_own_slide_only(island_paths, cache_dir):
+    pipe = PatchPipeline(island_paths, backend=GatedBackend(), sampler=RandomSampler(64),
+                         thumbnail_size=(512, 512), pool_size=4, patches_per_slide=3, seed=1,
+                         prefetch=1, io_threads=1, cache_dir=cache_dir)
+    stream = iter(pipe)
+    first = next(stream)
+    assert first.coordinate.slide_path.endswith("slide-0.svs")
+    assert OPENS.finished == 1 and OPENS.calls == 4  # the others are still opening
+    GATE.set()
+    rest = list(stream)
+    assert len(rest) == 11
+
+
 @pytest.fixture(autouse=True)
 def reset() -> None:
     for gauge in (READS, OPENS):
-        gauge.now = gauge.peak = gauge.calls = 0
+        gauge.now = gauge.peak = gauge.calls = gauge.finished = 0
+    GATE.clear()
     FAIL_EVERY["n"] = 0
 
 
