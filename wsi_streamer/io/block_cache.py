@@ -28,7 +28,7 @@ DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 # (identity, block index) for blocks; (identity, offset, length) for exact ranges.
 _Key = tuple[str, int] | tuple[str, int, int]
 COALESCE_GAP = 64 * 1024  # exact ranges closer than this are fetched by one request
-FETCH_THREADS = 8  # concurrent range fetches per store (one pool, made on first use)
+FETCH_THREADS = 32  # concurrent range fetches per store (one pool, made on first use)
 
 
 class _Flight:

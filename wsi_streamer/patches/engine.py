@@ -198,6 +198,9 @@ class StreamRun:
                 return None
             slot = self.pool[self.idx]
             if isinstance(slot, _Pending):
+                assert slot.future is not None
+                if self.ahead and not slot.future.done():
+                    return None  # hand out what is ready first; plan on once it has opened
                 self.resolve(self.idx, slot)
                 continue
             entry = slot
