@@ -66,10 +66,10 @@ def gunicorn(endpoint: str, bucket: str, log_path: str, app: str | None = None
                 if proc.poll() is not None:
                     raise RuntimeError(f"gunicorn exited with {proc.returncode}; see {log_path}")
                 try:
-                    if requests.get(base + "/health", timeout=1).ok:
+                    if requests.get(base + "/health", timeout=5).ok:
                         break
-                except requests.ConnectionError:
-                    pass
+                except (requests.ConnectionError, requests.Timeout):
+                    pass  # still starting (a loaded host can take seconds to answer)
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"gunicorn did not answer /health; see {log_path}")
                 time.sleep(0.1)
