@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import socket
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -16,6 +15,7 @@ import pytest
 
 from tests.conftest import S3Bucket
 from tests.fixtures.images import psnr
+from tests.fixtures.threads import run_together, values
 from wsi_streamer.errors import (
     SlideNotFound,
     StorageConnectionError,
@@ -127,14 +127,7 @@ def test_32_threads_one_cold_tile_one_request_per_block(s3_svs) -> None:  # type
     cold = [b for b in range(first, last + 1) if (ident, b) not in store._blocks]
     assert cold, "the tile must not be cached yet"
     before, before_http, misses = storage.stats.requests, len(http), store.stats.misses
-    barrier = threading.Barrier(32)
-
-    def read(_: int) -> bytes:
-        barrier.wait()
-        return slide.read_raw_tile(0, x, y)
-
-    with ThreadPoolExecutor(32) as pool:
-        results = list(pool.map(read, range(32)))
+    results = values(run_together(lambda _: slide.read_raw_tile(0, x, y), range(32)))
     assert len(set(results)) == 1 and len(results[0]) == length
     assert store.stats.misses - misses == 1  # one miss for the whole tile range ...
     assert storage.stats.requests - before == 1  # ... fetched in ONE exact ranged GET

@@ -1,5 +1,8 @@
 """The ``/view`` page and the DZI endpoint in a real browser: gunicorn on loopback, headless
-Debian Chromium (``/usr/bin/chromium``; skipped when absent), screenshots checked for tissue.
+Debian Chromium (``/usr/bin/chromium``; skipped when absent) driven over the DevTools protocol
+on a pipe (tests/integration/cdp.py). Each test waits for a condition in the page (the
+viewer's ``data-state``, OpenSeadragon's "fully loaded", the error text), with a real-time
+deadline, then checks the DOM and a screenshot.
 
 Tissue detection: H&E stains are pink (eosin) and purple (haematoxylin); both have red and blue
 well above green, which the dark page, the white slide background, grey controls and the dark-red
@@ -7,7 +10,8 @@ error box (blue close to green) do not. A screenshot "shows tissue" when at leas
 ``MIN_TISSUE`` of its pixels are such colours (CMU-1-Small-Region fitted to 1280x800: ~8 %).
 
 Chromium cannot reach beyond loopback: its resolver maps every host (names and IP literals)
-but 127.0.0.1 to "not found", and background networking, sync and updates are off."""
+but 127.0.0.1 to "not found", background networking, sync and updates are off, and the
+protocol runs over a pipe, not a port."""
 
 from __future__ import annotations
 
@@ -17,16 +21,17 @@ import io
 import json
 import re
 import shutil
-import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np
 import pytest
-from PIL import Image
+import tifffile
 
+from tests.integration.cdp import BrowserError, Chromium, Page
 from tests.integration.conftest_faults import Gunicorn
 from tests.servers import free_port
 from wsi_streamer import create_app
@@ -35,29 +40,53 @@ from wsi_streamer.server.auth import signed_url
 
 CHROMIUM = Path("/usr/bin/chromium")
 SLIDE = "CMU-1-Small-Region.svs"
-BROKEN = "openslide-unreadable.svs"  # metadata parses, every tile is a 500 decode_error
+BROKEN = "broken.svs"  # generated: metadata parses, every tile is a 500 decode_error
 SECRET = "viewer-test-secret"
 MIN_TISSUE = 0.03
 ACCESS = re.compile(r"wsi_streamer\.access: (?:GET|HEAD) (\S+) (\d{3}) ")
+LOAD_TIMEOUT = 30.0  # seconds for a page to reach its condition (a loaded 2-core machine)
+
+# OpenSeadragon (our viewer's ``window.wsiViewer`` or the stock page's ``window.osd``) has the
+# one image open and every tile the current view needs drawn.
+FULLY_LOADED = ("(v => !!v && v.world.getItemCount() === 1 && "
+                "v.world.getItemAt(0).getFullyLoaded())({viewer})")
 
 
 @pytest.fixture(scope="module")
-def chromium() -> Path:
+def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chromium]:
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
-    return CHROMIUM
+    with Chromium(CHROMIUM, tmp_path_factory.mktemp("chromium")) as browser:
+        yield browser
+
+
+def broken_svs() -> bytes:
+    """An SVS whose every tile is zeros: it opens, and every tile fails to decode."""
+    from tests.fixtures.slides import make_svs
+
+    data = bytearray(make_svs(1200, 900, levels=2, tile=256, associated=False).data)
+    with tifffile.TiffFile(io.BytesIO(bytes(data))) as tif:
+        for page in tif.pages:
+            for offset, count in zip(page.dataoffsets, page.databytecounts,  # type: ignore
+                                     strict=True):
+                data[offset : offset + count] = bytes(count)
+    return bytes(data)
 
 
 @pytest.fixture(scope="module")
 def slides_dir(shared_slides: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    source = shared_slides / SLIDE
-    if not source.is_file():
-        pytest.skip(f"{source} not found")
     folder = tmp_path_factory.mktemp("viewer-slides")
-    shutil.copy(source, folder / SLIDE)
-    if (shared_slides / BROKEN).is_file():
-        shutil.copy(shared_slides / BROKEN, folder / BROKEN)
+    (folder / BROKEN).write_bytes(broken_svs())
+    if (shared_slides / SLIDE).is_file():
+        shutil.copy(shared_slides / SLIDE, folder / SLIDE)
     return folder
+
+
+@pytest.fixture(scope="module")
+def cmu(slides_dir: Path) -> str:
+    if not (slides_dir / SLIDE).is_file():
+        pytest.skip(f"{SLIDE} not in the shared slides")
+    return SLIDE
 
 
 def _server(slides_dir: Path, tmp: Path, **extra: str) -> Gunicorn:
@@ -80,28 +109,21 @@ def auth_server(slides_dir: Path,
         yield running
 
 
-def browse(chromium: Path, url: str, tmp: Path) -> tuple[str, np.ndarray]:
-    """Load ``url`` headless for 15 s of virtual time; (final DOM, RGB screenshot)."""
-    shot = tmp / "shot.png"
-    cmd = [str(chromium), "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-           "--no-first-run", "--no-default-browser-check", "--disable-background-networking",
-           "--disable-component-update", "--disable-sync", "--disable-default-apps",
-           "--disable-extensions", "--disable-domain-reliability", "--hide-scrollbars",
-           # Every host name and IP literal but 127.0.0.1 fails to resolve: loopback only.
-           "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-           f"--user-data-dir={tmp / 'profile'}", "--window-size=1280,800",
-           "--virtual-time-budget=15000", f"--screenshot={shot}", "--dump-dom", url]
-    done = subprocess.run(cmd, capture_output=True, timeout=60, check=False)
-    assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
-    with Image.open(io.BytesIO(shot.read_bytes())) as img:
-        pixels = np.asarray(img.convert("RGB"))
-    return done.stdout.decode(errors="replace"), pixels
-
-
 def tissue_fraction(pixels: np.ndarray) -> float:
     """Share of pixels with H&E colours: red and blue both clearly above green."""
     r, g, b = (pixels[..., i].astype(np.int16) for i in range(3))
     return float(((r - g > 40) & (b - g > 15) & (r > 80)).mean())
+
+
+def shows_tissue(page: Page, timeout: float = 15.0) -> np.ndarray:
+    """A screenshot with tissue in it, taken once the page has drawn it (the viewer may be
+    fully loaded a frame before the pixels are on screen); fails after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pixels = page.screenshot()
+        if tissue_fraction(pixels) >= MIN_TISSUE or time.monotonic() > deadline:
+            return pixels
+        time.sleep(0.1)
 
 
 def statuses(server: Gunicorn, prefix: str) -> list[tuple[str, int]]:
@@ -109,20 +131,26 @@ def statuses(server: Gunicorn, prefix: str) -> list[tuple[str, int]]:
             if path.startswith(prefix)]
 
 
-def test_viewer_shows_tissue(chromium: Path, server: Gunicorn, tmp_path: Path) -> None:
-    dom, pixels = browse(chromium, f"{server.url}/view/{SLIDE}", tmp_path)
+def test_viewer_shows_tissue(chromium: Chromium, server: Gunicorn, cmu: str) -> None:
+    with chromium.page() as page:
+        page.goto(f"{server.url}/view/{cmu}")
+        page.wait_for("document.body.dataset.state === 'ready' && "
+                      "!document.getElementById('scalebar').hidden && "
+                      + FULLY_LOADED.format(viewer="window.wsiViewer"), LOAD_TIMEOUT)
+        pixels = shows_tissue(page)
+        dom = page.dom()
     assert tissue_fraction(pixels) >= MIN_TISSUE, "no H&E tissue visible in the viewer"
     assert pixels.std() > 20, "blank page"
     assert 'data-state="ready"' in dom, dom[-1500:]
     assert "2,220 × 2,967 px" in dom and "0.499" in dom and "20×" in dom, "metadata panel"
     assert re.search(r'id="scalebar"(?! hidden)[^>]*>', dom), "scale bar (MPP is known)"
     assert re.search(r'id="viewer-error"[^>]* hidden', dom), "no error shown"
-    requests = statuses(server, f"/slides/{SLIDE}")
+    requests = statuses(server, f"/slides/{cmu}")
     assert any("/dzi_files/" in path for path, _ in requests), requests
     assert all(code == 200 for _, code in requests), requests
 
 
-def test_stock_openseadragon_shows_tissue(chromium: Path, server: Gunicorn,
+def test_stock_openseadragon_shows_tissue(chromium: Chromium, server: Gunicorn, cmu: str,
                                           tmp_path: Path) -> None:
     """A plain OpenSeadragon page on another origin given only the DZI URL."""
     site = tmp_path / "site"
@@ -130,8 +158,9 @@ def test_stock_openseadragon_shows_tissue(chromium: Path, server: Gunicorn,
     (site / "index.html").write_text(f"""<!doctype html><html><body style="margin:0">
 <div id="osd" style="width:100vw;height:100vh;background:#000"></div>
 <script src="{server.url}/static/openseadragon/openseadragon.min.js"></script>
-<script>OpenSeadragon({{id: "osd", prefixUrl: "{server.url}/static/openseadragon/images/",
-  tileSources: "{server.url}/slides/{SLIDE}/dzi"}});</script></body></html>""")
+<script>window.osd = OpenSeadragon({{id: "osd",
+  prefixUrl: "{server.url}/static/openseadragon/images/",
+  tileSources: "{server.url}/slides/{cmu}/dzi"}});</script></body></html>""")
 
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args: object) -> None:
@@ -142,44 +171,65 @@ def test_stock_openseadragon_shows_tissue(chromium: Path, server: Gunicorn,
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:
-        _, pixels = browse(chromium, f"http://127.0.0.1:{httpd.server_port}/index.html",
-                           tmp_path)
+        with chromium.page() as page:
+            page.goto(f"http://127.0.0.1:{httpd.server_port}/index.html")
+            page.wait_for(FULLY_LOADED.format(viewer="window.osd"), LOAD_TIMEOUT)
+            pixels = shows_tissue(page)
     finally:
         httpd.shutdown()
         httpd.server_close()
+        thread.join(5)
     assert tissue_fraction(pixels) >= MIN_TISSUE, "stock OpenSeadragon shows no tissue"
-    requests = statuses(server, f"/slides/{SLIDE}/dzi_files/")
+    requests = statuses(server, f"/slides/{cmu}/dzi_files/")
     assert requests and all(code == 200 for _, code in requests), requests
 
 
-def test_missing_slide_shows_error(chromium: Path, server: Gunicorn, tmp_path: Path) -> None:
-    dom, pixels = browse(chromium, f"{server.url}/view/missing.svs", tmp_path)
-    assert 'data-state="error"' in dom, dom[-1500:]
-    assert "Error 404 · not_found" in dom
+def test_missing_slide_shows_error(chromium: Chromium, server: Gunicorn) -> None:
+    with chromium.page() as page:
+        page.goto(f"{server.url}/view/missing.svs")
+        page.wait_for("document.body.dataset.state === 'error'", LOAD_TIMEOUT)
+        dom, pixels = page.dom(), page.screenshot()
+    assert "Error 404 · not_found" in dom, dom[-1500:]
     assert "slide not found" in dom
     assert tissue_fraction(pixels) < 0.005
 
 
-def test_tile_failures_show_banner(chromium: Path, server: Gunicorn, slides_dir: Path,
-                                   tmp_path: Path) -> None:
-    if not (slides_dir / BROKEN).is_file():
-        pytest.skip(f"{BROKEN} not in the shared slides")
-    dom, _ = browse(chromium, f"{server.url}/view/{BROKEN}", tmp_path)
+def test_tile_failures_show_banner(chromium: Chromium, server: Gunicorn) -> None:
+    """The banner first counts failed tiles, then (after asking once more for the JSON body)
+    names the error: wait for the second."""
+    with chromium.page() as page:
+        page.goto(f"{server.url}/view/{BROKEN}")
+        try:
+            page.wait_for("(box => !box.hidden && box.classList.contains('banner') && "
+                          "box.textContent.includes('decode_error'))"
+                          "(document.getElementById('viewer-error'))", LOAD_TIMEOUT)
+        finally:
+            dom = page.dom()
     assert '<div id="viewer-error" role="alert" class="banner">' in dom, dom[-1500:]
-    assert "tiles failed to load: Error 500 · decode_error" in dom
+    assert re.search(r"\d+ tiles? failed to load: Error 500 · decode_error", dom), dom[-1500:]
+    assert 'data-state="error"' not in dom  # tile failures are not fatal
+    requests = statuses(server, f"/slides/{BROKEN}/dzi_files/")
+    assert requests and all(code == 500 for _, code in requests), requests
 
 
-def test_signed_viewer_passes_token_to_every_request(chromium: Path, auth_server: Gunicorn,
-                                                     tmp_path: Path) -> None:
-    url = signed_url(SECRET, f"/view/{SLIDE}", 600, base_url=auth_server.url)
-    dom, pixels = browse(chromium, url, tmp_path)
-    assert tissue_fraction(pixels) >= MIN_TISSUE, dom[-1500:]
+def test_signed_viewer_passes_token_to_every_request(chromium: Chromium,
+                                                     auth_server: Gunicorn, cmu: str) -> None:
+    url = signed_url(SECRET, f"/view/{cmu}", 600, base_url=auth_server.url)
+    with chromium.page() as page:
+        page.goto(url)
+        try:
+            page.wait_for("document.body.dataset.state === 'ready' && "
+                          + FULLY_LOADED.format(viewer="window.wsiViewer"), LOAD_TIMEOUT)
+        except BrowserError as exc:
+            raise AssertionError(f"{exc}\n{auth_server.log()[-2000:]}") from None
+        pixels = shows_tissue(page)
+    assert tissue_fraction(pixels) >= MIN_TISSUE
     requests = statuses(auth_server, "/slides/")
     assert any(path.endswith("/dzi") for path, _ in requests), requests
     assert any("/dzi_files/" in path for path, _ in requests), requests
     assert all(code == 200 for _, code in requests), requests
     # Unsigned, the page itself is refused, so no public page hands out tokens.
-    assert auth_server.get(f"/view/{SLIDE}")[0] == 401
+    assert auth_server.get(f"/view/{cmu}")[0] == 401
 
 
 HOSTILE = "x\"'><script>alert(1)</script><img src=x onerror=alert(2)>&amp;/ü.svs"

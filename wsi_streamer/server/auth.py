@@ -3,7 +3,9 @@
 message = path, then ``?`` and the query parameters other than ``sig`` (``exp`` included)
 sorted by name then value and joined as ``name=value`` with ``&``; ``sig`` is its lowercase
 hex HMAC-SHA256. A viewer token ``vt`` is the HMAC of ``viewer:{slide_id}:{exp}``.
-Comparisons are constant-time; the clock is injectable."""
+``exp`` is the last valid instant in Unix seconds: a URL is accepted while ``now <= exp`` (so
+at ``now == exp`` too) and expired once the clock is past it. Comparisons are constant-time
+(``hmac.compare_digest``); the clock is injectable."""
 
 from __future__ import annotations
 
@@ -74,7 +76,8 @@ def verify(secret: str, paths: Iterable[str], query: Mapping[str, str],
 
     ``paths``: the request path as received and as decoded (either may have been signed);
     ``query``: first value per name; ``params``: every (name, value) pair in the query;
-    ``viewer_slide``: the slide id when this route accepts viewer tokens, else None."""
+    ``viewer_slide``: the slide id when this route accepts viewer tokens, else None.
+    ``SignatureExpired`` only when ``now() > exp``."""
     sig, vt, exp_raw = query.get("sig"), query.get("vt"), query.get("exp")
     if sig is None and (vt is None or viewer_slide is None):
         raise MissingSignature("this URL must be signed (exp and sig parameters)")

@@ -46,7 +46,7 @@ class DeepZoom:
         ts, ov = self.tile_size, self.overlap
         x0 = col * ts - (ov if col > 0 else 0)
         y0 = row * ts - (ov if row > 0 else 0)
-        x1 = min(w, (col + 1) * ts)
+        x1 = min(w, (col + 1) * ts + ov)
         y1 = min(h, (row + 1) * ts + ov)
         return x0, y0, x1 - x0, y1 - y0
 

@@ -108,3 +108,40 @@ def test_reduce_to_uses_dct_scaling() -> None:
     tables, (tile,) = abbreviated_jpeg_tiles([TILE], 80, rgb=False)
     image = decode_jpeg(complete_stream(tile, tables, rgb=False), (64, 64), reduce_to=(16, 16))
     assert image.size == (16, 16) and image.mode == "RGB"
+
+
+ADOBE_YCBCR = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x01"  # transform 1: YCbCr
+JFIF = b"\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+
+
+@pytest.mark.parametrize("markers", [ADOBE_YCBCR, JFIF + ADOBE_YCBCR, ADOBE_YCBCR + JFIF],
+                         ids=["adobe-ycbcr", "jfif-then-adobe", "adobe-then-jfif"])
+def test_rgb_tile_with_its_own_ycbcr_markers_is_forced_to_rgb(markers: bytes) -> None:
+    """An RGB-coded abbreviated tile that claims YCbCr (Adobe transform 1, JFIF): merged with
+    the tables, the stream is exactly SOI, the forced Adobe segment, the tables and the tile's
+    own segments and scan, with no byte added or lost, and it decodes as RGB."""
+    tables, (plain,) = abbreviated_jpeg_tiles([TILE], 90, rgb=True)
+    tile = SOI + markers + plain[2:]
+    merged = complete_stream(tile, tables, rgb=True)
+    assert merged == SOI + ADOBE_RGB + tables[2:-2] + plain[2:]
+    head, _ = segments(merged)
+    app14 = [seg for marker, seg in head if marker == 0xEE]
+    assert app14 == [ADOBE_RGB]  # exactly one, the forced one (transform 0)
+    assert 0xE0 not in [marker for marker, _ in head]
+    unforced = [marker for marker, _, _ in header_segments(SOI + tables[2:-2] + plain[2:])]
+    assert [marker for marker, _ in head] == [0xEE, *unforced]  # DQT, DHT, SOF, SOS
+    assert psnr(np.asarray(decode_jpeg(merged, (64, 64))), TILE) > 35
+
+
+def test_rgb_slide_tile_with_adobe_ycbcr_marker_decodes_as_rgb() -> None:
+    """The same through a slide: Photometric RGB wins over the tile's own marker."""
+    from tests.fixtures.tiffpack import pack_tiff, payload_offset, tiled_fields
+    from wsi_streamer.io.range_reader import BytesReader
+    from wsi_streamer.slide.reader import open_slide
+
+    tables, (plain,) = abbreviated_jpeg_tiles([TILE], 90, rgb=True)
+    tile = SOI + ADOBE_YCBCR + plain[2:]
+    fields = tiled_fields(64, 64, 64, [payload_offset()], [len(tile)], tables=tables,
+                          photometric=2)
+    slide = open_slide(BytesReader(pack_tiff([fields], payload=tile)))
+    assert psnr(np.asarray(slide.read_tile(0, 0, 0)), TILE) > 35

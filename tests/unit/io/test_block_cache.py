@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from tests.fixtures.fakes import CountingReader, pattern
-from tests.fixtures.threads import run_together, tiny_switch_interval, values
+from tests.fixtures.threads import preempt_often, run_together, values
 from wsi_streamer.errors import ReadPastEnd, StorageError
+from wsi_streamer.io import block_cache
 from wsi_streamer.io.block_cache import BlockCache, BlockStore
 from wsi_streamer.io.range_reader import RangeReader
 
@@ -201,16 +202,29 @@ def test_nested_and_overlapping_ranges_in_one_batch_are_exact(
     assert len(inner.calls) == 1  # all of it from the cache
 
 
+def test_a_range_nested_in_a_long_one_does_not_end_the_group_early() -> None:
+    """The group's end is the longest range's end, not the last one's: a neighbour within
+    the coalescing gap of the long range joins the same request."""
+    from wsi_streamer.io.block_cache import COALESCE_GAP
+
+    data = pattern(300_000)
+    inner = CountingReader(data)
+    cache = BlockCache(inner, block_size=BS, max_bytes=1 << 20)
+    batch = [(0, 100_000), (100, 50), (100_000 + COALESCE_GAP - 10, 10)]
+    assert cache.read_exact_many(batch) == [data[o : o + n] for o, n in batch]
+    assert inner.calls == [(0, 100_000 + COALESCE_GAP)]
+
+
 ROUNDS, THREADS = 12, 64
 BIG = pattern(ROUNDS * 4 * BS)
 
 
 def test_block_claim_is_atomic_under_a_race() -> None:
-    """64 threads released together on one cold block, with the interpreter switching
-    threads every microsecond, 12 times: one storage request per block, no exception."""
+    """64 threads released together on one cold block, switching threads at every line of the
+    block cache, 12 times: one storage request per block, no exception."""
     inner = CountingReader(BIG)
     cache = BlockCache(inner, block_size=BS, max_bytes=len(BIG))
-    with tiny_switch_interval():
+    with preempt_often(block_cache):
         for round_ in range(ROUNDS):
             offset = round_ * 4 * BS + 11
             results = values(run_together(lambda o: cache.read(o, 100), [offset] * THREADS))
@@ -221,7 +235,7 @@ def test_block_claim_is_atomic_under_a_race() -> None:
 def test_exact_range_claim_is_atomic_under_a_race() -> None:
     inner = CountingReader(BIG)
     cache = BlockCache(inner, block_size=BS, max_bytes=len(BIG))
-    with tiny_switch_interval():
+    with preempt_often(block_cache):
         for round_ in range(ROUNDS):
             offset = round_ * 4 * BS + 5
             results = values(run_together(lambda o: cache.read_exact(o, 300),

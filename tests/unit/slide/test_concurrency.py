@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 
 from tests.fixtures.fakes import CountingReader
 from tests.fixtures.slides import make_svs
+from tests.fixtures.threads import run_together, values
 from wsi_streamer.format.detect import parse_structure
 from wsi_streamer.format.tiled import TiffSlide
 from wsi_streamer.io.block_cache import BlockCache
@@ -25,14 +23,7 @@ def test_cold_slide_many_threads_fetch_each_block_once() -> None:
     slide = TiffSlide(BlockCache(inner, block_size=BS, max_bytes=1 << 26), structure)
     tiles = [(0, 1, 1), (0, 2, 1), (0, 1, 2), (0, 7, 5), (1, 0, 0), (1, 3, 2)]
     jobs = [tiles[i % len(tiles)] for i in range(32)]
-    barrier = threading.Barrier(len(jobs))
-
-    def read(job: tuple[int, int, int]) -> np.ndarray:
-        barrier.wait()
-        return np.asarray(slide.read_tile(*job))
-
-    with ThreadPoolExecutor(len(jobs)) as pool:
-        results = list(pool.map(read, jobs))
+    results = values(run_together(lambda job: np.asarray(slide.read_tile(*job)), jobs))
     for job, result in zip(jobs, results, strict=True):
         assert np.array_equal(result, np.asarray(reference.read_tile(*job))), job
     # Tile data is read as exact ranges (not whole blocks), each tile exactly once.

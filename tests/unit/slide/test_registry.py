@@ -4,12 +4,12 @@ shared structure cache."""
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from tests.fixtures.fakes import CountingReader
 from tests.fixtures.slides import make_svs
+from tests.fixtures.threads import run_together, values
 from wsi_streamer.errors import SlideNotFound, StorageError, UnsupportedFormat
 from wsi_streamer.format.detect import SlideStructure
 from wsi_streamer.io.block_cache import BlockStore
@@ -83,14 +83,7 @@ def test_get_returns_the_same_open_slide() -> None:
 def test_concurrent_opens_of_one_slide_parse_once() -> None:
     storage = FakeStorage({"a.svs": SVS_A}, delay=0.02)
     reg = registry(storage)
-    barrier = threading.Barrier(16)
-
-    def get(_: int):  # type: ignore[no-untyped-def]
-        barrier.wait()
-        return reg.get("a.svs")
-
-    with ThreadPoolExecutor(16) as pool:
-        slides = list(pool.map(get, range(16)))
+    slides = values(run_together(lambda _: reg.get("a.svs"), range(16)))
     assert storage.opens == ["a.svs"]  # one open, so one parse
     assert all(s is slides[0] for s in slides)
 
@@ -98,18 +91,7 @@ def test_concurrent_opens_of_one_slide_parse_once() -> None:
 def test_concurrent_failure_reaches_every_waiter_and_is_not_cached() -> None:
     storage = FakeStorage({"bad.svs": b"II*\0" + b"\0" * 5000}, delay=0.02)
     reg = registry(storage)
-    barrier = threading.Barrier(8)
-
-    def get(_: int) -> BaseException | None:
-        barrier.wait()
-        try:
-            reg.get("bad.svs")
-        except UnsupportedFormat as exc:
-            return exc
-        return None
-
-    with ThreadPoolExecutor(8) as pool:
-        errors = list(pool.map(get, range(8)))
+    errors = run_together(lambda _: reg.get("bad.svs"), range(8))
     assert all(isinstance(e, UnsupportedFormat) for e in errors)
     assert len(storage.opens) == 1
     with pytest.raises(UnsupportedFormat):

@@ -1,0 +1,118 @@
+"""The signed-URL rules of API.md at their edges, on ``server.auth`` and through the app:
+expiry at ``exp == now``, repeated parameter names sorted by value, and the comparison being
+``hmac.compare_digest`` (constant-time) for signatures and viewer tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+
+from wsi_streamer import create_app
+from wsi_streamer.config import Config
+from wsi_streamer.errors import InvalidSignature, SignatureExpired
+from wsi_streamer.server import auth
+
+SECRET = "unit-secret"
+PATH = "/tiles/a.svs/0/0/0.jpg"
+EXP = 1_900_000_000
+
+
+def reference_sig(message: str) -> str:
+    """HMAC-SHA256 of the message, written again from API.md."""
+    return hmac.new(SECRET.encode(), message.encode(), hashlib.sha256).hexdigest()
+
+
+def check(params: list[tuple[str, str]], now: float, viewer_slide: str | None = None) -> None:
+    """``verify`` as the app calls it: first value per name, every pair, the request path."""
+    first: dict[str, str] = {}
+    for name, value in params:
+        first.setdefault(name, value)
+    auth.verify(SECRET, [PATH], first, params, viewer_slide, now=lambda: now)
+
+
+def signed(extra: Sequence[tuple[str, str]] = (), exp: int = EXP) -> list[tuple[str, str]]:
+    query = [*extra, ("exp", str(exp))]
+    return [*query, ("sig", auth.sign(SECRET, PATH, query))]
+
+
+@pytest.mark.parametrize(("now", "expired"), [
+    (EXP - 1, False), (EXP - 0.001, False), (EXP, False),  # exp is the last valid instant
+    (EXP + 0.001, True), (EXP + 1, True)])
+def test_expiry_at_the_boundary(now: float, expired: bool) -> None:
+    params = signed()
+    vt = [("exp", str(EXP)), ("vt", auth.viewer_token(SECRET, "a.svs", EXP))]
+    for query, slide in ((params, None), (vt, "a.svs")):
+        if expired:
+            with pytest.raises(SignatureExpired):
+                check(query, now, viewer_slide=slide)
+        else:
+            check(query, now, viewer_slide=slide)
+
+
+def test_repeated_names_sort_by_value() -> None:
+    pairs = [("b", "2"), ("a", "2"), ("exp", str(EXP)), ("a", "10"), ("a", "1")]
+    message = f"{PATH}?a=1&a=10&a=2&b=2&exp={EXP}"  # by name, then value (as strings)
+    assert auth.canonical_message(PATH, pairs + [("sig", "ignored")]) == message
+    check([*pairs, ("sig", reference_sig(message))], EXP - 10)
+    wrong_order = f"{PATH}?a=2&a=10&a=1&b=2&exp={EXP}"  # as sent, not sorted
+    with pytest.raises(InvalidSignature):
+        check([*pairs, ("sig", reference_sig(wrong_order))], EXP - 10)
+
+
+class Spy:
+    """Stands in for ``hmac.compare_digest``: records the calls, answers ``answer`` (or the
+    real comparison when None)."""
+
+    def __init__(self, real: Any, answer: bool | None = None) -> None:
+        self.real, self.answer = real, answer
+        self.calls: list[tuple[str, str]] = []
+
+    def __call__(self, a: str, b: str) -> bool:
+        self.calls.append((a, b))
+        return bool(self.real(a, b)) if self.answer is None else self.answer
+
+
+@pytest.mark.parametrize("kind", ["sig", "vt"])
+def test_signature_check_is_compare_digest(monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    if kind == "sig":
+        query, slide = signed(), None
+        expected = reference_sig(f"{PATH}?exp={EXP}")
+    else:
+        expected = auth.viewer_token(SECRET, "a.svs", EXP)
+        query, slide = [("exp", str(EXP)), ("vt", expected)], "a.svs"
+    spy = Spy(hmac.compare_digest)
+    monkeypatch.setattr(hmac, "compare_digest", spy)
+    check(query, EXP - 10, viewer_slide=slide)
+    assert (expected, expected) in spy.calls  # the valid one was accepted by compare_digest
+    # The decision is compare_digest's: told "different", a valid URL is refused ...
+    monkeypatch.setattr(hmac, "compare_digest", Spy(hmac.compare_digest, answer=False))
+    with pytest.raises(InvalidSignature):
+        check(query, EXP - 10, viewer_slide=slide)
+    # ... and told "equal", a wrong one passes: no other comparison is made.
+    forged = [(k, "0" * 64 if k in ("sig", "vt") else v) for k, v in query]
+    monkeypatch.setattr(hmac, "compare_digest", Spy(hmac.compare_digest, answer=True))
+    check(forged, EXP - 10, viewer_slide=slide)
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Any:
+    app = create_app(Config(slides_dir=str(tmp_path), tile_cache_dir=str(tmp_path / "tc"),
+                            auth_enabled=True, auth_secret=SECRET))
+    return app.test_client()
+
+
+def test_app_signs_repeated_parameters_sorted_by_value(client: Any) -> None:
+    import time
+
+    exp = str(int(time.time()) + 600)
+    sent = [("search", "b"), ("search", "a"), ("exp", exp)]  # not in canonical order
+    sig = reference_sig(f"/slides?exp={exp}&search=a&search=b")
+    assert client.get("/slides?" + urlencode([*sent, ("sig", sig)])).status_code == 200
+    first_only = reference_sig(f"/slides?exp={exp}&search=b")  # one value per name: wrong
+    assert client.get("/slides?" + urlencode([*sent, ("sig", first_only)])).status_code == 401
