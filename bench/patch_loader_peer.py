@@ -1,0 +1,98 @@
+"""wsistream 0.1.6's ``WsiStreamDataset`` for ``bench.patch_loader``, timed by OUR
+``benchmark_throughput``; runs in ``.venv-bench`` (wsistream imports OpenCV, which the project
+venv must not). One process per row:
+``python -m bench.patch_loader_peer --row SYSTEM --workers N --spec JSON --slides JSON
+--endpoint URL ...`` prints one JSON row.
+
+- ``wsistream-tiffslide-s3fs``: ``TiffSlideBackend`` on ``s3://`` URLs (tiffslide over s3fs,
+  defaults), the endpoint through ``fsspec.config.conf["s3"]`` (set before the DataLoader forks
+  its workers, so they inherit it);
+- ``wsistream-openslide-local``: ``OpenSlideBackend`` on the local copies.
+
+Our ``benchmark_throughput`` is imported without ``wsi_streamer.patches/__init__`` (which
+needs the project's own dependencies): only ``torch_bench``, ``torch_monitor`` and
+``sources`` (with ``wsi_streamer.io.s3``, i.e. boto3, about 10 MB) are loaded into this
+process, i.e. the same code the project venv runs for our rows.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import types
+from typing import Any
+
+from .patch_common import WSISTREAM_PIPELINE_ARGS, Spec, build_pipeline_kwargs, set_fake_aws
+from .patch_loader import PEERS, emit, measure_row, row_parser
+
+DROPPED: list[str] = []
+
+
+def import_benchmark_throughput() -> Any:
+    """``wsi_streamer.patches.torch_bench.benchmark_throughput`` from this checkout, with
+    ``wsi_streamer.patches`` registered as a bare package (its ``__init__`` not run)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    import wsi_streamer
+
+    name = "wsi_streamer.patches"
+    if name not in sys.modules:
+        pkg = types.ModuleType(name)
+        pkg.__path__ = [os.path.join(os.path.dirname(wsi_streamer.__file__), "patches")]
+        sys.modules[name] = pkg
+    from wsi_streamer.patches.torch_bench import benchmark_throughput
+
+    return benchmark_throughput
+
+
+def make_wsistream_dataset(slides: list[str], pool_size: int, patches_per_slide: int,
+                           patches_per_visit: int, seed: int, *, system: str, spec: Spec,
+                           endpoint: str, dtype: str) -> Any:
+    """wsistream's ``WsiStreamDataset`` from the same spec, with wsistream's classes."""
+    import wsistream
+    from wsistream.torch import WsiStreamDataset
+
+    if system == "wsistream-tiffslide-s3fs":
+        import fsspec.config
+
+        fsspec.config.conf["s3"] = {"endpoint_url": endpoint, "key": "bench",
+                                    "secret": "bench",
+                                    "client_kwargs": {"region_name": "us-east-1"}}
+        backend: Any = wsistream.TiffSlideBackend()
+    else:
+        backend = wsistream.OpenSlideBackend()
+    kwargs = build_pipeline_kwargs(spec, wsistream, WSISTREAM_PIPELINE_ARGS, DROPPED)
+    return WsiStreamDataset(slides, backend=backend, pool_size=pool_size,
+                            patches_per_slide=patches_per_slide,
+                            patches_per_visit=patches_per_visit, cycle=True, seed=seed,
+                            output_dtype=dtype, **kwargs)
+
+
+def main() -> None:
+    args = row_parser(PEERS).parse_args()
+    set_fake_aws()
+    import cv2  # noqa: F401 - imported before timing, as the dataset's own imports are
+    import wsistream
+    import wsistream.torch  # noqa: F401
+
+    if args.row == "wsistream-tiffslide-s3fs":
+        import s3fs  # noqa: F401
+        import tiffslide  # noqa: F401
+    else:
+        import openslide  # noqa: F401
+    benchmark_throughput = import_benchmark_throughput()
+    factory = functools.partial(make_wsistream_dataset, system=args.row,
+                                spec=json.loads(args.spec), endpoint=args.endpoint,
+                                dtype=args.dtype)
+    row = measure_row(args.row, args.workers, factory, json.loads(args.slides),
+                      benchmark_throughput, args)
+    row["version"] = f"wsistream {wsistream.__version__}"
+    row["dropped"] = sorted(set(DROPPED))
+    emit(row)
+
+
+if __name__ == "__main__":
+    main()
