@@ -26,6 +26,7 @@ from typing import Any
 
 from .patch_common import WSISTREAM_PIPELINE_ARGS, Spec, build_pipeline_kwargs, set_fake_aws
 from .patch_loader import PEERS, emit, measure_row, row_parser
+from .patch_peers import wsistream_backend
 
 DROPPED: list[str] = []
 
@@ -55,15 +56,7 @@ def make_wsistream_dataset(slides: list[str], pool_size: int, patches_per_slide:
     import wsistream
     from wsistream.torch import WsiStreamDataset
 
-    if system == "wsistream-tiffslide-s3fs":
-        import fsspec.config
-
-        fsspec.config.conf["s3"] = {"endpoint_url": endpoint, "key": "bench",
-                                    "secret": "bench",
-                                    "client_kwargs": {"region_name": "us-east-1"}}
-        backend: Any = wsistream.TiffSlideBackend()
-    else:
-        backend = wsistream.OpenSlideBackend()
+    backend = wsistream_backend(system, endpoint)
     kwargs = build_pipeline_kwargs(spec, wsistream, WSISTREAM_PIPELINE_ARGS, DROPPED)
     return WsiStreamDataset(slides, backend=backend, pool_size=pool_size,
                             patches_per_slide=patches_per_slide,

@@ -31,17 +31,23 @@ def make_wsistream(system: str, slides: list[str], spec: dict[str, Any], endpoin
                    dropped: list[str]) -> Any:
     import wsistream
 
+    kwargs = build_pipeline_kwargs(spec, wsistream, WSISTREAM_PIPELINE_ARGS, dropped)
+    return wsistream.PatchPipeline(slide_paths=slides, backend=wsistream_backend(system, endpoint),
+                                   **kwargs)
+
+
+def wsistream_backend(system: str, endpoint: str) -> Any:
+    """TiffSlide over s3fs (s3fs defaults, pointed at the bench server) or OpenSlide."""
+    import wsistream
+
     if system == "wsistream-tiffslide-s3fs":
         import fsspec.config
 
         fsspec.config.conf["s3"] = {"endpoint_url": endpoint, "key": "bench",
                                     "secret": "bench",
                                     "client_kwargs": {"region_name": "us-east-1"}}
-        backend: Any = wsistream.TiffSlideBackend()
-    else:
-        backend = wsistream.OpenSlideBackend()
-    kwargs = build_pipeline_kwargs(spec, wsistream, WSISTREAM_PIPELINE_ARGS, dropped)
-    return wsistream.PatchPipeline(slide_paths=slides, backend=backend, **kwargs)
+        return wsistream.TiffSlideBackend()
+    return wsistream.OpenSlideBackend()
 
 
 def main() -> None:
