@@ -22,6 +22,22 @@ class StorageConnectionError(StorageError):
     """The storage backend could not be reached (refused, timed out, DNS)."""
 
 
+class FlightTimeout(StorageConnectionError):
+    """Waited too long for another thread's storage work (a stalled read); reported as 502."""
+
+
+class FlightAbandoned(StorageError):
+    """The thread doing shared work ended without a result."""
+
+
+class ObjectChanged(StorageError):
+    """The stored object was replaced since it was opened (ETag mismatch): reopen it."""
+
+    def __init__(self, slide_id: str) -> None:
+        super().__init__(f"slide {slide_id} was replaced while being read")
+        self.slide_id = slide_id
+
+
 class SlideNotFound(WsiError):
     """No object or file with this slide id."""
 

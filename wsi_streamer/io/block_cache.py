@@ -5,9 +5,12 @@ total bytes. ``BlockCache`` is the ``RangeReader`` view of one reader through a 
 
 Guarantees:
 - N threads that want the same missing block cause exactly one storage request; the others
-  wait on that block's ``threading.Event``.
+  wait on that block's flight (``io.singleflight.Flight``), at most ``wait_timeout`` seconds.
 - A read that needs several consecutive missing blocks issues ONE ranged request for the run.
-- A failed fetch wakes every waiter with the same error and leaves nothing cached.
+- A failed fetch wakes every waiter with its own copy of the error and leaves nothing cached;
+  whatever the leader raises, no flight it registered is left pending (``FlightTable.leading``).
+- Invariants (``check_invariants``): a key is held or in flight, never both; the span index
+  mirrors the held exact ranges; ``cached_bytes`` is the sum of the held blocks.
 """
 
 from __future__ import annotations
@@ -16,11 +19,13 @@ import bisect
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import copy_context
 
+from ..errors import FlightTimeout
 from .range_reader import IoStats, RangeReader, check_range
+from .singleflight import DEFAULT_WAIT_S, Flight, FlightTable
 
 DEFAULT_BLOCK_SIZE = 256 * 1024
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
@@ -31,29 +36,20 @@ COALESCE_GAP = 64 * 1024  # exact ranges closer than this are fetched by one req
 FETCH_THREADS = 32  # concurrent range fetches per store (one pool, made on first use)
 
 
-class _Flight:
-    """One in-progress block fetch that other threads can wait on."""
-
-    __slots__ = ("event", "data", "error")
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.data: bytes | None = None
-        self.error: BaseException | None = None
-
-
 class BlockStore:
     """Blocks of many readers, LRU-bounded by ``max_bytes``; safe to share between threads."""
 
     def __init__(self, block_size: int = DEFAULT_BLOCK_SIZE,
-                 max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+                 max_bytes: int = DEFAULT_MAX_BYTES, *,
+                 wait_timeout: float = DEFAULT_WAIT_S) -> None:
         if block_size <= 0:
             raise ValueError("block_size must be positive")
         self.block_size = block_size
         self.max_bytes = max_bytes
+        self.wait_timeout = wait_timeout
         self.stats = IoStats()
         self._blocks: OrderedDict[_Key, bytes] = OrderedDict()
-        self._flights: dict[_Key, _Flight] = {}
+        self._flights: FlightTable[_Key, bytes] = FlightTable()
         self._spans: dict[str, list[tuple[int, int]]] = {}  # exact ranges per identity, sorted
         self._bytes = 0
         self._lock = threading.Lock()
@@ -71,35 +67,25 @@ class BlockStore:
         """Return blocks ``first..last`` (inclusive) of ``reader``, fetching missing runs."""
         ident = reader.identity
         found: dict[int, bytes] = {}
-        waiting: dict[int, _Flight] = {}
-        mine: list[int] = []
+        waiting: dict[int, Flight[bytes]] = {}
+        mine: dict[_Key, Flight[bytes]] = {}
         with self._lock:
             for index in range(first, last + 1):
                 key = (ident, index)
                 block = self._blocks.get(key)
+                flight = self._flights.get(key)
                 if block is not None:
                     self._blocks.move_to_end(key)
                     found[index] = block
-                elif key in self._flights:
-                    waiting[index] = self._flights[key]
-                else:
-                    flight = _Flight()
-                    self._flights[key] = flight
+                elif flight is not None:
                     waiting[index] = flight
-                    mine.append(index)
+                else:
+                    waiting[index] = mine[key] = self._flights.start(key)
         self.stats.add(hits=len(found), misses=len(mine))
-
-        error: BaseException | None = None
-        for start, stop in _runs(mine):
-            try:
-                self._fetch_run(reader, start, stop)
-            except BaseException as exc:  # noqa: BLE001 - handed to every waiter, then raised
-                error = error or exc
-                self._fail([(ident, i) for i in range(start, stop)], exc)
-        if error is not None:
-            raise error
-
-        _await(waiting, found)
+        with self._flights.leading(self._lock, mine):
+            for start, stop in _runs([key[1] for key in mine]):
+                self._fetch_run(reader, start, stop, mine)
+        self._await(waiting, found)
         return [found[i] for i in range(first, last + 1)]
 
     def get_ranges(self, reader: RangeReader, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
@@ -109,30 +95,36 @@ class BlockStore:
         singleflight per range, and cached as one entry each."""
         ident = reader.identity
         found: dict[int, bytes] = {}
-        waiting: dict[int, _Flight] = {}
-        mine: list[tuple[int, int]] = []
+        waiting: dict[int, Flight[bytes]] = {}
+        mine: dict[_Key, Flight[bytes]] = {}
         with self._lock:
             for i, (offset, length) in enumerate(ranges):
                 key = (ident, offset, length)
                 data = self._lookup_locked(ident, offset, length, blocks=True)
+                flight = self._flights.get(key) if data is None else None
                 if data is not None:
                     found[i] = data
-                elif key in self._flights:
-                    waiting[i] = self._flights[key]
+                elif flight is not None:
+                    waiting[i] = flight
                 else:
-                    waiting[i] = self._flights[key] = _Flight()
-                    mine.append((offset, length))
+                    waiting[i] = mine[key] = self._flights.start(key)
         self.stats.add(hits=len(found), misses=len(mine))
-        groups = _coalesce(sorted(mine))
-        if len(groups) > 1:
-            outcomes = self._fan_out(reader, groups)
-        else:
-            outcomes = [self._fetch_group(reader, g) for g in groups]
-        errors = [e for e in outcomes if e is not None]
-        if errors:
-            raise errors[0]
-        _await(waiting, found)
+        with self._flights.leading(self._lock, mine):
+            groups = _coalesce(sorted(key[1:] for key in mine))  # type: ignore[misc]
+            if len(groups) > 1:
+                outcomes = self._fan_out(reader, groups, mine)
+            else:
+                outcomes = [self._fetch_group(reader, g, mine) for g in groups]
+            errors = [e for e in outcomes if e is not None]
+            if errors:
+                raise errors[0]
+        self._await(waiting, found)
         return [found[i] for i in range(len(ranges))]
+
+    def _await(self, waiting: dict[int, Flight[bytes]], found: dict[int, bytes]) -> None:
+        """Wait (bounded) for each flight and put its data in ``found``."""
+        for index, flight in waiting.items():
+            found[index] = flight.wait(self.wait_timeout)
 
     def _executor(self) -> ThreadPoolExecutor:
         """The store's one bounded pool, made on first use in this process (after a fork the
@@ -144,13 +136,14 @@ class BlockStore:
                 self._pool_pid = os.getpid()
             return self._pool
 
-    def _fan_out(self, reader: RangeReader, groups: list[list[tuple[int, int]]]
-                 ) -> list[BaseException | None]:
+    def _fan_out(self, reader: RangeReader, groups: list[list[tuple[int, int]]],
+                 mine: dict[_Key, Flight[bytes]]) -> list[BaseException | None]:
         """Fetch ``groups`` concurrently on the store's pool. Each group is claimed by the
         first thread to reach it and the caller runs every group no pool thread has started,
         so the caller only ever waits for groups being fetched: no deadlock when the pool is
         busy or when its own threads read through the store. The caller's context (the
-        request's I/O counters) goes with every group."""
+        request's I/O counters) goes with every group. A pool that cannot take work (no thread
+        can be started) only means the caller runs more groups itself."""
         claims = [threading.Lock() for _ in groups]
         done = [threading.Event() for _ in groups]
         outcomes: list[BaseException | None] = [None] * len(groups)
@@ -160,17 +153,23 @@ class BlockStore:
             if not claims[index].acquire(blocking=False):
                 return
             try:
-                outcomes[index] = context.copy().run(self._fetch_group, reader, groups[index])
+                outcomes[index] = context.copy().run(self._fetch_group, reader, groups[index],
+                                                     mine)
             finally:
                 done[index].set()
 
-        pool = self._executor()
-        for index in range(len(groups) - 1, 0, -1):
-            pool.submit(work, index)
+        try:
+            pool = self._executor()
+            for index in range(len(groups) - 1, 0, -1):
+                pool.submit(work, index)
+        except RuntimeError:
+            pass  # no thread available: the loop below reads what nobody claimed
         for index in range(len(groups)):
             work(index)
-        for event in done:
-            event.wait()
+        for index, event in enumerate(done):
+            if not event.wait(self.wait_timeout):
+                outcomes[index] = FlightTimeout(
+                    f"gave up after {self.wait_timeout:g} s waiting for a storage read")
         return outcomes
 
     def lookup(self, ident: str, offset: int, length: int) -> bytes | None:
@@ -179,11 +178,12 @@ class BlockStore:
             return self._lookup_locked(ident, offset, length, blocks=False)
 
     def put_ranges(self, ident: str, ranges: Sequence[tuple[int, bytes]]) -> None:
-        """Hold bytes the caller already has (e.g. the first reads of a probed open)."""
+        """Hold bytes the caller already has (e.g. the first reads of a probed open); a range
+        being fetched right now is left to its flight."""
         with self._lock:
             for offset, data in ranges:
                 key = (ident, offset, len(data))
-                if data and key not in self._blocks:
+                if data and key not in self._blocks and key not in self._flights:
                     self._insert_locked(key, data)
             self._evict()
 
@@ -209,9 +209,10 @@ class BlockStore:
         return self._covered_locked(ident, offset, length) if blocks else None
 
     def _insert_locked(self, key: _Key, data: bytes) -> None:
+        old = self._blocks.pop(key, None)
         self._blocks[key] = data
-        self._bytes += len(data)
-        if len(key) == 3:
+        self._bytes += len(data) - (len(old) if old is not None else 0)
+        if len(key) == 3 and old is None:
             bisect.insort(self._spans.setdefault(key[0], []), (key[1], key[2]))
 
     def _covered_locked(self, ident: str, offset: int, length: int) -> bytes | None:
@@ -225,8 +226,8 @@ class BlockStore:
         skip = offset - keys[0][1] * bs
         return b"".join(b for b in blocks if b is not None)[skip : skip + length]
 
-    def _fetch_group(self, reader: RangeReader, group: list[tuple[int, int]]
-                     ) -> BaseException | None:
+    def _fetch_group(self, reader: RangeReader, group: list[tuple[int, int]],
+                     mine: dict[_Key, Flight[bytes]]) -> BaseException | None:
         """Fetch one coalesced group; return (not raise) the error after failing its flights."""
         ident = reader.identity
         start = group[0][0]
@@ -234,43 +235,48 @@ class BlockStore:
         try:
             data = reader.read(start, end - start)
         except BaseException as exc:  # noqa: BLE001 - handed to every waiter, then raised
-            self._fail([(ident, offset, length) for offset, length in group], exc)
+            with self._lock:
+                for offset, length in group:
+                    key = (ident, offset, length)
+                    self._flights.fail(key, mine[key], exc)
             return exc
-        with self._lock:
-            for offset, length in group:
-                part = data[offset - start : offset - start + length]
-                key = (ident, offset, length)
-                flight = self._flights.pop(key)
-                flight.data = part
-                self._insert_locked(key, part)
-                flight.event.set()
-            self._evict()
+        self._complete((((ident, offset, length), data[offset - start : offset - start + length])
+                        for offset, length in group), mine)
         return None
 
-    def _fetch_run(self, reader: RangeReader, start: int, stop: int) -> None:
+    def _fetch_run(self, reader: RangeReader, start: int, stop: int,
+                   mine: dict[_Key, Flight[bytes]]) -> None:
         bs = self.block_size
         begin = start * bs
         end = min(stop * bs, reader.size)
         data = reader.read(begin, end - begin)
         ident = reader.identity
+        self._complete((((ident, index), data[(index - start) * bs : (index - start + 1) * bs])
+                        for index in range(start, stop)), mine)
+
+    def _complete(self, parts: Iterable[tuple[_Key, bytes]],
+                  mine: dict[_Key, Flight[bytes]] | None = None) -> None:
+        """Hold each fetched part and resolve its flight, if that flight is still registered
+        (one failed by the leader's exit, e.g. after a timeout, is dropped with its bytes)."""
         with self._lock:
-            for index in range(start, stop):
-                block = data[(index - start) * bs : (index - start + 1) * bs]
-                key = (ident, index)
-                flight = self._flights.pop(key)
-                flight.data = block
-                self._insert_locked(key, block)
-                flight.event.set()
+            for key, part in parts:
+                flight = self._flights.get(key) if mine is None else mine[key]
+                if flight is not None and self._flights.resolve(key, flight, part):
+                    self._insert_locked(key, part)
             self._evict()
 
-    def _fail(self, keys: Sequence[_Key], exc: BaseException) -> None:
-        """Wake the waiters of ``keys`` with ``exc``; nothing is cached."""
+    def check_invariants(self) -> None:
+        """Raise ``AssertionError`` unless the store is consistent (for tests)."""
         with self._lock:
-            for key in keys:
-                flight = self._flights.pop(key, None)
-                if flight is not None:
-                    flight.error = exc
-                    flight.event.set()
+            both = set(self._blocks) & self._flights.keys()
+            assert not both, f"held and in flight: {sorted(both)[:3]}"
+            assert self._bytes == sum(len(b) for b in self._blocks.values()), "byte count"
+            spans: dict[str, list[tuple[int, int]]] = {}
+            for key in self._blocks:
+                if len(key) == 3:
+                    spans.setdefault(key[0], []).append((key[1], key[2]))
+            assert {k: sorted(v) for k, v in spans.items()} == self._spans, "span index"
+            assert self._bytes <= self.max_bytes, "over budget"
 
     def _evict(self) -> None:
         while self._bytes > self.max_bytes and self._blocks:
@@ -281,16 +287,6 @@ class BlockStore:
                 del spans[bisect.bisect_left(spans, (key[1], key[2]))]
                 if not spans:
                     del self._spans[key[0]]
-
-
-def _await(waiting: dict[int, _Flight], found: dict[int, bytes]) -> None:
-    """Wait for each flight and put its data in ``found``; raise the first flight's error."""
-    for index, flight in waiting.items():
-        flight.event.wait()
-        if flight.error is not None:
-            raise flight.error
-        assert flight.data is not None
-        found[index] = flight.data
 
 
 def _runs(indices: list[int]) -> list[tuple[int, int]]:
