@@ -65,6 +65,24 @@ class InvalidTiff(UnsupportedFormat):
     """The TIFF structure is damaged or hostile (loops, absurd counts, offsets past the end)."""
 
 
+class LimitExceeded(UnsupportedFormat):
+    """The file would make an open or a request exceed a bound of ``wsi_streamer.limits``
+    (``limit`` is its name); reported as 415 with the limit in the message."""
+
+    def __init__(self, limit: str, message: str) -> None:
+        super().__init__(f"{message} (limit {limit})")
+        self.limit = limit
+
+
+class Overloaded(WsiError):
+    """Too many heavy renders are running in this process; retry after ``retry_after`` s
+    (503 with Retry-After)."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class DecodeError(WsiError):
     """Tile bytes could not be decoded into pixels."""
 

@@ -17,6 +17,7 @@ from ..errors import (
     InvalidParameter,
     InvalidQuality,
     InvalidRequest,
+    Overloaded,
     SlideNotFound,
     StorageConnectionError,
     StorageError,
@@ -38,6 +39,7 @@ ERRORS: dict[type[BaseException], tuple[int, str]] = {
     DecodeError: (500, "decode_error"),
     EncodeError: (500, "encode_error"),
     StorageConnectionError: (502, "connection_error"),
+    Overloaded: (503, "overloaded"),
     StorageError: (500, "storage_error"),
     ConfigError: (500, "io_error"),
     WsiError: (500, "io_error"),
@@ -64,6 +66,11 @@ def classify(exc: BaseException) -> tuple[int, str]:
 
 def handle_wsi_error(exc: WsiError) -> Response:
     status, code = classify(exc)
+    if isinstance(exc, Overloaded):  # expected under load: no traceback
+        logger.warning("%s %s: %s", request.method, request.path, exc)
+        response = error_response(status, code, str(exc))
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
     if status >= 500:
         logger.error("%s %s failed: %s", request.method, request.path, exc, exc_info=exc)
     return error_response(status, code, str(exc))

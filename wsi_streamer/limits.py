@@ -1,0 +1,124 @@
+"""Every bound on the work one open, one request or one process may do, whatever a file says.
+
+Each limit is a module constant with its bound and its reason below. Lower layers import the
+values from here (``format`` at parse time, ``slide.region`` and ``tile`` at request time);
+nothing reads them from the environment. A file that exceeds a file-side limit is refused with
+``LimitExceeded`` (an ``UnsupportedFormat``: HTTP 415, the message names the limit); a request
+that would exceed a request-side limit because of the file (a huge slide without reduced
+levels) is refused the same way, never as the client's fault (400).
+
+Peak memory per request (tile service), decoded RGB at 3 bytes per pixel:
+
+- a native tile: one decoded tile, at most ``MAX_TILE_SIDE`` squared (real slides: 240-1024 px
+  tiles, 0.2-3 MiB);
+- a thumbnail, Deep Zoom tile or overview: the canvas (``SERVICE_CANVAS_PIXELS``, 48 MiB) plus
+  the output (at most ``OVERVIEW_SIZE`` squared, 12 MiB), Pillow's one-axis resampling buffer
+  (output width x canvas height, at most 24 MiB) and one decoded tile; about 96 MiB in all, and
+  at most ``HEAVY_RENDERS`` such renders run at once per process.
+- a region for the patch pipeline (``render_region`` defaults): ``MAX_CANVAS_PIXELS`` (192 MiB)
+  plus ``MAX_OUTPUT_PIXELS`` (48 MiB) plus one decoded tile.
+"""
+
+from __future__ import annotations
+
+# --- parse time: per level ---------------------------------------------------------------
+
+MAX_DIMENSION = 1 << 20
+"""Pixels per side of a level. The largest real slides are about 2e5 px; more is hostile."""
+
+MIN_TILE_SIDE = 16
+"""Smallest TileWidth/TileLength. TIFF 6.0 (section 15) requires tile sides to be multiples
+of 16, so 16 is the smallest legal one; tinier tiles make per-tile overhead unbounded."""
+
+TILE_SIDE_MULTIPLE = 16
+"""TileWidth and TileLength must be multiples of this (TIFF 6.0, section 15). It also lets an
+overview reduce every tile by 2, 4, 8 or 16 in integers without seams."""
+
+MAX_TILE_SIDE = 8192
+"""Largest tile side: an 8192x8192 RGB tile is 192 MiB decoded; real slides use 240-1024."""
+
+MAX_TILES_PER_LEVEL = 1 << 21
+"""Tiles per level (2,097,152). Its TileOffsets/TileByteCounts arrays are loaded into memory
+(16 bytes per tile as uint64: 32 MiB at this bound); a 200,000 px square slide in 240 px tiles
+has about 700,000."""
+
+# --- parse time: per open ----------------------------------------------------------------
+
+MAX_IFDS = 1024
+"""IFDs followed in one chain (real slides have 3-30)."""
+
+MAX_ENTRIES = 4096
+"""Entries in one IFD (real IFDs have 15-40)."""
+
+MAX_TOTAL_ENTRIES = 1 << 16
+"""Entries parsed in one open, all IFDs together: with the two limits above alone a hostile
+chain could make one open parse four million entries (seconds of CPU)."""
+
+MAX_EAGER_VALUE = 1 << 20
+"""Bytes of one value read with its IFD (ImageDescription, JPEGTables...)."""
+
+MAX_OPEN_BYTES = 32 << 20
+"""Bytes one open may read (IFDs, their small values and speculative windows; the first head
+and tail reads included). Without it 1024 IFDs with 1 MiB descriptions read 1 GiB."""
+
+GUESS_BUDGET = 512 * 1024
+"""Bytes of speculative windows (reads before an IFD whose predecessor is unknown) per open."""
+
+MAX_SNIFF_HITS = 256
+"""ImageWidth-like patterns examined in one piece of the file while sniffing for IFDs."""
+
+MAX_SNIFF_CANDIDATES = 2048
+"""Candidate IFDs parsed while sniffing, per open (all pieces together): each costs a parse
+of up to ``MAX_ENTRIES`` entries, so hostile bytes full of patterns stay cheap."""
+
+MAX_SNIFF_BYTES = 8 << 20
+"""Bytes scanned for IFD patterns per open; further pieces are not sniffed (sniffing is only
+speculation: the chain alone decides what the slide contains)."""
+
+# --- request time ------------------------------------------------------------------------
+
+MAX_OUTPUT_PIXELS = 16 * 1024 * 1024
+"""Pixels of one rendered image (48 MiB decoded)."""
+
+MAX_CANVAS_PIXELS = 64 * 1024 * 1024
+"""Pixels of decoded tiles assembled at once by ``render_region`` (192 MiB), its default for
+callers such as the patch pipeline that choose their own regions."""
+
+SERVICE_CANVAS_PIXELS = 4 * 2048 * 2048
+"""Canvas bound for the tile service's renders (thumbnails, Deep Zoom, overviews): 16.8 Mpx,
+48 MiB. An overview's canvas is under twice its size per side, so this always suffices there."""
+
+MAX_TILES_PER_REQUEST = 1024
+"""Tiles one Deep Zoom tile, thumbnail or region of the tile service may decode. A file whose
+levels make a request decode more (no reduced level, tiny tiles) gets 415 naming this."""
+
+# --- the overview ------------------------------------------------------------------------
+
+OVERVIEW_SIZE = 2048
+"""Long side of a slide's overview, in pixels (12 MiB decoded): the largest thumbnail
+(``THUMBNAIL_MAX``). Slides larger than this get one overview, built once from the smallest
+level at least this large and cached; thumbnails and Deep Zoom levels no larger than it are
+derived from it."""
+
+MAX_OVERVIEW_TILES = 16384
+"""Tiles decoded to build one overview (a 32768 px square level in 256 px tiles). A slide
+whose smallest adequate level has more gets 415 naming this instead of a thumbnail."""
+
+OVERVIEW_MEMORY_BYTES = 64 << 20
+"""Decoded overviews kept per process (LRU by bytes: about five 2048 px overviews); the
+encoded copy lives in the host tile cache."""
+
+# --- per process -------------------------------------------------------------------------
+
+HEAVY_RENDERS = 2
+"""Heavy renders (overview builds, renders decoding more than ``HEAVY_TILES`` tiles) running
+at once per process; cached and native tiles never wait for them."""
+
+HEAVY_TILES = 64
+"""A render decoding more tiles than this is heavy."""
+
+HEAVY_WAIT_S = 10.0
+"""Seconds a heavy render waits for a slot before the request gets 503 with Retry-After."""
+
+RETRY_AFTER_S = 5
+"""The Retry-After (seconds) of that 503."""
