@@ -9,7 +9,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..errors import InvalidTiff, UnsupportedFormat
+from ..errors import InvalidTiff, LimitExceeded, UnsupportedFormat
+from ..limits import (
+    MAX_DIMENSION,
+    MAX_TILE_SIDE,
+    MAX_TILES_PER_LEVEL,
+    MIN_TILE_SIDE,
+    TILE_SIDE_MULTIPLE,
+)
 from .tiff.ifd import Ifd, IfdEntry
 from .tiff.tags import (
     PHOTOMETRIC_RGB,
@@ -18,9 +25,6 @@ from .tiff.tags import (
     Tag,
     compression_name,
 )
-
-MAX_DIMENSION = 1 << 20  # pixels per side; the largest real slides are about 2e5
-MAX_TILE_SIDE = 8192  # a 8192x8192 RGB tile is 192 MiB decoded; real slides use 240-1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +84,11 @@ def build_level(ifd: Ifd, ifd_index: int, level: int, base: tuple[int, int]) -> 
         raise InvalidTiff(f"IFD {ifd_index}: absurd dimensions {width}x{height}")
     if not (0 < tw <= MAX_TILE_SIDE and 0 < th <= MAX_TILE_SIDE):
         raise InvalidTiff(f"IFD {ifd_index}: absurd tile size {tw}x{th}")
+    check_tile_sides(ifd_index, tw, th)
     tiles_x, tiles_y = -(-width // tw), -(-height // th)
+    if tiles_x * tiles_y > MAX_TILES_PER_LEVEL:
+        raise LimitExceeded("MAX_TILES_PER_LEVEL", f"IFD {ifd_index}: {tiles_x}x{tiles_y} "
+                            f"tiles, more than {MAX_TILES_PER_LEVEL} in one level")
     offsets, counts = ifd.entry(Tag.TILE_OFFSETS), ifd.entry(Tag.TILE_BYTE_COUNTS)
     if offsets is None or counts is None:
         raise InvalidTiff(f"IFD {ifd_index}: TileOffsets or TileByteCounts missing")
@@ -103,6 +111,17 @@ def build_level(ifd: Ifd, ifd_index: int, level: int, base: tuple[int, int]) -> 
         jpeg_tables=tables if tables is not None and tables.count > 0 else None,
         tile_offsets=offsets, tile_byte_counts=counts,
     )
+
+
+def check_tile_sides(ifd_index: int, tw: int, th: int) -> None:
+    """``LimitExceeded`` unless both tile sides are at least ``MIN_TILE_SIDE`` and multiples of
+    ``TILE_SIDE_MULTIPLE`` (TIFF 6.0, section 15: "TileWidth must be a multiple of 16")."""
+    if tw < MIN_TILE_SIDE or th < MIN_TILE_SIDE:
+        raise LimitExceeded("MIN_TILE_SIDE", f"IFD {ifd_index}: {tw}x{th} px tiles are smaller "
+                            f"than {MIN_TILE_SIDE} px (TIFF 6.0)")
+    if tw % TILE_SIDE_MULTIPLE or th % TILE_SIDE_MULTIPLE:
+        raise LimitExceeded("TILE_SIDE_MULTIPLE", f"IFD {ifd_index}: {tw}x{th} px tiles; TIFF "
+                            f"6.0 requires tile sides that are multiples of {TILE_SIDE_MULTIPLE}")
 
 
 def consistent_reduction(base: tuple[int, int], size: tuple[int, int]) -> bool:

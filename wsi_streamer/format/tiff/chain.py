@@ -24,12 +24,21 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from ...errors import InvalidTiff, ReadPastEnd
+from ...errors import InvalidTiff, LimitExceeded, ReadPastEnd
 from ...io.range_reader import RangeReader
+from ...limits import (
+    GUESS_BUDGET,
+    MAX_ENTRIES,
+    MAX_IFDS,
+    MAX_OPEN_BYTES,
+    MAX_SNIFF_BYTES,
+    MAX_SNIFF_CANDIDATES,
+    MAX_SNIFF_HITS,
+    MAX_TOTAL_ENTRIES,
+)
 from .header import TiffFormat
 from .ifd import (
     EAGER_TAGS,
-    MAX_ENTRIES,
     Ifd,
     IfdEntry,
     check_value_size,
@@ -40,12 +49,10 @@ from .ifd import (
 from .spans import Spans
 from .tags import Tag
 
-MAX_IFDS = 1024
 IFD_WINDOW = 4096  # bytes read for one IFD (covers about 340 classic entries)
-GUESS_BUDGET = 512 * 1024  # bytes of speculative windows per open
 MIN_GUESS, MAX_GUESS = 16 * 1024, 256 * 1024
 MAX_GUESSES = 8  # windows per round trip
-MAX_SNIFF_HITS = 256  # ImageWidth-like patterns examined per piece (hostile bytes stay cheap)
+# Bounds (bytes read, entries parsed, sniffing work per open): see ``wsi_streamer.limits``.
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +72,13 @@ class ChainWalker:
         self._known_next: set[int] = {first}  # IFDs whose predecessor is known
         self._guessed: set[int] = set()
         self._budget = GUESS_BUDGET
+        self._entries = 0  # parsed in this open (MAX_TOTAL_ENTRIES)
+        self._sniff_hits = MAX_SNIFF_CANDIDATES  # patterns left to examine in this open
+        self._sniff_bytes = MAX_SNIFF_BYTES  # bytes left to scan for them
         self._pattern = _width_entry_pattern(fmt)
-        for offset, data in spans.pieces():
+        pieces = spans.pieces()
+        self._read = sum(len(data) for _, data in pieces)  # bytes this open holds (read)
+        for offset, data in pieces:
             self._sniff(offset, data)
 
     def walk(self) -> tuple[Ifd, ...]:
@@ -105,6 +117,10 @@ class ChainWalker:
         n = fmt.uint(self.spans.read(offset, fmt.count_size), 0, fmt.count_size)
         if n == 0 or n > MAX_ENTRIES:
             raise InvalidTiff(f"IFD @{offset}: {n} entries")
+        self._entries += n
+        if self._entries > MAX_TOTAL_ENTRIES:
+            raise LimitExceeded("MAX_TOTAL_ENTRIES", f"IFD @{offset}: more than "
+                                f"{MAX_TOTAL_ENTRIES} IFD entries in one file")
         need = fmt.count_size + n * fmt.entry_size + fmt.offset_size
         if need > size - offset:
             raise InvalidTiff(f"IFD @{offset}: {n} entries run past the end of the file")
@@ -132,8 +148,15 @@ class ChainWalker:
         return Ifd(offset, next_offset, tuple(entries), values)
 
     def _fetch(self, ranges: list[tuple[int, int]]) -> None:
-        """One round trip: ``ranges`` plus the guessed windows."""
-        for offset, data in self.spans.fetch(ranges + self._guesses()):
+        """One round trip: ``ranges`` plus the guessed windows; ``LimitExceeded`` before
+        reading when the open would hold more than ``MAX_OPEN_BYTES``."""
+        ranges = ranges + self._guesses()
+        wanted = sum(max(0, min(self.size, o + n) - max(0, o)) for o, n in ranges)
+        if self._read + wanted > MAX_OPEN_BYTES:
+            raise LimitExceeded("MAX_OPEN_BYTES", f"opening needs more than {MAX_OPEN_BYTES} "
+                                "bytes of IFDs and their values")
+        for offset, data in self.spans.fetch(ranges):
+            self._read += len(data)
             self._sniff(offset, data)
 
     def _guesses(self) -> list[tuple[int, int]]:
@@ -171,9 +194,13 @@ class ChainWalker:
     def _sniff(self, base: int, data: bytes) -> None:
         """Record the valid IFDs found in a piece of the file."""
         fmt = self.fmt
+        if self._sniff_bytes < len(data) or self._sniff_hits <= 0:
+            return  # speculation only: past its budget the walk just reads serially
+        self._sniff_bytes -= len(data)
         for hits, match in enumerate(self._pattern.finditer(data)):
-            if hits >= MAX_SNIFF_HITS:
+            if hits >= MAX_SNIFF_HITS or self._sniff_hits <= 0:
                 break
+            self._sniff_hits -= 1
             for index in range(8):  # ImageWidth is at most the 8th entry in practice
                 start = match.start() - fmt.count_size - index * fmt.entry_size
                 if start < 0:

@@ -15,11 +15,10 @@ import numpy as np
 
 from ...errors import InvalidTiff
 from ...io.range_reader import RangeReader, read_ranges
+from ...limits import MAX_EAGER_VALUE, MAX_ENTRIES
 from .header import TiffFormat
 from .tags import FIELD_TYPES, Tag
 
-MAX_ENTRIES = 4096
-MAX_EAGER_VALUE = 1 << 20
 INTEGER_TYPES = frozenset({3, 4, 16, 13, 18})  # SHORT, LONG, LONG8, IFD, IFD8
 
 # Tags whose values are loaded with the IFD; everything else stays an unread entry, read on
