@@ -8,11 +8,11 @@ import re
 from dataclasses import dataclass
 
 from ..errors import InvalidLevel, InvalidParameter, TileOutOfBounds
+from .params import path_int
 
 _TILE = re.compile(r"^(?P<id>.+)/(?P<level>[^/]+)/(?P<x>[^/]+)/(?P<y>[^/]+?)(?:\.jpe?g)?$")
 _DZI_TILE = re.compile(
     r"^(?P<id>.+)/dzi_files/(?P<level>[^/]+)/(?P<x>[^/_]+)_(?P<y>[^/.]+)\.(?:jpe?g)$")
-_MAX_INT = 1 << 40
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,22 +30,14 @@ class SlideRoute:
     tile: TileAddress | None = None
 
 
-def _int(raw: str, what: str) -> int:
-    text = raw.strip()
-    if not text.lstrip("-").isdigit() or len(text) > 15:
-        raise InvalidParameter(f"{what} must be an integer, got {raw[:32]!r}")
-    value = int(text)
-    return value if abs(value) < _MAX_INT else (_MAX_INT if value > 0 else -_MAX_INT)
-
-
 def _address(match: re.Match[str]) -> TileAddress:
     level_raw = match["level"]
     try:
-        level = _int(level_raw, "level")
+        level = path_int(level_raw, "level")
     except InvalidParameter:
         raise _invalid_level(level_raw) from None
     try:
-        x, y = _int(match["x"], "x"), _int(match["y"], "y")
+        x, y = path_int(match["x"], "x"), path_int(match["y"], "y")
     except InvalidParameter as exc:
         raise _bad_tile(level, str(exc)) from None
     return TileAddress(match["id"], level, x, y)

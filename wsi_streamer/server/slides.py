@@ -7,7 +7,8 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from ..slide.reader import SlideReader
-from ..tile.service import clamp_thumbnail_size, parse_int, parse_quality
+from ..tile.service import clamp_thumbnail_size
+from .params import parse_int, parse_quality
 from .responses import if_none_match, image_response
 from .routes import parse_slide_path
 from .services import services

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, request
 
-from ..tile.service import parse_quality
+from .params import parse_quality
 from .responses import if_none_match, image_response
 from .routes import parse_tile_path
 from .services import services

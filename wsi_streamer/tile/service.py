@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..errors import InvalidParameter, InvalidQuality, TileOutOfBounds
+from ..errors import TileOutOfBounds
 from ..io.singleflight import SingleFlight
 from ..slide.reader import SlideReader
 from ..slide.region import render_region
@@ -38,25 +38,6 @@ class TileStats:
     rendered: int = 0
     cache_hits: int = 0
     cache_misses: int = 0
-
-
-def parse_quality(raw: str | None, default: int) -> int:
-    """``None`` -> ``default``; else an integer 1-100 or ``InvalidQuality``."""
-    if raw is None:
-        return default
-    text = raw.strip()
-    if not text.isdigit() or len(text) > 3 or not 1 <= int(text) <= 100:
-        raise InvalidQuality(raw)
-    return int(text)
-
-
-def parse_int(raw: str | None, name: str, default: int) -> int:
-    if raw is None or raw == "":
-        return default
-    text = raw.strip()
-    if not text.lstrip("-").isdigit() or len(text) > 12:
-        raise InvalidParameter(f"{name} must be an integer, got {raw[:32]!r}")
-    return int(text)
 
 
 def etag_of(key: str) -> str:
