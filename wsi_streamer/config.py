@@ -49,7 +49,9 @@ def _origins(text: str) -> tuple[str, ...]:
 
 
 def default_tile_cache_dir() -> str:
-    """The same folder for every worker of this user on the host, so they share one cache."""
+    """The same folder for every worker of this user on the host, so they share one cache.
+    A predictable name in the shared temp dir: the cache creates it 0700 and refuses it when
+    it is a link, another uid's or writable by others (``slide.cachedir``)."""
     return os.path.join(tempfile.gettempdir(), f"wsi_streamer-tiles-{os.getuid()}")
 
 

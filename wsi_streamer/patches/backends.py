@@ -24,6 +24,7 @@ from ..io.block_cache import BlockStore
 from ..io.local import LocalStorage
 from ..io.range_reader import IoStats
 from ..io.storage import Storage
+from ..slide.cachedir import ensure_private_dir
 from ..slide.hostcache import HostCache
 from ..slide.reader import SlideReader
 from ..slide.region import read_level0_anchored, render_region
@@ -35,11 +36,31 @@ logger = logging.getLogger(__name__)
 DEFAULT_CACHE_BYTES = 1 << 30
 DEFAULT_BLOCK_BYTES = 256 * 1024 * 1024
 _TABLES_PREFIX = "tables:"
+TABLES_KIND = "wsi_streamer.tile_tables"  # the host-cache record (``slide.codec``) of them
+_Tables = dict[int, tuple[np.ndarray, np.ndarray, bytes | None]]
 
 
 def default_cache_dir() -> str:
+    """This user's host cache folder in the shared temp dir (created 0700; refused when it is
+    a link, another uid's or writable by others: ``slide.cachedir``)."""
     uid = os.getuid() if hasattr(os, "getuid") else 0
     return os.path.join(tempfile.gettempdir(), f"wsi_streamer-patches-{uid}")
+
+
+def open_host_cache(directory: str, size_limit: int) -> HostCache:
+    """The host cache in ``directory``; ``ConfigError`` when the folder is not private."""
+    return HostCache(directory, size_limit, setting="cache_dir",
+                     default_dir=directory == default_cache_dir())
+
+
+def check_cache_dir(directory: str) -> None:
+    """Fail early (``ConfigError``) on a cache folder that is not private to this user; a
+    folder that cannot be created is left to the cache, which then runs without it."""
+    try:
+        ensure_private_dir(directory, setting="cache_dir",
+                           default=directory == default_cache_dir())
+    except OSError as exc:
+        logger.debug("cache_dir %s not created now: %s", directory, exc)
 
 
 class BackendSlide(Protocol):
@@ -82,8 +103,9 @@ class NativeSlide:
         self._cache = cache
         self._adopted: set[int] = set()
         if cache is not None:  # tile arrays another process already read: no metadata GET
-            saved = cache.get_object(_TABLES_PREFIX + reader.identity)
-            if isinstance(saved, dict):
+            saved = _unpack_tables(cache.get_arrays(_TABLES_PREFIX + reader.identity,
+                                                    TABLES_KIND))
+            if saved:
                 reader.adopt_level_tables(saved)
                 self._adopted = set(saved)
 
@@ -120,10 +142,44 @@ class NativeSlide:
             tables = self._reader.level_tables()
             if set(tables) - self._adopted:
                 try:
-                    self._cache.put_object(_TABLES_PREFIX + self._reader.identity, tables)
+                    self._cache.put_arrays(_TABLES_PREFIX + self._reader.identity,
+                                           TABLES_KIND, *_pack_tables(tables))
                 except Exception as exc:  # noqa: BLE001 - e.g. at interpreter shutdown
                     logger.debug("tile arrays of %s not saved: %s", self.identity, exc)
                 self._adopted = set(tables)
+
+
+def _pack_tables(tables: _Tables) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Per-level tile offsets and byte counts (uint64) and JPEGTables as an array record."""
+    arrays: dict[str, np.ndarray] = {}
+    for level, (offsets, counts, jpeg_tables) in tables.items():
+        arrays[f"{level}.offsets"] = np.asarray(offsets, dtype=np.uint64)
+        arrays[f"{level}.counts"] = np.asarray(counts, dtype=np.uint64)
+        if jpeg_tables is not None:
+            arrays[f"{level}.jpeg_tables"] = np.frombuffer(jpeg_tables, dtype=np.uint8)
+    return {"levels": sorted(tables)}, arrays
+
+
+def _unpack_tables(record: tuple[dict[str, Any], dict[str, np.ndarray]] | None) -> _Tables:
+    """What ``_pack_tables`` stored; levels that do not check out are left out (read again)."""
+    if record is None:
+        return {}
+    meta, arrays = record
+    levels = meta.get("levels")
+    if not isinstance(levels, list):
+        return {}
+    tables: _Tables = {}
+    for level in levels:
+        if not isinstance(level, int) or isinstance(level, bool):
+            continue
+        offsets, counts = arrays.get(f"{level}.offsets"), arrays.get(f"{level}.counts")
+        jpeg = arrays.get(f"{level}.jpeg_tables")
+        if (offsets is None or counts is None or offsets.dtype != np.uint64
+                or counts.dtype != np.uint64 or offsets.ndim != 1 or counts.ndim != 1
+                or (jpeg is not None and (jpeg.dtype != np.uint8 or jpeg.ndim != 1))):
+            continue
+        tables[level] = (offsets, counts, jpeg.tobytes() if jpeg is not None else None)
+    return tables
 
 
 class _CountingStructures:
@@ -184,6 +240,8 @@ class NativeBackend:
         if storage_options is not None:
             self.s3_options = storage_options
         self.cache_dir = (cache_dir or default_cache_dir()) if use_cache else None
+        if self.cache_dir is not None:
+            check_cache_dir(self.cache_dir)
         self._res = None
 
     # --- per-process resources ---------------------------------------------------------------
@@ -193,7 +251,7 @@ class NativeBackend:
             return res
         with self._res_lock:
             if self._res is None or self._res.pid != os.getpid():
-                cache = (HostCache(self.cache_dir, self.cache_bytes)
+                cache = (open_host_cache(self.cache_dir, self.cache_bytes)
                          if self.cache_dir is not None else None)
                 self._res = _Resources(os.getpid(), BlockStore(max_bytes=self.block_cache_bytes),
                                        cache)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -15,6 +15,8 @@ from ..slide.hostcache import HostCache
 from .handle import SlideHandle
 from .tissue import TissueDetector
 from .types import TissueMask
+
+MASK_KIND = "wsi_streamer.tissue_mask"  # the host-cache record (``slide.codec``) of a mask
 
 
 def detector_key(detector: TissueDetector) -> str:
@@ -57,14 +59,14 @@ class MaskStore:
                 self._lru.move_to_end(key)
                 self.hits += 1
                 return mask
-        mask = _unpack(host.get_object(key)) if host is not None else None
+        mask = _unpack(host.get_arrays(key, MASK_KIND)) if host is not None else None
         if mask is not None:
             with self._lock:
                 self.hits += 1
         else:
             mask = self.detect(slide)
             if host is not None:
-                host.put_object(key, _pack(mask))
+                host.put_arrays(key, MASK_KIND, *_pack(mask))
         if self.lru_size > 0:
             with self._lock:
                 self._lru[key] = mask
@@ -87,18 +89,32 @@ class MaskStore:
             self._lru.clear()
 
 
-def _pack(mask: TissueMask) -> dict[str, Any]:
-    return {"bits": np.packbits(mask.mask), "shape": mask.mask.shape,
-            "downsample": mask.downsample, "dims": mask.slide_dimensions}
+def _pack(mask: TissueMask) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """A mask as a host-cache array record: packed bits, shape and geometry."""
+    meta = {"shape": list(mask.mask.shape), "downsample": float(mask.downsample),
+            "dims": [int(d) for d in mask.slide_dimensions]}
+    return meta, {"bits": np.packbits(mask.mask)}
 
 
-def _unpack(entry: Any) -> TissueMask | None:
-    if not isinstance(entry, dict):
+def _unpack(record: tuple[dict[str, Any], dict[str, np.ndarray]] | None) -> TissueMask | None:
+    """The mask ``_pack`` stored; None for anything malformed."""
+    if record is None:
         return None
-    try:
-        shape = tuple(entry["shape"])
-        bits = np.unpackbits(entry["bits"], count=int(np.prod(shape))).astype(bool)
-        return TissueMask(mask=bits.reshape(shape), downsample=float(entry["downsample"]),
-                          slide_dimensions=tuple(entry["dims"]))
-    except (KeyError, TypeError, ValueError):
+    meta, arrays = record
+    shape, dims, downsample = meta.get("shape"), meta.get("dims"), meta.get("downsample")
+    bits = arrays.get("bits")
+    if not (_ints(shape, 2) and _ints(dims, 2) and isinstance(downsample, (int, float))
+            and not isinstance(downsample, bool) and bits is not None
+            and bits.dtype == np.uint8 and bits.ndim == 1):
         return None
+    count = shape[0] * shape[1]
+    if bits.size != -(-count // 8):
+        return None
+    mask = np.unpackbits(bits, count=count).astype(bool).reshape(shape)
+    return TissueMask(mask=mask, downsample=float(downsample),
+                      slide_dimensions=(int(dims[0]), int(dims[1])))
+
+
+def _ints(value: Any, n: int) -> TypeGuard[list[int]]:
+    return isinstance(value, list) and len(value) == n and all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)

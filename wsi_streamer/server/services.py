@@ -34,7 +34,10 @@ def build_services(config: Config) -> Services:
     else:
         storage = LocalStorage(config.slides_dir)
     store = BlockStore(config.block_size, config.cache_blocks)
-    tile_cache = TileCache(config.resolved_tile_cache_dir, config.cache_tiles)
+    # A folder that is not private to this user is a ConfigError here, at startup; a broken
+    # database is not (the cache degrades to misses).
+    tile_cache = TileCache(config.resolved_tile_cache_dir, config.cache_tiles,
+                           setting="WSI_TILE_CACHE_DIR", default_dir=config.tile_cache_dir is None)
     registry = SlideRegistry(storage, store, max_slides=config.cache_slides,
                              revalidate_s=config.revalidate_s, structures=tile_cache)
     tiles = TileService(registry, tile_cache, default_quality=config.jpeg_quality)

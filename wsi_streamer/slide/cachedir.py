@@ -1,0 +1,68 @@
+"""The host cache's folder must be private to this user: another local user who can write
+there could plant entries (or swap the folder for a link), so it is created mode 0700 and an
+existing one is refused unless this uid owns it and nobody else can write to it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from typing import NoReturn
+
+from ..errors import ConfigError
+
+logger = logging.getLogger(__name__)
+PRIVATE_MODE = 0o700
+
+
+def ensure_private_dir(path: str, *, setting: str, default: bool = False) -> None:
+    """Create ``path`` and its missing parents with mode 0700, then check it.
+
+    Raises ``ConfigError`` (one line naming ``setting``, the folder and the fix) when it is not
+    a directory, is owned by another uid, or is writable by group or others; a ``default``
+    folder (a predictable name in the shared temp dir) is also refused when it is a symbolic
+    link, and tightened to 0700 when it is ours but readable by others. ``OSError`` when it
+    cannot be created or examined (full or read-only disk): the caller runs without a cache."""
+    _make_private_dirs(path)
+    if not hasattr(os, "getuid"):  # no uids to compare (Windows)
+        return
+    st = os.lstat(path) if default else os.stat(path)
+    uid = os.getuid()
+    fix = f"or set {setting} to a private directory of this user"
+    if stat.S_ISLNK(st.st_mode):
+        _refuse(setting, path, "a symbolic link", f"remove it {fix}")
+    if not stat.S_ISDIR(st.st_mode):
+        _refuse(setting, path, "not a directory", f"remove it {fix}")
+    if st.st_uid != uid:
+        _refuse(setting, path, f"owned by uid {st.st_uid}, not by this user (uid {uid})",
+                f"chown it to uid {uid} and chmod it 0700, {fix}")
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        _refuse(setting, path, f"writable by group or others (mode {mode:04o})",
+                f"chmod it 0700, {fix}")
+    if default and mode & 0o077:
+        os.chmod(path, PRIVATE_MODE)
+        logger.info("host cache %s: mode %04o tightened to 0700", path, mode)
+
+
+def _refuse(setting: str, path: str, problem: str, fix: str) -> NoReturn:
+    raise ConfigError(f"{setting}: cache directory {path} is {problem}; {fix}")
+
+
+def _make_private_dirs(path: str) -> None:
+    """``os.makedirs`` with mode 0700 for every folder it creates, parents included (whatever
+    the umask); folders that already exist are left as they are."""
+    missing: list[str] = []
+    current = os.path.abspath(path)
+    while not os.path.lexists(current):
+        missing.append(current)
+        parent = os.path.dirname(current)
+        if parent == current:
+            break
+        current = parent
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder, PRIVATE_MODE)
+        except FileExistsError:
+            continue  # another worker made it meanwhile; checked below like any other
+        os.chmod(folder, PRIVATE_MODE)
