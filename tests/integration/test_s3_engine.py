@@ -17,6 +17,7 @@ from tests.conftest import S3Bucket
 from tests.fixtures.images import psnr
 from tests.fixtures.threads import run_together, values
 from wsi_streamer.errors import (
+    ObjectChanged,
     SlideNotFound,
     StorageConnectionError,
     StorageError,
@@ -178,9 +179,27 @@ def test_replaced_object_fails_loudly_not_mixed(s3_svs, s3_bucket: S3Bucket) -> 
     reader = storage.open(KEY)
     assert reader.read(0, 4) == svs4.data[:4]
     s3_bucket.client.put_object(Bucket=s3_bucket.name, Key=KEY, Body=b"II*\0" + b"x" * 100)
-    with pytest.raises(StorageError):
+    with pytest.raises(ObjectChanged):  # 412 on the IfMatch read: typed, so it can reopen
         reader.read(0, 4)
     assert storage.open(KEY).identity != reader.identity
+
+
+def test_a_replaced_object_is_reopened_and_read_at_once(s3_svs, s3_bucket: S3Bucket  # type: ignore
+                                                        ) -> None:
+    """Through the registry: the first read after the replacement reopens the slide and
+    returns the new content (no minute of errors until revalidation)."""
+    from tests.fixtures.slides import make_svs
+    from wsi_streamer.io.block_cache import BlockStore
+    from wsi_streamer.slide.registry import SlideRegistry
+
+    storage, _, svs4 = s3_svs
+    registry = SlideRegistry(storage, BlockStore(max_bytes=1), revalidate_s=3600)
+    assert registry.get(KEY).dimensions == (1536, 1152)
+    other = make_svs(1000, 800, levels=2, tile=256, seed=9)
+    s3_bucket.client.put_object(Bucket=s3_bucket.name, Key=KEY, Body=other.data)
+    size = registry.using(KEY, lambda slide: slide.read_tile(0, 3, 0).size)
+    assert size == (1000 - 768, 256)
+    assert registry.get(KEY).dimensions == (1000, 800)
 
 
 def test_reads_past_end_make_no_request(s3_svs) -> None:  # type: ignore[no-untyped-def]

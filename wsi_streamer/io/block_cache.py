@@ -334,6 +334,12 @@ class BlockCache:
     def stats(self) -> IoStats:
         return self.store.stats
 
+    def close(self) -> None:
+        """Close the inner reader (its cached blocks stay in the store)."""
+        close = getattr(self.inner, "close", None)
+        if close is not None:
+            close()
+
     def read(self, offset: int, length: int) -> bytes:
         check_range(offset, length, self.inner.size)
         if length == 0:

@@ -5,26 +5,37 @@ from __future__ import annotations
 import os
 import threading
 
-from ..errors import SlideNotFound, StorageError
+from ..errors import ObjectChanged, SlideNotFound, StorageError
 from .range_reader import IoStats, check_range, record_storage_request
 from .storage import SlidePage, is_slide_name, page_of, probe_reads, validate_slide_id
 
 
 class LocalReader:
-    """``RangeReader`` over one open file; ``identity`` includes mtime and size."""
+    """``RangeReader`` over one file; ``identity`` includes mtime and size.
+
+    ``close`` releases the descriptor (at once, or when the last read in progress ends), and
+    a later read reopens the file, raising ``ObjectChanged`` if it is no longer the same
+    content, so closing a slide evicted from a cache never breaks a request still using it."""
 
     def __init__(self, path: str, slide_id: str, stats: IoStats | None = None) -> None:
-        try:
-            self._fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        except FileNotFoundError as exc:
-            raise SlideNotFound(slide_id) from exc
-        except OSError as exc:
-            raise StorageError(f"cannot open slide {slide_id!r}: {exc.strerror}") from exc
+        self._path, self._slide_id = path, slide_id
+        self._lock = threading.Lock()
+        self._users = 0
+        self._closing = False
+        self._fd = -1
+        self._fd = self._open()
         st = os.fstat(self._fd)
         self._size = st.st_size
-        self._identity = f"file://{slide_id}#{st.st_mtime_ns:x}-{st.st_size:x}"
+        self._identity = _identity(slide_id, st)
         self.stats = stats if stats is not None else IoStats()
-        self._closed = threading.Event()
+
+    def _open(self) -> int:
+        try:
+            return os.open(self._path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except FileNotFoundError as exc:
+            raise SlideNotFound(self._slide_id) from exc
+        except OSError as exc:
+            raise StorageError(f"cannot open slide {self._slide_id!r}: {exc.strerror}") from exc
 
     @property
     def size(self) -> int:
@@ -34,21 +45,54 @@ class LocalReader:
     def identity(self) -> str:
         return self._identity
 
+    @property
+    def is_open(self) -> bool:
+        return self._fd >= 0
+
     def read(self, offset: int, length: int) -> bytes:
         check_range(offset, length, self._size)
         record_storage_request(self.stats, length)
+        fd = self._acquire()
         try:
-            data = os.pread(self._fd, length, offset)
+            data = os.pread(fd, length, offset)
         except OSError as exc:
             raise StorageError(f"read failed: {exc.strerror}") from exc
+        finally:
+            self._release()
         if len(data) != length:
             raise StorageError(f"short read: {len(data)} of {length} bytes (file changed?)")
         return data
 
+    def _acquire(self) -> int:
+        with self._lock:
+            if self._fd < 0:
+                fd = self._open()
+                if _identity(self._slide_id, os.fstat(fd)) != self._identity:
+                    os.close(fd)
+                    raise ObjectChanged(self._slide_id)
+                self._fd = fd
+            self._closing = False
+            self._users += 1
+            return self._fd
+
+    def _release(self) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._closing and self._users == 0:
+                self._close_locked()
+
     def close(self) -> None:
-        if not self._closed.is_set():
-            self._closed.set()
+        with self._lock:
+            if self._users:
+                self._closing = True
+            else:
+                self._close_locked()
+
+    def _close_locked(self) -> None:
+        if self._fd >= 0:
             os.close(self._fd)
+            self._fd = -1
+        self._closing = False
 
     def __del__(self) -> None:
         try:
@@ -57,9 +101,19 @@ class LocalReader:
             pass
 
 
+def _identity(slide_id: str, st: os.stat_result) -> str:
+    return f"file://{slide_id}#{st.st_mtime_ns:x}-{st.st_size:x}"
+
+
+def _hidden(parts: list[str]) -> bool:
+    return any(part.startswith(".") for part in parts)
+
+
 class LocalStorage:
     """A folder of slides. Ids are ``/``-separated paths relative to ``root``; they can never
-    resolve (through ``..`` or symlinks) to a file outside it."""
+    resolve (through ``..`` or symlinks) to a file outside it. Only what ``list_slides`` can
+    list is opened: names with a slide extension, no dot-file or dot-folder on the way (by id
+    or once symlinks are resolved), so an id tells nothing about other files (404 alike)."""
 
     def __init__(self, root: str) -> None:
         self.root = os.path.realpath(root)
@@ -67,8 +121,13 @@ class LocalStorage:
 
     def _resolve(self, slide_id: str) -> str:
         validate_slide_id(slide_id)
-        path = os.path.realpath(os.path.join(self.root, *slide_id.split("/")))
+        parts = slide_id.split("/")
+        if _hidden(parts) or not is_slide_name(parts[-1]):
+            raise SlideNotFound(slide_id)
+        path = os.path.realpath(os.path.join(self.root, *parts))
         if not path.startswith(self.root + os.sep) or not os.path.isfile(path):
+            raise SlideNotFound(slide_id)
+        if _hidden(os.path.relpath(path, self.root).split(os.sep)):
             raise SlideNotFound(slide_id)
         return path
 
@@ -89,7 +148,8 @@ class LocalStorage:
             rel = os.path.relpath(dirpath, self.root)
             for name in filenames:
                 slide_id = name if rel == "." else f"{rel.replace(os.sep, '/')}/{name}"
-                if (is_slide_name(name) and slide_id.startswith(prefix)
+                if (is_slide_name(name) and not name.startswith(".")
+                        and slide_id.startswith(prefix)
                         and needle in slide_id.lower()
                         and (cursor is None or slide_id > cursor)):
                     ids.append(slide_id)

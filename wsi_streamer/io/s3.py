@@ -1,7 +1,8 @@
 """Slides in S3 (or any S3-compatible store): ``HeadObject`` once, ranged ``GetObject`` reads.
 
 botocore exceptions are translated here and nowhere else:
-``NoSuchKey``/404 -> ``SlideNotFound``; unreachable endpoint -> ``StorageConnectionError``;
+``NoSuchKey``/404 -> ``SlideNotFound``; 412 on a read pinned with ``IfMatch`` (the object
+was replaced) -> ``ObjectChanged``; unreachable endpoint -> ``StorageConnectionError``;
 anything else -> ``StorageError``. Throttling and 5xx are retried with backoff by botocore's
 "standard" retry mode; short or broken bodies are retried here.
 """
@@ -22,7 +23,7 @@ import botocore.config
 import botocore.exceptions as bex
 import botocore.session
 
-from ..errors import SlideNotFound, StorageConnectionError, StorageError
+from ..errors import ObjectChanged, SlideNotFound, StorageConnectionError, StorageError
 from .range_reader import IoStats, check_range, record_storage_request
 from .storage import SlidePage, is_slide_name, page_of, validate_slide_id
 
@@ -37,9 +38,11 @@ _MAX_LIST_PAGES = 20
 def _translate(exc: Exception, what: str, slide_id: str | None = None) -> Exception:
     if isinstance(exc, bex.ClientError):
         code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         if code in _NOT_FOUND and slide_id is not None and code != "NoSuchBucket":
             return SlideNotFound(slide_id)
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if (code == "PreconditionFailed" or status == 412) and slide_id is not None:
+            return ObjectChanged(slide_id)  # an IfMatch read of a replaced object
         return StorageError(f"{what}: storage answered {code or status}")
     if isinstance(exc, (bex.ConnectionError, bex.ConnectionClosedError, bex.ReadTimeoutError)):
         return StorageConnectionError(f"{what}: storage unreachable ({type(exc).__name__})")

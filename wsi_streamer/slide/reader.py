@@ -68,6 +68,10 @@ class SlideReader(Protocol):
         """Decoded RGB tile cropped to the level's bounds."""
         ...
 
+    def close(self) -> None:
+        """Release file descriptors; reading again afterwards reopens (same content only)."""
+        ...
+
 
 def open_slide(source: str | RangeReader, *, store: BlockStore | None = None,
                structure: SlideStructure | None = None) -> SlideReader:
