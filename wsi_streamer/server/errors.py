@@ -25,6 +25,7 @@ from ..errors import (
     UnsupportedFormat,
     WsiError,
 )
+from .logs import escape
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +73,8 @@ def handle_wsi_error(exc: WsiError) -> Response:
         response.headers["Retry-After"] = str(exc.retry_after)
         return response
     if status >= 500:
-        logger.error("%s %s failed: %s", request.method, request.path, exc, exc_info=exc)
+        logger.error("%s %s failed: %s", escape(request.method), escape(request.path),
+                     escape(str(exc)), exc_info=exc)
     return error_response(status, code, str(exc))
 
 
@@ -89,7 +91,8 @@ def handle_http_exception(exc: HTTPException) -> Response:
 
 
 def handle_unexpected(exc: Exception) -> Response:
-    logger.error("%s %s failed unexpectedly", request.method, request.path, exc_info=exc)
+    logger.error("%s %s failed unexpectedly", escape(request.method), escape(request.path),
+                 exc_info=exc)
     return error_response(500, "io_error", "internal error")
 
 
