@@ -4,11 +4,13 @@ error handlers, in one place."""
 from __future__ import annotations
 
 import logging
+from urllib.parse import unquote_to_bytes
 
+import click
 from flask import Flask, Response, request
 
 from ..config import Config
-from ..errors import WsiError
+from ..errors import ConfigError, InvalidRequest, InvalidSignature, WsiError
 from .auth import verify
 from .errors import register_error_handlers
 from .logs import configure_logging, init_access_log
@@ -18,7 +20,7 @@ from .services import build_services, services
 logger = logging.getLogger(__name__)
 
 # Endpoints that never need a signature.
-PUBLIC_ENDPOINTS = frozenset({"health.health", "health.metrics", "static"})
+PUBLIC_ENDPOINTS = frozenset({"health.health", "static"})  # /metrics needs auth (API.md)
 CORS_EXPOSED = ("ETag, X-Tile-Cache-Hit, X-Tile-Quality, X-Thumbnail-Size-Clamped, "
                 "X-Thumbnail-Requested-Size, X-Thumbnail-Actual-Size, Server-Timing")
 
@@ -26,7 +28,7 @@ CORS_EXPOSED = ("ETag, X-Tile-Cache-Hit, X-Tile-Quality, X-Thumbnail-Size-Clampe
 def create_app(config: Config | None = None) -> Flask:
     """Build the app; ``config`` defaults to ``Config.from_env()`` (``ConfigError`` names a
     bad variable). Services (storage client, caches) are created here, per process."""
-    config = config or Config.from_env()
+    config = config or _config_from_env()
     configure_logging()
     app = Flask(__name__, static_folder="static", static_url_path="/static")
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -42,6 +44,7 @@ def create_app(config: Config | None = None) -> Flask:
     if config.auth_enabled:
         app.before_request(_require_signature)
     app.after_request(_cors)
+    app.after_request(_security_headers)
     register_error_handlers(app)
 
     from .cli import register_commands
@@ -49,6 +52,23 @@ def create_app(config: Config | None = None) -> Flask:
     logger.info("wsi_streamer serving %s (auth %s)", config.storage_description,
                 "on" if config.auth_enabled else "off")
     return app
+
+
+class CommandLineConfigError(ConfigError, click.ClickException):
+    """A ``ConfigError`` that click prints as one ``Error: ...`` line (no traceback) when the
+    app is built by a command (``flask --app wsi_streamer check``)."""
+
+    def __init__(self, message: str) -> None:
+        click.ClickException.__init__(self, message)
+
+
+def _config_from_env() -> Config:
+    try:
+        return Config.from_env()
+    except ConfigError as exc:
+        if click.get_current_context(silent=True) is None:
+            raise
+        raise CommandLineConfigError(str(exc)) from None
 
 
 def _viewer_slide() -> str | None:
@@ -74,10 +94,36 @@ def _require_signature() -> None:
         return  # unknown route: let it 404
     config = services().config
     assert config.auth_secret is not None
-    raw = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI") or ""
-    paths = [p for p in (raw.split("?", 1)[0], request.path) if p]
-    verify(config.auth_secret, paths, request.args.to_dict(flat=True),
-           request.args.items(multi=True), _viewer_slide())
+    verify(config.auth_secret, list(request.args.items(multi=True)), path=_signed_path,
+           viewer_slide=_viewer_slide())
+
+
+def _signed_path() -> str:
+    """The path a signature must cover: the request path exactly as sent (``RAW_URI``),
+    provided it decodes to exactly the path that is routed (``SCRIPT_NAME`` + ``PATH_INFO``),
+    so no spelling (``//``, ``%252F``, a server-side prefix split) can route one signed URL to
+    another resource. A decoded ``?`` is refused: ``/x%3Fa=1`` would sign like ``/x?a=1``."""
+    routed = request.root_path + request.path
+    raw = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI")
+    if raw is None:  # a server that keeps no raw URI: the decoded path is all there is
+        path = routed
+    else:
+        try:  # WSGI strings are latin-1 decoded bytes; the signed text is their UTF-8
+            path = raw.split("?", 1)[0].encode("latin-1").decode("utf-8")
+        except UnicodeError:
+            raise InvalidSignature("the request path is not UTF-8") from None
+        decoded = unquote_to_bytes(path.encode()).decode("utf-8", "replace")
+        if not path.startswith("/") or decoded != routed:
+            raise InvalidSignature("signed URLs need a plain path that decodes to the "
+                                   "routed path")
+    if "?" in routed:
+        raise InvalidRequest("a signed path cannot contain '?' (%3F)")
+    return path
+
+
+def _security_headers(response: Response) -> Response:
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    return response
 
 
 _CORS_HEADERS = {"Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",

@@ -1,5 +1,6 @@
 """gunicorn settings from the environment, shared by ``gunicorn.conf.py`` and
-``wsi-streamer serve``. gthread workers; nothing network-related is created before fork."""
+``wsi-streamer serve``. gthread workers (``gunicorn_worker``: JSON error pages); nothing
+network-related is created before fork."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ def settings(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "bind": f"{env.get('WSI_HOST', '0.0.0.0')}:{env.get('WSI_PORT', '3000')}",
         "workers": int(env.get("WSI_WORKERS", str(min(4, cores)))),
         "threads": int(env.get("WSI_THREADS", "8")),
-        "worker_class": "gthread",
+        # gthread, with gunicorn's own 400/414/431 pages written as the API's JSON errors.
+        "worker_class": "wsi_streamer.server.gunicorn_worker.JsonErrorThreadWorker",
         "keepalive": int(env.get("WSI_KEEPALIVE", "75")),
         "timeout": int(env.get("WSI_WORKER_TIMEOUT", "60")),
         "graceful_timeout": 20,
@@ -31,6 +33,10 @@ def settings(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         # gunicorn >= 23 opens a control socket under $HOME; not wanted with a read-only root.
         "control_socket_disable": env.get("WSI_CONTROL_SOCKET", "false").lower() != "true",
         "forwarded_allow_ips": env.get("WSI_FORWARDED_ALLOW_IPS", "127.0.0.1"),
+        # Never take SCRIPT_NAME / PATH_INFO from request headers (gunicorn's default trusts
+        # them from forwarded_allow_ips, i.e. any local process): they would re-split a
+        # signed path. A prefix deployment sets SCRIPT_NAME in gunicorn's environment.
+        "forwarder_headers": "",
     }
 
 

@@ -10,20 +10,34 @@ from typing import Any
 
 from flask import Blueprint, Response, render_template, request, url_for
 
-from .auth import viewer_token
+from .auth import MAX_EXP_DIGITS, viewer_token
+from .params import ascii_int
 from .services import services
 
 bp = Blueprint("viewer", __name__)
 
+# Scripts only from the package's own files (the page's config is a non-executed JSON
+# <script>); OpenSeadragon sets element styles, hence 'unsafe-inline' for styles only. No
+# framing (clickjacking), no plugins, no <base> or form targets.
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+       "img-src 'self' data: blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+       "form-action 'none'; frame-ancestors 'none'")
+
 
 def viewer_context(slide_id: str) -> dict[str, Any]:
     """What the page needs: the slide id, the static and API URL prefixes and, with auth on,
-    the slide's viewer token (``{"exp", "vt"}``, else ``{}``). The template escapes the id
+    the slide's viewer token (``{"exp", "vt"}``, else ``{}``), expiring with the page's own
+    signed URL or after ``signature_ttl``, whichever is first. The template escapes the id
     (autoescape in HTML, ``|tojson`` in the JSON config); the script URL-encodes it."""
     config = services().config
     auth: dict[str, str] = {}
     if config.auth_enabled and config.auth_secret:
         exp = int(time.time()) + config.signature_ttl
+        # The auth hook accepted this page's own exp: the token must not outlive the link.
+        page_exp = ascii_int(request.args.get("exp", ""), max_digits=MAX_EXP_DIGITS,
+                             signed=False)
+        if page_exp is not None:
+            exp = min(exp, page_exp)
         auth = {"exp": str(exp), "vt": viewer_token(config.auth_secret, slide_id, exp)}
     return {
         "slide_id": slide_id,
@@ -38,8 +52,7 @@ def view(slide_id: str) -> Response:
     html = render_template("viewer.html", **viewer_context(slide_id))
     response = Response(html, mimetype="text/html")
     response.headers["Cache-Control"] = "no-store"
-    response.headers["Content-Security-Policy"] = (
-        "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
-        "script-src 'self' 'unsafe-inline'; connect-src 'self'")
+    response.headers["Content-Security-Policy"] = CSP
+    response.headers["X-Frame-Options"] = "DENY"
     response.headers["Referrer-Policy"] = "no-referrer"
     return response

@@ -29,11 +29,8 @@ def reference_sig(message: str) -> str:
 
 
 def check(params: list[tuple[str, str]], now: float, viewer_slide: str | None = None) -> None:
-    """``verify`` as the app calls it: first value per name, every pair, the request path."""
-    first: dict[str, str] = {}
-    for name, value in params:
-        first.setdefault(name, value)
-    auth.verify(SECRET, [PATH], first, params, viewer_slide, now=lambda: now)
+    """``verify`` as the app calls it: every (name, value) pair, the request path."""
+    auth.verify(SECRET, params, path=PATH, viewer_slide=viewer_slide, now=lambda: now)
 
 
 def signed(extra: Sequence[tuple[str, str]] = (), exp: int = EXP) -> list[tuple[str, str]]:
@@ -116,3 +113,47 @@ def test_app_signs_repeated_parameters_sorted_by_value(client: Any) -> None:
     assert client.get("/slides?" + urlencode([*sent, ("sig", sig)])).status_code == 200
     first_only = reference_sig(f"/slides?exp={exp}&search=b")  # one value per name: wrong
     assert client.get("/slides?" + urlencode([*sent, ("sig", first_only)])).status_code == 401
+
+
+# --- canonical queries, repeated parameters, viewer-token scope (issues 11.6, 15.4) --------
+
+
+def test_separators_inside_decoded_names_or_values_are_refused() -> None:
+    from wsi_streamer.errors import InvalidRequest
+
+    honest = [("a", "1"), ("b", "2"), ("exp", str(EXP))]
+    check([*honest, ("sig", auth.sign(SECRET, PATH, honest))], EXP - 10)
+    # "?a=1%26b%3D2" decodes to one pair whose canonical text is that of "?a=1&b=2".
+    folded = [("a", "1&b=2"), ("exp", str(EXP))]
+    assert auth.canonical_message(PATH, folded) == auth.canonical_message(PATH, honest)
+    for pairs in (folded, [("a=b", "1"), ("exp", str(EXP))], [("a", "x=y"), ("exp", str(EXP))]):
+        with pytest.raises(InvalidRequest):
+            check([*pairs, ("sig", auth.sign(SECRET, PATH, pairs))], EXP - 10)
+
+
+@pytest.mark.parametrize("extra", [[("sig", "ab")], [("vt", "ab")], [("exp", str(EXP))]])
+def test_auth_parameters_appear_once(extra: list[tuple[str, str]]) -> None:
+    from wsi_streamer.errors import InvalidExpiryFormat, InvalidSignatureFormat
+
+    params = [*signed(), *extra]
+    expected = InvalidExpiryFormat if extra[0][0] == "exp" else InvalidSignatureFormat
+    with pytest.raises(expected):
+        check(params, EXP - 10, viewer_slide="a.svs")
+
+
+def test_viewer_tokens_authorise_exp_and_vt_only() -> None:
+    from wsi_streamer.errors import InvalidParameter
+
+    vt = [("exp", str(EXP)), ("vt", auth.viewer_token(SECRET, "a.svs", EXP))]
+    check(vt, EXP - 10, viewer_slide="a.svs")
+    for junk in (("quality", "50"), ("cb", "1"), ("x", "")):
+        with pytest.raises(InvalidParameter):
+            check([*vt, junk], EXP - 10, viewer_slide="a.svs")
+
+
+def test_signed_urls_sign_the_wire_spelling() -> None:
+    url = auth.signed_url(SECRET, "/tiles/caf\u00e9 1.svs/0/0/0.jpg", 60, now=lambda: EXP - 60)
+    path, _, query = url.partition("?")
+    assert path == "/tiles/caf%C3%A9%201.svs/0/0/0.jpg"
+    assert f"sig={reference_sig(f'{path}?exp={EXP}')}" in query
+    assert auth.wire_path("/tiles/a%2Fb.svs/0/0/0.jpg") == "/tiles/a%2Fb.svs/0/0/0.jpg"
