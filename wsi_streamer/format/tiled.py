@@ -101,6 +101,16 @@ class TiffSlide:
                 self._arrays[level] = arrays
         return arrays
 
+    @property
+    def cost_bytes(self) -> int:
+        """Bytes this slide holds in memory beyond its structure: the tile offset and
+        byte-count arrays and JPEGTables of the levels loaded so far (grows on the first tile
+        of each level; at most 16 bytes per tile of the slide plus the tables). For a registry
+        that bounds open slides by bytes."""
+        arrays = sum(o.nbytes + c.nbytes for o, c in list(self._arrays.values()))
+        tables = sum(len(t) for t in list(self._tables.values()) if t is not None)
+        return arrays + tables
+
     def level_tables(self) -> dict[int, tuple[np.ndarray, np.ndarray, bytes | None]]:
         """The offset and byte-count arrays (and JPEGTables) of every level loaded so far, so
         another process can start with them (``adopt_level_tables``) instead of reading."""
@@ -184,3 +194,9 @@ class TiffSlide:
         if (width, height) != image.size:
             image = image.crop((0, 0, width, height))
         return image
+
+    def close(self) -> None:
+        """Release the reader's resources (a local file descriptor); a later read reopens."""
+        close = getattr(self.reader, "close", None)
+        if close is not None:
+            close()
