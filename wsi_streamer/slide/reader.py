@@ -4,7 +4,7 @@ a ``RangeReader``)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
@@ -74,16 +74,18 @@ class SlideReader(Protocol):
 
 
 def open_slide(source: str | RangeReader, *, store: BlockStore | None = None,
-               structure: SlideStructure | None = None) -> SlideReader:
+               structure: SlideStructure | None = None, **storage_options: Any) -> SlideReader:
     """Open a slide from ``s3://bucket/key``, a local file path or a ``RangeReader``.
 
     Reads go through a block cache (``store``, or a private one). ``structure`` skips parsing
-    when the caller already knows it for this reader's identity. Raises ``SlideNotFound``,
-    ``UnsupportedFormat`` (with the reason) or a ``StorageError``."""
+    when the caller already knows it for this reader's identity. ``storage_options`` go to
+    ``S3Storage`` (``endpoint_url``, ``region``, ``profile_name``, ``anonymous``,
+    ``requester_pays``, timeouts); credentials come from boto3's usual chain. Raises
+    ``SlideNotFound``, ``UnsupportedFormat`` (with the reason) or a ``StorageError``."""
     if isinstance(source, str):
         if source.startswith("s3://"):
             bucket, _, key = source[5:].partition("/")
-            reader: RangeReader = S3Storage(bucket).open(key)
+            reader: RangeReader = S3Storage(bucket, **storage_options).open(key)
         else:
             reader = LocalReader(source, source)
     else:
