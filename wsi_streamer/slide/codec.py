@@ -166,6 +166,7 @@ def encode_arrays(kind: str, meta: Mapping[str, Any], arrays: Mapping[str, np.nd
 def decode_arrays(blob: bytes, kind: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """``(meta, arrays)`` of a record of this ``kind``; arrays are read-only views of ``blob``.
     ``CacheEntryError`` for anything else."""
+    _refuse_pickle(blob)
     start = len(ARRAYS_MAGIC) + _LEN.size
     if len(blob) < start or not blob.startswith(ARRAYS_MAGIC):
         raise CacheEntryError(f"{kind}: not an array record")
@@ -207,10 +208,16 @@ def decode_arrays(blob: bytes, kind: str) -> tuple[dict[str, Any], dict[str, np.
 
 # --- helpers ----------------------------------------------------------------------------------
 def _load_json(blob: bytes) -> Any:
+    _refuse_pickle(blob)
     try:
         return json.loads(blob)
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
         raise CacheEntryError(f"not JSON: {exc}") from None
+
+
+def _refuse_pickle(blob: bytes) -> None:
+    if blob[:1] == b"\x80":  # PROTO opcode: what versions before the JSON encodings wrote
+        raise CacheEntryError("a pickle written by an older version (not loaded)", stale=True)
 
 
 def _check_schema(doc: _Doc, schema: str, version: int) -> None:

@@ -169,10 +169,14 @@ def test_malformed_entries_are_misses_warned_once(cache: HostCache, structure: S
     cache.set("structure:old", _edit(encode_structure(structure),
                                      lambda d: d.update(version=STRUCTURE_VERSION + 1)))
     cache.set("structure:bad", b"{not json")
+    cache.set("structure:pickled", pickle.dumps({"from": "an older version"}))
+    cache.set("mask:pickled", pickle.dumps({"bits": b""}))
     for _ in range(5):
         assert cache.get_structure("old") is None and cache.get_structure("bad") is None
+        assert cache.get_structure("pickled") is None
+        assert cache.get_arrays("mask:pickled", MASK_KIND) is None
     found = warnings_of(caplog)
-    assert len(found) == 1 and "structure:bad" in found[0], found  # the stale one: debug only
+    assert len(found) == 1 and "structure:bad" in found[0], found  # stale ones: debug only
     cache.put_structure("bad", structure)
     assert cache.get_structure("bad") == structure
 
