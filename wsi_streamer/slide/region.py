@@ -6,7 +6,12 @@ read through it.
 Tiles are fetched concurrently (``prefetch_tiles``: exact, coalesced ranges), then decoded; a
 JPEG tile is decoded at 1/2, 1/4 or 1/8 scale (DCT scaling) when the output is that much
 smaller and ``dct_scaling`` allows it, so memory and time follow the output size. Pixels
-outside the level are white (255)."""
+outside the level are white (255).
+
+``render_overview`` makes a small image of a whole level with bounded memory: each tile is
+reduced by a power of two while decoding (DCT scaling, then exact integer box reductions;
+tile sides are multiples of 16) before it is pasted, so the canvas is under twice the output
+per side whatever the level's size."""
 
 from __future__ import annotations
 
@@ -14,22 +19,55 @@ import math
 
 from PIL import Image
 
-from ..errors import InvalidParameter
+from ..errors import InvalidParameter, LimitExceeded
+from ..format.levels import LevelInfo
+from ..limits import MAX_CANVAS_PIXELS, MAX_OUTPUT_PIXELS
 from .reader import SlideReader
 
-MAX_OUTPUT_PIXELS = 16 * 1024 * 1024
-MAX_CANVAS_PIXELS = 64 * 1024 * 1024
 WHITE = (255, 255, 255)
+DCT_MAX = 8  # libjpeg scales by 1/2, 1/4 or 1/8 while decoding
+
+
+def _canvas(size: tuple[int, int]) -> Image.Image:
+    """A white RGB canvas (every canvas of this module is made here: tests count them)."""
+    return Image.new("RGB", size, WHITE)
+
+
+def tile_span(info: LevelInfo, x: float, y: float, width: float, height: float
+              ) -> tuple[int, int, int, int]:
+    """``(x0, y0, x1, y1)``: the inclusive tile columns and rows of ``level`` that the box
+    ``[x, x+width) x [y, y+height)`` (level pixels) touches, clamped to the grid."""
+    tw, th = info.tile_width, info.tile_height
+    x0 = min(info.tiles_x - 1, max(0, math.floor(x)) // tw)
+    y0 = min(info.tiles_y - 1, max(0, math.floor(y)) // th)
+    x1 = min(info.tiles_x - 1, max(0, math.ceil(x + width) - 1) // tw)
+    y1 = min(info.tiles_y - 1, max(0, math.ceil(y + height) - 1) // th)
+    return x0, y0, x1, y1
+
+
+def region_tile_count(info: LevelInfo, x: float, y: float, width: float, height: float
+                      ) -> int:
+    """Tiles ``render_region`` decodes for this box (0 when it misses the level)."""
+    if x >= info.width or y >= info.height or x + width <= 0 or y + height <= 0:
+        return 0
+    x0, y0, x1, y1 = tile_span(info, x, y, width, height)
+    return (x1 - x0 + 1) * (y1 - y0 + 1)
 
 
 def render_region(slide: SlideReader, level: int, x: float, y: float, width: float,
                   height: float, out_size: tuple[int, int], *,
                   resample: Image.Resampling = Image.Resampling.LANCZOS,
-                  dct_scaling: bool = True) -> Image.Image:
+                  dct_scaling: bool = True, max_tiles: int | None = None,
+                  max_canvas: int = MAX_CANVAS_PIXELS) -> Image.Image:
     """RGB pixels of ``[x, x+width) x [y, y+height)`` of ``level`` (level coordinates, may be
     fractional or outside the level) resampled to ``out_size`` with ``resample``. An
-    integer-aligned box of exactly ``out_size`` is copied without resampling. Raises
-    ``InvalidParameter`` for an empty or oversized output or source box."""
+    integer-aligned box of exactly ``out_size`` is copied without resampling.
+
+    Raises ``InvalidParameter`` for an empty or oversized output, or a source box whose
+    decoded tiles would exceed ``max_canvas`` pixels (the caller asked for too much), and
+    ``LimitExceeded("MAX_TILES_PER_REQUEST")`` when it would decode more than ``max_tiles``
+    tiles (the file's levels or tiles are too small for the request); both before reading.
+    Memory: the canvas (at most ``max_canvas`` px) plus the output and one decoded tile."""
     out_w, out_h = out_size
     if out_w <= 0 or out_h <= 0 or out_w * out_h > MAX_OUTPUT_PIXELS:
         raise InvalidParameter(f"output size {out_w}x{out_h} is empty or too large")
@@ -43,16 +81,19 @@ def render_region(slide: SlideReader, level: int, x: float, y: float, width: flo
     while dct_scaling and reduce < 8 and reduce * 2 <= scale:
         reduce *= 2
     tw, th = info.tile_width, info.tile_height
-    x0 = min(info.tiles_x - 1, max(0, math.floor(x)) // tw)
-    y0 = min(info.tiles_y - 1, max(0, math.floor(y)) // th)
-    x1 = min(info.tiles_x - 1, max(0, math.ceil(x + width) - 1) // tw)
-    y1 = min(info.tiles_y - 1, max(0, math.ceil(y + height) - 1) // th)
+    x0, y0, x1, y1 = tile_span(info, x, y, width, height)
+    count = (x1 - x0 + 1) * (y1 - y0 + 1)
+    if max_tiles is not None and count > max_tiles:
+        raise LimitExceeded("MAX_TILES_PER_REQUEST", f"a {width:.0f}x{height:.0f} px region "
+                            f"of level {level} needs {count} of its {tw}x{th} px tiles, more "
+                            f"than {max_tiles}: the slide has no level small enough for it")
     left, top = min(x0 * tw, math.floor(x)), min(y0 * th, math.floor(y))
-    canvas_w = math.ceil((max((x1 + 1) * tw, x + width) - left) / reduce) + 1
-    canvas_h = math.ceil((max((y1 + 1) * th, y + height) - top) / reduce) + 1
-    if canvas_w * canvas_h > MAX_CANVAS_PIXELS:
+    # Up to the last tile or the level's edge (whichever is nearer), or the box's end.
+    canvas_w = math.ceil((max(min((x1 + 1) * tw, info.width), x + width) - left) / reduce) + 1
+    canvas_h = math.ceil((max(min((y1 + 1) * th, info.height), y + height) - top) / reduce) + 1
+    if canvas_w * canvas_h > max_canvas:
         raise InvalidParameter(f"region {width:.0f}x{height:.0f} of level {level} is too large")
-    canvas = Image.new("RGB", (canvas_w, canvas_h), WHITE)
+    canvas = _canvas((canvas_w, canvas_h))
     tiles = [(tx, ty) for ty in range(y0, y1 + 1) for tx in range(x0, x1 + 1)]
     slide.prefetch_tiles(level, tiles)
     target = (math.ceil(tw / reduce), math.ceil(th / reduce))
@@ -104,3 +145,65 @@ def read_level0_anchored(slide: SlideReader, x0: int, y0: int, level: int, width
     resample = Image.Resampling.BOX if shrink else Image.Resampling.BICUBIC
     return render_region(slide, level, x0 / ds, y0 / ds, width, height, out,
                          resample=resample, dct_scaling=dct_scaling)
+
+
+def overview_factor(info: LevelInfo, out_size: tuple[int, int]) -> int:
+    """The power of two ``render_overview`` reduces ``level``'s tiles by: the largest that
+    keeps the level at least ``out_size`` and divides both tile sides (16 at least for TIFF
+    6.0 tiles)."""
+    scale = min(info.width / out_size[0], info.height / out_size[1])
+    factor = 1
+    while (factor * 2 <= scale and info.tile_width % (factor * 2) == 0
+           and info.tile_height % (factor * 2) == 0):
+        factor *= 2
+    return factor
+
+
+def render_overview(slide: SlideReader, level: int, out_size: tuple[int, int], *,
+                    max_tiles: int, max_canvas: int) -> Image.Image:
+    """The whole of ``level`` resampled (Lanczos) to ``out_size``, which must not be larger.
+
+    Every tile is decoded once, reduced by ``overview_factor`` while decoding (JPEG: DCT
+    scaling up to 1/8, then exact box reductions) and pasted, a row of tiles fetched at a
+    time. Raises ``LimitExceeded`` before reading when the level has more than ``max_tiles``
+    tiles (``MAX_OVERVIEW_TILES``) or the reduced level more than ``max_canvas`` pixels
+    (``SERVICE_CANVAS_PIXELS``). Memory: the reduced level (under 4x ``out_size`` when the
+    tiles allow it) plus the output and one decoded tile."""
+    info = slide.level(level)
+    out_w, out_h = out_size
+    if not (0 < out_w <= info.width and 0 < out_h <= info.height):
+        raise InvalidParameter(f"overview {out_w}x{out_h} of a {info.width}x{info.height} level")
+    if info.tile_count > max_tiles:
+        raise LimitExceeded("MAX_OVERVIEW_TILES", f"a thumbnail of this slide needs all "
+                            f"{info.tile_count} tiles of its {info.width}x{info.height} level "
+                            f"{level}, more than {max_tiles}: the slide has no reduced level "
+                            "small enough")
+    factor = overview_factor(info, out_size)
+    canvas_w, canvas_h = math.ceil(info.width / factor), math.ceil(info.height / factor)
+    if canvas_w * canvas_h > max_canvas:
+        raise LimitExceeded("SERVICE_CANVAS_PIXELS", f"a thumbnail of this slide needs its "
+                            f"{info.width}x{info.height} level {level} reduced only {factor}x "
+                            f"({canvas_w}x{canvas_h} px, more than {max_canvas}): its tile "
+                            f"sides ({info.tile_width}x{info.tile_height}) allow no more")
+    tw, th = info.tile_width // factor, info.tile_height // factor
+    reduce_to = (tw, th) if factor > 1 else None
+    canvas = _canvas((canvas_w, canvas_h))
+    for ty in range(info.tiles_y):
+        row = [(tx, ty) for tx in range(info.tiles_x)]
+        slide.prefetch_tiles(level, row)
+        for tx, _ in row:
+            raw = slide.read_raw_tile(level, tx, ty)
+            if not raw:
+                continue  # a sparse tile: the canvas is white already
+            tile = slide.decode_tile(level, raw, reduce_to)
+            if tile.size != (tw, th):
+                k = tile.width // tw
+                if k > 1 and tile.size == (tw * k, th * k):
+                    tile = tile.reduce(k)  # the exact box average, from a 1/8 decode or a J2K
+                else:
+                    tile = tile.resize((tw, th), Image.Resampling.BOX)
+            canvas.paste(tile, (tx * tw, ty * th))
+    box = (0.0, 0.0, info.width / factor, info.height / factor)
+    if (canvas_w, canvas_h) == out_size and all(float(v).is_integer() for v in box):
+        return canvas
+    return canvas.resize(out_size, Image.Resampling.LANCZOS, box=box)
