@@ -3,6 +3,7 @@ shared structure cache."""
 
 from __future__ import annotations
 
+import functools
 import threading
 
 import pytest
@@ -16,8 +17,17 @@ from wsi_streamer.io.block_cache import BlockStore
 from wsi_streamer.io.storage import SlidePage, probe_reads
 from wsi_streamer.slide.registry import SlideRegistry
 
-SVS_A = make_svs(300, 200, levels=2, tile=128, associated=False, seed=1).data
-SVS_B = make_svs(260, 180, levels=1, tile=128, associated=False, seed=2).data
+
+@functools.cache
+def svs_a() -> bytes:
+    """A 2-level 300x200 SVS, written on first use (nothing is generated at import)."""
+    return make_svs(300, 200, levels=2, tile=128, associated=False, seed=1).data
+
+
+@functools.cache
+def svs_b() -> bytes:
+    """A 1-level 260x180 SVS, different content from ``svs_a``."""
+    return make_svs(260, 180, levels=1, tile=128, associated=False, seed=2).data
 
 
 class FakeStorage:
@@ -73,7 +83,7 @@ def registry(storage: FakeStorage, **kwargs: object) -> SlideRegistry:
 
 
 def test_get_returns_the_same_open_slide() -> None:
-    storage = FakeStorage({"a.svs": SVS_A})
+    storage = FakeStorage({"a.svs": svs_a()})
     reg = registry(storage)
     slide = reg.get("a.svs")
     assert slide.dimensions == (300, 200) and reg.get("a.svs") is slide
@@ -81,7 +91,7 @@ def test_get_returns_the_same_open_slide() -> None:
 
 
 def test_concurrent_opens_of_one_slide_parse_once() -> None:
-    storage = FakeStorage({"a.svs": SVS_A}, delay=0.02)
+    storage = FakeStorage({"a.svs": svs_a()}, delay=0.02)
     reg = registry(storage)
     slides = values(run_together(lambda _: reg.get("a.svs"), range(16)))
     assert storage.opens == ["a.svs"]  # one open, so one parse
@@ -100,7 +110,7 @@ def test_concurrent_failure_reaches_every_waiter_and_the_verdict_is_kept() -> No
 
 
 def test_not_found_and_storage_errors_propagate_and_retry() -> None:
-    storage = FakeStorage({"a.svs": SVS_A})
+    storage = FakeStorage({"a.svs": svs_a()})
     reg = registry(storage)
     with pytest.raises(SlideNotFound):
         reg.get("missing.svs")
@@ -111,7 +121,7 @@ def test_not_found_and_storage_errors_propagate_and_retry() -> None:
 
 
 def test_lru_bound() -> None:
-    storage = FakeStorage({"a.svs": SVS_A, "b.svs": SVS_B, "c.svs": SVS_A})
+    storage = FakeStorage({"a.svs": svs_a(), "b.svs": svs_b(), "c.svs": svs_a()})
     reg = registry(storage, max_slides=2)
     reg.get("a.svs")
     reg.get("b.svs")
@@ -127,14 +137,14 @@ def test_lru_bound() -> None:
 
 def test_revalidation_keeps_unchanged_slide_and_reopens_changed_one() -> None:
     clock = Clock()
-    storage = FakeStorage({"a.svs": SVS_A})
+    storage = FakeStorage({"a.svs": svs_a()})
     reg = registry(storage, revalidate_s=60, clock=clock)
     first = reg.get("a.svs")
     clock.now = 30
     assert reg.get("a.svs") is first and len(storage.opens) == 1  # within the window
     clock.now = 61
     assert reg.get("a.svs") is first and len(storage.opens) == 2  # checked, same identity
-    storage.replace("a.svs", SVS_B)
+    storage.replace("a.svs", svs_b())
     clock.now = 200
     second = reg.get("a.svs")
     assert second is not first and second.dimensions == (260, 180)
@@ -143,14 +153,14 @@ def test_revalidation_keeps_unchanged_slide_and_reopens_changed_one() -> None:
 
 def test_revalidation_of_a_deleted_slide_raises_and_forgets_it() -> None:
     clock = Clock()
-    storage = FakeStorage({"a.svs": SVS_A})
+    storage = FakeStorage({"a.svs": svs_a()})
     reg = registry(storage, revalidate_s=10, clock=clock)
     reg.get("a.svs")
     del storage.slides["a.svs"]
     clock.now = 11
     with pytest.raises(SlideNotFound):
         reg.get("a.svs")
-    storage.slides["a.svs"] = SVS_A
+    storage.slides["a.svs"] = svs_a()
     assert reg.get("a.svs").dimensions == (300, 200)
 
 
@@ -173,12 +183,12 @@ def test_shared_structure_cache_skips_parsing() -> None:
             self.ids[slide_id] = identity
 
     structures = Structures()
-    storage = FakeStorage({"a.svs": SVS_A})
+    storage = FakeStorage({"a.svs": svs_a()})
     registry(storage, structures=structures).get("a.svs")
     assert list(structures.data) == ["fake://a.svs#1"]
     assert structures.ids == {"a.svs": "fake://a.svs#1"}
 
-    other = FakeStorage({"a.svs": SVS_A})
+    other = FakeStorage({"a.svs": svs_a()})
     reg = registry(other, structures=structures)
     slide = reg.get("a.svs")
     assert slide.dimensions == (300, 200)

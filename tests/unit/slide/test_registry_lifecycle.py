@@ -13,7 +13,7 @@ import pytest
 from tests.fixtures.fakes import CountingReader
 from tests.fixtures.slides import make_svs
 from tests.fixtures.threads import run_together, values
-from tests.unit.slide.test_registry import SVS_A, SVS_B, Clock, FakeStorage, registry
+from tests.unit.slide.test_registry import Clock, FakeStorage, registry, svs_a, svs_b
 from wsi_streamer.errors import ObjectChanged, SlideNotFound, StorageError, UnsupportedFormat
 from wsi_streamer.io.block_cache import BlockStore
 from wsi_streamer.io.local import LocalReader, LocalStorage
@@ -56,7 +56,7 @@ def test_not_found_is_remembered_briefly() -> None:
             reg.get("missing.svs")
     assert storage.opens == ["missing.svs"]
     clock.now = 11
-    storage.slides["missing.svs"], storage.versions["missing.svs"] = SVS_A, 1
+    storage.slides["missing.svs"], storage.versions["missing.svs"] = svs_a(), 1
     assert reg.get("missing.svs").dimensions == (300, 200)
 
 
@@ -75,13 +75,13 @@ def test_an_unsupported_slide_is_judged_once_per_content() -> None:
     with pytest.raises(UnsupportedFormat):
         reg.get("bad.svs")
     assert len(storage.opens) == 2 and reg.store.stats.snapshot()["misses"] == misses
-    storage.replace("bad.svs", SVS_A)  # new content: judged again
+    storage.replace("bad.svs", svs_a())  # new content: judged again
     clock.now = 200
     assert reg.get("bad.svs").dimensions == (300, 200)
 
 
 def test_transient_storage_errors_are_never_remembered() -> None:
-    storage = FakeStorage({"a.svs": SVS_A})
+    storage = FakeStorage({"a.svs": svs_a()})
     reg = registry(storage)
     storage.fail_next = StorageError("503")
     with pytest.raises(StorageError):
@@ -91,7 +91,7 @@ def test_transient_storage_errors_are_never_remembered() -> None:
 
 def test_one_request_revalidates_while_the_others_keep_serving() -> None:
     clock = Clock()
-    storage = VersionedStorage({"a.svs": SVS_A})
+    storage = VersionedStorage({"a.svs": svs_a()})
     reg = registry(storage, revalidate_s=60, clock=clock)
     first = reg.get("a.svs")
     clock.now = 61
@@ -108,7 +108,7 @@ def test_one_request_revalidates_while_the_others_keep_serving() -> None:
 
 def test_a_failed_check_keeps_the_open_slide() -> None:
     clock = Clock()
-    storage = FakeStorage({"a.svs": SVS_A})
+    storage = FakeStorage({"a.svs": svs_a()})
     reg = registry(storage, revalidate_s=60, clock=clock)
     first = reg.get("a.svs")
     clock.now = 61
@@ -118,11 +118,11 @@ def test_a_failed_check_keeps_the_open_slide() -> None:
 
 
 def test_a_replaced_object_is_reopened_at_once_and_the_read_retried() -> None:
-    storage = VersionedStorage({"a.svs": SVS_A})
+    storage = VersionedStorage({"a.svs": svs_a()})
     # A store that keeps nothing, so the read after the replacement reaches storage.
     reg = SlideRegistry(storage, BlockStore(4096, 1), revalidate_s=3600)  # type: ignore[arg-type]
     reg.get("a.svs").read_tile(0, 0, 0)
-    storage.replace("a.svs", SVS_B)
+    storage.replace("a.svs", svs_b())
     size = reg.using("a.svs", lambda slide: slide.read_tile(0, 2, 0).size)
     assert size == (260 - 256, 128)  # the new content (260 px wide, not 300): no 500s
     assert reg.get("a.svs").identity.endswith("#2")
@@ -130,7 +130,7 @@ def test_a_replaced_object_is_reopened_at_once_and_the_read_retried() -> None:
 
 def test_eviction_by_bytes_counts_loaded_offset_arrays() -> None:
     big = make_svs(512, 512, levels=1, tile=16, associated=False, seed=3).data  # 1024 tiles
-    storage = FakeStorage({"big.svs": big, "a.svs": SVS_A})
+    storage = FakeStorage({"big.svs": big, "a.svs": svs_a()})
     reg = registry(storage, max_bytes=STRUCTURE_COST * 2 + 1000)
     reg.get("big.svs").read_tile(0, 0, 0)  # loads 1024 offsets + counts (>= 8 KB)
     assert reg.cost_bytes() > STRUCTURE_COST + 8000
@@ -148,9 +148,9 @@ def _open_fds() -> int:
 
 
 def test_eviction_closes_file_descriptors_and_a_later_read_reopens(tmp_path: Path) -> None:
-    storage = _local(tmp_path, SVS_A)
+    storage = _local(tmp_path, svs_a())
     for i in range(20):
-        (tmp_path / f"s{i}.svs").write_bytes(SVS_B)
+        (tmp_path / f"s{i}.svs").write_bytes(svs_b())
     reg = registry(storage, max_slides=2)  # type: ignore[arg-type]
     kept = reg.get("a.svs")
     before = _open_fds()
@@ -163,7 +163,7 @@ def test_eviction_closes_file_descriptors_and_a_later_read_reopens(tmp_path: Pat
 
 def test_a_close_during_a_read_waits_for_it(tmp_path: Path) -> None:
     path = tmp_path / "a.svs"
-    path.write_bytes(SVS_A)
+    path.write_bytes(svs_a())
     reader = LocalReader(str(path), "a.svs")
     reader._users += 1  # a read in progress
     reader.close()
@@ -174,12 +174,12 @@ def test_a_close_during_a_read_waits_for_it(tmp_path: Path) -> None:
 
 def test_reopening_a_replaced_file_is_object_changed(tmp_path: Path) -> None:
     path = tmp_path / "a.svs"
-    path.write_bytes(SVS_A)
+    path.write_bytes(svs_a())
     reader = LocalReader(str(path), "a.svs")
     reader.close()
-    assert reader.read(0, 4) == SVS_A[:4]  # reopened: same content
+    assert reader.read(0, 4) == svs_a()[:4]  # reopened: same content
     reader.close()
-    path.write_bytes(SVS_B)
+    path.write_bytes(svs_b())
     os.utime(path, ns=(1, 1))
     with pytest.raises(ObjectChanged):
         reader.read(0, 4)
