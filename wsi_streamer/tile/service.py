@@ -115,9 +115,15 @@ class TileService:
 
     def tile(self, slide_id: str, level: int, x: int, y: int, quality: int | None = None,
              if_none_match: str | None = None) -> ImageResult:
-        """Native tile (x, y) of ``level``; ``InvalidLevel``/``TileOutOfBounds`` when outside."""
+        """Native tile (x, y) of ``level``; ``InvalidLevel``/``TileOutOfBounds`` when outside.
+        Like every image here, read through ``registry.using``: a slide replaced in storage
+        is reopened and the read retried once, so the new content is served at once."""
+        return self.registry.using(slide_id, lambda slide: self._tile(
+            slide, level, x, y, quality, if_none_match))
+
+    def _tile(self, slide: SlideReader, level: int, x: int, y: int, quality: int | None,
+              if_none_match: str | None) -> ImageResult:
         q = self.default_quality if quality is None else quality
-        slide = self.slide(slide_id)
         info = slide.level(level)
         if not (0 <= x < info.tiles_x and 0 <= y < info.tiles_y):
             raise TileOutOfBounds(level, x, y, info.tiles_x, info.tiles_y)
@@ -130,13 +136,17 @@ class TileService:
         return DeepZoom(width, height, self.dzi_tile_size, self.dzi_overlap)
 
     def dzi_descriptor(self, slide_id: str) -> str:
-        return self.deep_zoom(self.slide(slide_id)).descriptor()
+        return self.registry.using(slide_id, lambda slide: self.deep_zoom(slide).descriptor())
 
     def dzi_tile(self, slide_id: str, dz_level: int, col: int, row: int,
                  quality: int | None = None, if_none_match: str | None = None) -> ImageResult:
         """A Deep Zoom tile rendered from the best native level for its scale."""
+        return self.registry.using(slide_id, lambda slide: self._dzi_tile(
+            slide, dz_level, col, row, quality, if_none_match))
+
+    def _dzi_tile(self, slide: SlideReader, dz_level: int, col: int, row: int,
+                  quality: int | None, if_none_match: str | None) -> ImageResult:
         q = self.default_quality if quality is None else quality
-        slide = self.slide(slide_id)
         dz = self.deep_zoom(slide)
         x, y, w, h = dz.tile_bounds(dz_level, col, row)
         key = f"dzi:{slide.identity}:{dz.tile_size}:{dz.overlap}:{dz_level}:{col}:{row}:q{q}"
@@ -164,8 +174,12 @@ class TileService:
         """The whole slide with its longest side ``max_size`` (already clamped by the caller,
         never upscaled): resampled from the slide's overview when it has one, else from the
         smallest level that is at least that large."""
+        return self.registry.using(slide_id, lambda slide: self._thumbnail(
+            slide, max_size, quality, if_none_match))
+
+    def _thumbnail(self, slide: SlideReader, max_size: int, quality: int | None,
+                   if_none_match: str | None) -> ImageResult:
         q = self.default_quality if quality is None else quality
-        slide = self.slide(slide_id)
         width, height = slide.dimensions
         longest = min(max_size, max(width, height))
         out = (max(1, round(width * longest / max(width, height))),
