@@ -406,20 +406,77 @@ def test_docker_build_steps_produce_a_working_server(stages: list[Stage],
 # Kubernetes
 
 
-def load_manifests() -> list[dict[str, Any]]:
-    kustomization = yaml.safe_load((K8S_DIR / "kustomization.yaml").read_text())
+def load_manifests(directory: Path = K8S_DIR) -> list[dict[str, Any]]:
+    """The objects a kustomization yields (offline, without kubectl): its resource files, the
+    kustomizations it lists as resources, and the ConfigMaps of ``configMapGenerator`` (names
+    without kustomize's hash suffix)."""
+    kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
     docs: list[dict[str, Any]] = []
-    for name in kustomization["resources"]:
-        docs.extend(d for d in yaml.safe_load_all((K8S_DIR / name).read_text()) if d)
+    for name in kustomization.get("resources", []):
+        path = directory / name
+        if path.is_dir():
+            docs.extend(load_manifests(path))
+        else:
+            docs.extend(d for d in yaml.safe_load_all(path.read_text()) if d)
+    for gen in kustomization.get("configMapGenerator", []):
+        data = {}
+        for entry in gen.get("files", []):
+            key, _, file = entry.rpartition("=")
+            data[key or Path(file).name] = (directory / file).read_text()
+        docs.append({"apiVersion": "v1", "kind": "ConfigMap",
+                     "metadata": {"name": gen["name"]}, "data": data})
     return docs
+
+
+def _deployment_containers(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    (dep,) = [d for d in docs if d["kind"] == "Deployment"]
+    return list(dep["spec"]["template"]["spec"]["containers"])
+
+
+def front_door(docs: list[dict[str, Any]]) -> tuple[dict[str, Any], tuple[str, str] | None]:
+    """The container the Service's (single) port reaches and, when it is nginx, the texts
+    (nginx.conf, wsi_streamer.conf) it runs from its ConfigMap; None when the door is not
+    nginx."""
+    (svc,) = [d for d in docs if d["kind"] == "Service"]
+    (svc_port,) = svc["spec"]["ports"]
+    target = svc_port["targetPort"]
+    (door,) = [c for c in _deployment_containers(docs)
+               if any(target in (p.get("name"), p["containerPort"]) for p in c.get("ports", []))]
+    if "nginx" not in door["image"]:
+        return door, None
+    argv = door["command"] + door["args"]
+    assert argv[0] == "nginx"
+    prefix, conf = argv[argv.index("-p") + 1], argv[argv.index("-c") + 1]
+    (dep,) = [d for d in docs if d["kind"] == "Deployment"]
+    volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+    (mount,) = [m for m in door["volumeMounts"] if m["mountPath"].rstrip("/") == prefix]
+    cm_name = volumes[mount["name"]]["configMap"]["name"]
+    (cm,) = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == cm_name]
+    main = cm["data"][conf]
+    (include,) = re.findall(r"^\s*include\s+(\S+);", main, re.M)
+    return door, (main, cm["data"][include])
+
+
+APP_CONFIG = "ConfigMap/wsi-streamer-config"
+NGINX_CONFIG = "ConfigMap/wsi-streamer-nginx"
+HEALTHCHECK_PY = ("import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health'"
+                  " % os.environ.get('WSI_PORT', '3000'), timeout=4)")
+
+
+def _by_kind(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Objects keyed by kind, or by ``kind/name`` for a kind that occurs more than once."""
+    kinds = [d["kind"] for d in docs]
+    out = {}
+    for d in docs:
+        key = d["kind"] if kinds.count(d["kind"]) == 1 else f"{d['kind']}/{d['metadata']['name']}"
+        assert key not in out, f"duplicate {key}"
+        out[key] = d
+    return out
 
 
 @pytest.fixture(scope="module")
 def manifests() -> dict[str, dict[str, Any]]:
-    docs = load_manifests()
-    by_kind = {d["kind"]: d for d in docs}
-    assert len(by_kind) == len(docs), "one object per kind expected"
-    return by_kind
+    return _by_kind(load_manifests())
 
 
 def test_kubernetes_manifests_match_the_api_schemas() -> None:
@@ -436,16 +493,29 @@ def test_kubernetes_manifests_match_the_api_schemas() -> None:
 
 
 def test_kubernetes_api_versions(manifests: dict[str, dict[str, Any]]) -> None:
-    expected = {"Deployment": "apps/v1", "Service": "v1", "ConfigMap": "v1", "Secret": "v1",
-                "HorizontalPodAutoscaler": "autoscaling/v2", "PodDisruptionBudget": "policy/v1"}
+    expected = {"Deployment": "apps/v1", "Service": "v1", APP_CONFIG: "v1", NGINX_CONFIG: "v1",
+                "Secret": "v1", "HorizontalPodAutoscaler": "autoscaling/v2",
+                "PodDisruptionBudget": "policy/v1"}
     assert {k: d["apiVersion"] for k, d in manifests.items()} == expected
     for doc in manifests.values():
         assert doc["metadata"]["name"]
 
 
-def _container(deployment: dict[str, Any]) -> dict[str, Any]:
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    return container
+def _container(deployment: dict[str, Any], name: str = "wsi-streamer") -> dict[str, Any]:
+    (container,) = [c for c in deployment["spec"]["template"]["spec"]["containers"]
+                    if c["name"] == name]
+    return dict(container)
+
+
+def _assert_hardened(c: dict[str, Any], pod_sc: dict[str, Any]) -> None:
+    sc = c["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True, c["name"]
+    assert sc["allowPrivilegeEscalation"] is False, c["name"]
+    assert sc["capabilities"]["drop"] == ["ALL"] and not sc["capabilities"].get("add")
+    seccomp = sc.get("seccompProfile") or pod_sc.get("seccompProfile")
+    assert seccomp == {"type": "RuntimeDefault"}, c["name"]
+    for kind in ("requests", "limits"):
+        assert {"cpu", "memory"} <= set(c["resources"][kind]), (c["name"], kind)
 
 
 def test_kubernetes_deployment(manifests: dict[str, dict[str, Any]]) -> None:
@@ -453,20 +523,21 @@ def test_kubernetes_deployment(manifests: dict[str, dict[str, Any]]) -> None:
     pod = dep["spec"]["template"]
     labels = pod["metadata"]["labels"]
     assert dep["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert {c["name"] for c in pod["spec"]["containers"]} == {"nginx", "wsi-streamer"}
     c = _container(dep)
-    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    config = manifests["ConfigMap"]["data"]
-    assert ports["http"] == int(config["WSI_PORT"]) == 3000
+    config = manifests[APP_CONFIG]["data"]
+    assert int(config["WSI_PORT"]) == 3000
     assert c.get("args", ["gunicorn", "-c", "gunicorn.conf.py"]) == \
         ["gunicorn", "-c", "gunicorn.conf.py"]
+    # gunicorn listens on loopback only, so the kubelet's HTTP probes (to the pod IP) cannot
+    # reach it: its probes run the image's HEALTHCHECK command inside the container.
     for probe in ("readinessProbe", "livenessProbe"):
-        get = c[probe]["httpGet"]
-        assert get["path"] == "/health" and get["port"] in ("http", 3000), probe
-    for kind in ("requests", "limits"):
-        assert {"cpu", "memory"} <= set(c["resources"][kind]), kind
+        assert c[probe]["exec"]["command"] == ["python", "-c", HEALTHCHECK_PY], probe
+    health = [i.args for i in parse_dockerfile(DOCKERFILE.read_text())[1][-1].all("HEALTHCHECK")]
+    assert health and HEALTHCHECK_PY in health[0], "same command as the image's HEALTHCHECK"
 
     # config from the ConfigMap, the secret from the Secret, never inline
-    assert {"configMapRef": {"name": manifests["ConfigMap"]["metadata"]["name"]}} in c["envFrom"]
+    assert {"configMapRef": {"name": manifests[APP_CONFIG]["metadata"]["name"]}} in c["envFrom"]
     assert "WSI_AUTH_SECRET" not in config
     (auth,) = [e for e in c["env"] if e["name"] == "WSI_AUTH_SECRET"]
     ref = auth["valueFrom"]["secretKeyRef"]
@@ -475,14 +546,11 @@ def test_kubernetes_deployment(manifests: dict[str, dict[str, Any]]) -> None:
     assert ref["key"] in secret.get("stringData", {}) | secret.get("data", {})
     assert all("value" not in e or "SECRET" not in e["name"] for e in c.get("env", []))
 
-    # hardening
-    pod_sc, sc = pod["spec"]["securityContext"], c["securityContext"]
+    # hardening, for both containers
+    pod_sc = pod["spec"]["securityContext"]
     assert pod_sc["runAsNonRoot"] is True and pod_sc.get("runAsUser", 1) != 0
-    assert sc["readOnlyRootFilesystem"] is True
-    assert sc["allowPrivilegeEscalation"] is False
-    assert sc["capabilities"]["drop"] == ["ALL"] and not sc["capabilities"].get("add")
-    seccomp = sc.get("seccompProfile") or pod_sc.get("seccompProfile")
-    assert seccomp == {"type": "RuntimeDefault"}
+    for container in pod["spec"]["containers"]:
+        _assert_hardened(container, pod_sc)
 
     # the writable paths a read-only root needs
     mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
@@ -493,6 +561,53 @@ def test_kubernetes_deployment(manifests: dict[str, dict[str, Any]]) -> None:
     assert volumes[mounts["/tmp"]]["emptyDir"].get("sizeLimit")
 
 
+def _size(text: str) -> int:
+    """``1g`` (nginx) or ``2Gi`` (Kubernetes) in bytes."""
+    m = re.fullmatch(r"(\d+)([kmg])i?", text.lower())
+    assert m, text
+    return int(m.group(1)) << (10 * " kmg".index(m.group(2)))
+
+
+def test_kubernetes_gunicorn_is_reachable_only_through_nginx(
+        manifests: dict[str, dict[str, Any]]) -> None:
+    """The Service targets the nginx container's port; gunicorn binds the pod's loopback and
+    declares no port; nginx runs deploy/nginx (ConfigMap generated from those files) and
+    proxies to the loopback port gunicorn listens on."""
+    docs = load_manifests()
+    dep = manifests["Deployment"]
+    config = manifests[APP_CONFIG]["data"]
+    app = _container(dep)
+    assert config["WSI_HOST"] == "127.0.0.1", "gunicorn must bind the pod's loopback only"
+    assert not [e for e in app.get("env", []) if e["name"] in ("WSI_HOST", "WSI_PORT")]
+    assert "--bind" not in app.get("args", []) and "-b" not in app.get("args", [])
+    assert not app.get("ports"), "gunicorn's port is not a port of the pod"
+
+    door, nginx_conf = front_door(docs)
+    assert door["name"] == "nginx", "the Service must target nginx, never gunicorn"
+    assert nginx_conf is not None
+    main, site = nginx_conf
+    (svc_port,) = manifests["Service"]["spec"]["ports"]
+    (door_port,) = [p for p in door["ports"]
+                    if svc_port["targetPort"] in (p["name"], p["containerPort"])]
+    assert re.search(rf"^\s*listen {door_port['containerPort']};", site, re.M)
+    assert re.search(rf"^\s*server 127\.0\.0\.1:{config['WSI_PORT']}\b", site, re.M)
+    # one copy of the nginx config: the ConfigMap is generated from deploy/nginx
+    data = manifests[NGINX_CONFIG]["data"]
+    assert data == {"nginx.conf": (NGINX_DIR / "nginx.conf").read_text(),
+                    "wsi_streamer.conf": (NGINX_DIR / "wsi_streamer.conf").read_text()}
+
+    ready = door["readinessProbe"]["httpGet"]
+    assert ready["path"] == "/health" and ready["port"] in (door_port["name"],
+                                                            door_port["containerPort"])
+    # writable paths of nginx.conf / wsi_streamer.conf: emptyDirs, the cache within its limit
+    volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+    mounts = {m["mountPath"]: volumes[m["name"]] for m in door["volumeMounts"]}
+    assert "emptyDir" in mounts["/tmp/wsi_streamer-nginx"]
+    (cache_path, max_size) = re.findall(r"proxy_cache_path (\S+) [^;]*max_size=(\w+)", site)[0]
+    (cache_mount,) = [v for path, v in mounts.items() if cache_path.startswith(path + "/")]
+    assert _size(max_size) < _size(cache_mount["emptyDir"]["sizeLimit"])
+
+
 def test_kubernetes_service_hpa_pdb_target_the_deployment(
         manifests: dict[str, dict[str, Any]]) -> None:
     dep = manifests["Deployment"]
@@ -500,9 +615,10 @@ def test_kubernetes_service_hpa_pdb_target_the_deployment(
     c = _container(dep)
     svc = manifests["Service"]
     assert svc["spec"]["selector"].items() <= labels.items()
+    nginx = _container(dep, "nginx")
     for port in svc["spec"]["ports"]:
-        target = port["targetPort"]
-        assert target in [p["name"] for p in c["ports"]] + [p["containerPort"] for p in c["ports"]]
+        assert port["targetPort"] in [p["name"] for p in nginx["ports"]] + \
+            [p["containerPort"] for p in nginx["ports"]]
 
     hpa = manifests["HorizontalPodAutoscaler"]["spec"]
     assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
@@ -531,9 +647,17 @@ def test_kustomize_builds_offline(manifests: dict[str, dict[str, Any]]) -> None:
     done = subprocess.run([kubectl, "kustomize", str(K8S_DIR)], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stderr
-    built = {d["kind"]: d for d in yaml.safe_load_all(done.stdout) if d}
+    docs = [d for d in yaml.safe_load_all(done.stdout) if d]
+    # generated names carry kustomize's content hash
+    (nginx_cm,) = [d for d in docs if d["metadata"]["name"].startswith("wsi-streamer-nginx-")]
+    generated_name = nginx_cm["metadata"]["name"]
+    nginx_cm["metadata"]["name"] = "wsi-streamer-nginx"
+    built = _by_kind(docs)
     assert set(built) == set(manifests)
+    assert built[NGINX_CONFIG]["data"] == manifests[NGINX_CONFIG]["data"]
     assert _container(built["Deployment"])["image"].count(":") == 1
+    volumes = built["Deployment"]["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "nginx-conf", "configMap": {"name": generated_name}} in volumes
 
 
 # ---------------------------------------------------------------------------------------------
@@ -558,7 +682,14 @@ def test_compose_stack() -> None:
     assert "./deploy/nginx/wsi_streamer.conf" in mounts
     # nginx reaches gunicorn at the conf's 127.0.0.1:3000 by sharing the app's network
     assert nginx["network_mode"] == "service:wsi_streamer"
-    assert any(p.endswith(":8080") for p in app["ports"])
+    # ... and is the only way in: gunicorn binds the shared loopback, only nginx's port is
+    # published (on the app service, whose network nginx uses)
+    assert env["WSI_HOST"] == "127.0.0.1"
+    assert [p.rsplit(":", 1)[-1] for p in app["ports"]] == ["8080"]
+    for name, service in services.items():
+        if name != "wsi_streamer":
+            assert not any(str(p).rsplit(":", 1)[-1] in ("3000", "8080")
+                           for p in service.get("ports", [])), name
 
 
 # ---------------------------------------------------------------------------------------------
@@ -586,6 +717,22 @@ def test_nginx_conf_static() -> None:
     (gzip_types,) = re.findall(r"gzip_types ([^;]+);", code)
     assert "image/jpeg" not in gzip_types and "application/json" in gzip_types
     assert "X-Cache-Status $upstream_cache_status" in code
+    # never a stale entry: it would outlive a signed URL's exp and answer while the app is down
+    assert "proxy_cache_use_stale" not in code and "proxy_cache_background_update" not in code
+    cached = re.findall(r"location [^{]*\{[^}]*proxy_cache wsi_streamer;[^}]*\}", code)
+    assert len(cached) == 2
+    for block in cached:
+        assert "proxy_cache_bypass $wsi_uncacheable;" in block
+        assert "proxy_no_cache $wsi_uncacheable;" in block
+    # the access log: a format of our own, without query strings or raw referers
+    (fmt,) = re.findall(r"log_format wsi_streamer ((?:'[^']*'\s*)+);", code)
+    for leak in ("$request ", "$request\"", "$request_uri", "$args", "$query_string",
+                 "$http_referer", "$arg_"):
+        assert leak not in fmt, leak
+    assert re.findall(r"^\s*access_log ([^;]+);", code, re.M) == [
+        "/dev/stdout wsi_streamer", "off"]
+    for status in ("400", "413", "414", "494", "502", "504"):
+        assert re.search(rf"^\s*error_page [^;]*\b{status}\b", code, re.M), status
 
 
 # ---------------------------------------------------------------------------------------------
@@ -602,15 +749,19 @@ def _sub_once(text: str, pattern: str, repl: str) -> str:
     return "".join(lines)
 
 
-def render_nginx(run_dir: Path, listen_port: int, upstream_port: int) -> Path:
-    """deploy/nginx/{nginx,wsi_streamer}.conf with ports and every path moved into run_dir."""
-    site = (NGINX_DIR / "wsi_streamer.conf").read_text()
+def render_nginx(run_dir: Path, listen_port: int, upstream_port: int,
+                 site: str | None = None, main: str | None = None) -> Path:
+    """deploy/nginx/{nginx,wsi_streamer}.conf with ports and every path moved into run_dir;
+    ``site``/``main``: texts to use instead of those files (e.g. from a ConfigMap)."""
+    if site is None:
+        site = (NGINX_DIR / "wsi_streamer.conf").read_text()
     site = _sub_once(site, r"server 127\.0\.0\.1:3000\b", f"server 127.0.0.1:{upstream_port}")
     site = _sub_once(site, r"listen 8080;", f"listen 127.0.0.1:{listen_port};")
     site = _sub_once(site, r"proxy_cache_path /var/cache/nginx/wsi_streamer\b",
                      f"proxy_cache_path {run_dir / 'cache'}")
-    main = (NGINX_DIR / "nginx.conf").read_text()
-    main = _sub_once(main, r"worker_processes auto;", "worker_processes 2;")
+    if main is None:
+        main = (NGINX_DIR / "nginx.conf").read_text()
+    main = _sub_once(main, r"worker_processes \w+;", "worker_processes 2;")
     assert main.count("/tmp/wsi_streamer-nginx") >= 5
     main = main.replace("/tmp/wsi_streamer-nginx", str(run_dir))
     assert re.search(r"^daemon off;", main, re.M) and "include wsi_streamer.conf;" in main
