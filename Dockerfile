@@ -3,7 +3,12 @@
 # wsi_streamer image: gunicorn (gthread workers) serving wsi_streamer:create_app().
 #
 #   docker build -t wsi_streamer .
-#   docker run --rm -p 3000:3000 -v "$PWD/slides:/data/slides:ro" wsi_streamer
+#   docker run --rm -p 127.0.0.1:3000:3000 -v "$PWD/slides:/data/slides:ro" wsi_streamer
+#
+# That is for trying it on this machine. In a deployment gunicorn must never face clients
+# directly (its threads read request headers with no deadline): put nginx with
+# deploy/nginx/wsi_streamer.conf in front, as docker-compose.yml and deploy/kubernetes do
+# (deploy/README.md, threat model).
 #
 # Two stages: the builder turns the project and every runtime dependency into wheels; the
 # runtime stage installs only those wheels (no compiler, no build tools, no test extras).
