@@ -8,22 +8,47 @@
   ``moto.server.ThreadedMotoServer`` bound to loopback on a free port.
 - ``s3_bucket``: a fresh, empty bucket on that server: ``S3Bucket(client, name, endpoint)``.
 - ``svs4``: the 4-level generated SVS (thumbnail, label, macro) as ``GeneratedSlide``.
+- ``app_config`` / ``app`` / ``client`` / ``runner`` (the Flask tutorial's fixtures): the app
+  from ``create_app(app_config)``, its test client and its CLI runner. ``app_config`` is an
+  empty slides folder and a private tile cache under ``tmp_path``; a module overrides
+  ``app_config`` (at any scope) to serve its own slides or settings.
+
+Tests marked ``slow`` (minutes of ``pip wheel`` and the like) are skipped, saying how to run
+them, unless ``WSI_RUN_SLOW=1`` (``.ci/run`` sets it) or ``-m`` names ``slow``.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pytest
+
+if TYPE_CHECKING:
+    from flask import Flask
+    from flask.testing import FlaskClient, FlaskCliRunner
+
+    from wsi_streamer.config import Config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_SLIDES = REPO_ROOT.parent / "shared" / "slides"
 AWS_REGION = "us-east-1"
 
 _bucket_numbers = itertools.count()
+RUN_SLOW = "WSI_RUN_SLOW"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip ``slow`` tests on a developer's plain ``pytest``; CI exports ``WSI_RUN_SLOW=1``."""
+    if os.environ.get(RUN_SLOW) == "1" or "slow" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason=f"slow test: set {RUN_SLOW}=1 to run it (.ci/run does)")
+    for item in items:
+        if item.get_closest_marker("slow") is not None:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -92,3 +117,31 @@ def svs4() -> Any:
     from tests.fixtures.slides import make_svs
 
     return make_svs(1536, 1152, levels=4, tile=256)
+
+
+@pytest.fixture
+def app_config(tmp_path: Path) -> Config:
+    """What ``app`` is built from: an empty slides folder and a tile cache of its own."""
+    from wsi_streamer.config import Config
+
+    slides = tmp_path / "slides"
+    slides.mkdir(exist_ok=True)
+    return Config(slides_dir=str(slides), tile_cache_dir=str(tmp_path / "tile-cache"))
+
+
+@pytest.fixture
+def app(app_config: Config) -> Flask:
+    """A fresh app (its own registry, block store and tile service) per test."""
+    from wsi_streamer import create_app
+
+    return create_app(app_config)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app: Flask) -> FlaskCliRunner:
+    return app.test_cli_runner()

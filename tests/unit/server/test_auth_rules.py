@@ -13,7 +13,6 @@ from urllib.parse import urlencode
 
 import pytest
 
-from wsi_streamer import create_app
 from wsi_streamer.config import Config
 from wsi_streamer.errors import InvalidSignature, SignatureExpired
 from wsi_streamer.server import auth
@@ -98,10 +97,10 @@ def test_signature_check_is_compare_digest(monkeypatch: pytest.MonkeyPatch, kind
 
 
 @pytest.fixture
-def client(tmp_path: Path) -> Any:
-    app = create_app(Config(slides_dir=str(tmp_path), tile_cache_dir=str(tmp_path / "tc"),
-                            auth_enabled=True, auth_secret=SECRET))
-    return app.test_client()
+def app_config(tmp_path: Path) -> Config:
+    """The shared ``client`` fixture's app, with auth on."""
+    return Config(slides_dir=str(tmp_path), tile_cache_dir=str(tmp_path / "tc"),
+                  auth_enabled=True, auth_secret=SECRET)
 
 
 def test_app_signs_repeated_parameters_sorted_by_value(client: Any) -> None:

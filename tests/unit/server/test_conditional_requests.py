@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from tests.fixtures.slides import make_svs
-from wsi_streamer import create_app
 from wsi_streamer.config import Config
 
 IMAGES = ["/tiles/a.svs/0/1/1.jpg", "/slides/a.svs/thumbnail?max_size=100",
@@ -17,11 +16,11 @@ IMAGES = ["/tiles/a.svs/0/1/1.jpg", "/slides/a.svs/thumbnail?max_size=100",
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> Any:
+def app_config(tmp_path_factory: pytest.TempPathFactory) -> Config:
+    """The shared ``client`` fixture's app serves one generated slide, written once."""
     root = tmp_path_factory.mktemp("conditional")
     make_svs(600, 400, levels=2, tile=256, associated=False).write(root, "a.svs")
-    app = create_app(Config(slides_dir=str(root), tile_cache_dir=str(root / "tc")))
-    return app.test_client()
+    return Config(slides_dir=str(root), tile_cache_dir=str(root / "tc"))
 
 
 @pytest.mark.parametrize("url", IMAGES)

@@ -15,7 +15,6 @@ from openslide import ImageSlide
 from openslide.deepzoom import DeepZoomGenerator
 from PIL import Image
 
-from wsi_streamer import create_app
 from wsi_streamer.config import Config
 from wsi_streamer.format.writer import synthetic_tissue, write_pyramid
 
@@ -34,10 +33,10 @@ def slides_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def client(slides_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    app = create_app(Config(slides_dir=str(slides_dir),
-                            tile_cache_dir=str(tmp_path_factory.mktemp("dzi-cache"))))
-    return app.test_client()
+def app_config(slides_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Config:
+    """The shared ``client`` fixture's app serves ``slides_dir``."""
+    return Config(slides_dir=str(slides_dir),
+                  tile_cache_dir=str(tmp_path_factory.mktemp("dzi-cache")))
 
 
 def _error(response: Any, status: int, code: str) -> None:

@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import logging
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from wsi_streamer import create_app
-from wsi_streamer.config import Config
 from wsi_streamer.server.logs import EscapingFormatter, escape
 
 
@@ -34,9 +31,7 @@ def test_formatter_escapes_messages_and_tracebacks() -> None:
     assert "\x1b" not in text and "\\x1b[2J" in text and "Traceback" in text
 
 
-def test_access_line_escapes_the_path(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    app = create_app(Config(slides_dir=str(tmp_path), tile_cache_dir=str(tmp_path / "tc")))
-    client: Any = app.test_client()
+def test_access_line_escapes_the_path(client: Any, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="wsi_streamer.access"):
         client.get("/slides/x%0D%0Aforged%00.svs")
     lines = [r.getMessage() for r in caplog.records if r.name == "wsi_streamer.access"]
