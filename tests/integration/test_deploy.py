@@ -555,10 +555,34 @@ def test_kubernetes_deployment(manifests: dict[str, dict[str, Any]]) -> None:
     # the writable paths a read-only root needs
     mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    # The cache folder is strictly inside its emptyDir: Kubernetes makes an emptyDir
+    # world-writable, which the app refuses as a cache folder (issue 11.3); a folder inside
+    # it is created 0700 by the app and accepted.
     cache_dir = config["WSI_TILE_CACHE_DIR"]
-    assert "emptyDir" in volumes[mounts[cache_dir]]
+    (cache_mount,) = [m for m in mounts if cache_dir.startswith(m.rstrip("/") + "/")]
+    assert "emptyDir" in volumes[mounts[cache_mount]]
     assert "emptyDir" in volumes[mounts["/tmp"]]
     assert volumes[mounts["/tmp"]]["emptyDir"].get("sizeLimit")
+
+
+def test_kubernetes_cache_folder_starts_in_a_world_writable_empty_dir(
+        manifests: dict[str, dict[str, Any]], tmp_path: Path) -> None:
+    """What the pod does at startup: the emptyDir (mode 0777) at the mount path, the app's
+    cache at the ConfigMap's folder inside it."""
+    from wsi_streamer.config import Config
+    from wsi_streamer.server.app import create_app
+
+    config = manifests[APP_CONFIG]["data"]
+    mounts = [m["mountPath"] for m in _container(manifests["Deployment"])["volumeMounts"]]
+    (mount,) = [m for m in mounts if config["WSI_TILE_CACHE_DIR"].startswith(m + "/")]
+    empty_dir = tmp_path / "emptydir"
+    empty_dir.mkdir()
+    empty_dir.chmod(0o777)
+    inside = empty_dir / os.path.relpath(config["WSI_TILE_CACHE_DIR"], mount)
+    (tmp_path / "slides").mkdir()
+    app = create_app(Config(slides_dir=str(tmp_path / "slides"), tile_cache_dir=str(inside)))
+    assert app.test_client().get("/health").status_code == 200
+    assert inside.stat().st_mode & 0o777 == 0o700
 
 
 def _size(text: str) -> int:
