@@ -28,8 +28,11 @@ from wsi_streamer.slide.region import read_region
 EXAMPLES = int(os.environ.get("WSI_FUZZ_EXAMPLES", "200"))
 SHARED = ("CMU-1-Small-Region.svs", "openslide-small.svs", "openslide-boxes-deflate.tiff",
           "ome-4D-series-bigendian-stripped.ome.tiff")
-CASE_LIMIT_S = 2.0
-FUZZ = settings(max_examples=EXAMPLES, deadline=1500, derandomize=True, database=None,
+# A hang detector, not a speed test: a case takes milliseconds, and a loaded 2-core CI host
+# must not trip it (hypothesis' own per-example deadline is off for the same reason). The
+# work a case may do is bounded by wsi_streamer.limits, which tests/unit/format counts.
+CASE_LIMIT_S = 60.0
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 

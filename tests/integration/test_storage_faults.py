@@ -120,12 +120,11 @@ def test_failed_reads_are_retried_reported_and_not_cached(
     assert client.get(f"/slides/{KEY}").status_code == 200
     x, y = cold_tiles[len(cold_tiles) // 2]
     proxy.mode = mode
-    started = time.monotonic()
     response = client.get(tile_url(x, y))
-    elapsed = time.monotonic() - started
     assert_json_error(response.status_code, response.data, status, code)
-    assert proxy.count(mode) >= 2, "the failed read was not retried"
-    assert elapsed < 8, f"{mode}: {elapsed:.1f}s"
+    # Retried, and boundedly (counted, not timed): at most two reads of max_attempts=2 each
+    # (3 seen); botocore's default retries, with their backoff, would show as more.
+    assert 2 <= proxy.count(mode) <= 2 * 2, proxy.log
     proxy.mode = "pass"
     response = client.get(tile_url(x, y))
     assert response.status_code == 200
@@ -180,10 +179,11 @@ def test_gunicorn_recovers_without_restart(bucket: S3Bucket, proxy: FaultProxy,
         assert server.get(tile_url(*first))[0] == 200
         proxy.mode = "reset"  # storage goes away mid-run
         for x, y in rest:
-            started = time.monotonic()
-            status, _, body = server.get(tile_url(x, y))
-            assert time.monotonic() - started < 10
+            resets = proxy.count("reset")
+            status, _, body = server.get(tile_url(x, y))  # its 10 s timeout bounds a hang
             assert_json_error(status, body, 502, "connection_error")
+            # At most two reads of the default max_attempts=3 each (4 seen).
+            assert 1 <= proxy.count("reset") - resets <= 2 * 3, proxy.log
         assert server.get("/health")[0] == 200
         proxy.mode = "pass"  # and comes back
         for x, y in rest:
