@@ -4,7 +4,6 @@ crop rule, tissue, budgets on small or sparse slides, distributions, seeds, argu
 from __future__ import annotations
 
 import itertools
-import time
 from collections import Counter
 from dataclasses import dataclass
 
@@ -17,6 +16,8 @@ from wsi_streamer.patches.sampling import (
 )
 from wsi_streamer.patches.sampling import continuous as continuous_module
 from wsi_streamer.patches.types import PatchCoordinate, SlideProperties, TissueMask
+
+from .test_sampling_random import counting
 
 TARGETS = (0.25, 0.5, 1.0, 2.0)
 
@@ -84,9 +85,10 @@ def test_multi_weights_and_infeasible_targets() -> None:
 def test_multi_no_tissue_no_mpp_and_seeds() -> None:
     slide = make_slide()
     empty = make_mask(slide, np.zeros((800, 1000), dtype=bool))
-    start = time.perf_counter()
-    assert list(MultiMagnificationSampler(seed=0).sample(slide, empty)) == []
-    assert time.perf_counter() - start < 1.0
+    sampler, rng = counting(MultiMagnificationSampler(seed=0))
+    assert list(sampler.sample(slide, empty)) == []
+    # Ends at once (counted, not timed): each target is chosen and found empty once at most.
+    assert rng.calls <= 2 * len(sampler.target_mpps), rng.calls
     bare = make_slide(mpp=None)
     mask = make_mask(bare, np.random.default_rng(1).random((800, 1000)) < 0.5)
     coords = list(MultiMagnificationSampler(num_patches=20, seed=0).sample(bare, mask))
@@ -201,13 +203,17 @@ def test_continuous_sparse_tissue_gets_the_whole_budget() -> None:
 
 def test_continuous_ends_without_tissue_or_room() -> None:
     slide = make_slide()
-    start = time.perf_counter()
     empty = make_mask(slide, np.zeros((800, 1000), dtype=bool))
-    assert list(ContinuousMagnificationSampler(seed=0).sample(slide, empty)) == []
+    sampler, rng = counting(ContinuousMagnificationSampler(seed=0))
+    assert list(sampler.sample(slide, empty)) == []
     tiny = make_slide(200, 200)
     full = make_mask(tiny, np.ones((20, 20), dtype=bool))
-    assert list(ContinuousMagnificationSampler(seed=0).sample(tiny, full)) == []
-    assert time.perf_counter() - start < 1.0
+    sampler, rng2 = counting(ContinuousMagnificationSampler(seed=0))
+    assert list(sampler.sample(tiny, full)) == []
+    # Counted, not timed: no tissue ends before any draw; no room ends after
+    # max_consecutive_failures targets, each with at most max_retries position draws.
+    assert rng.calls == 0
+    assert rng2.calls <= sampler.max_consecutive_failures * (1 + sampler.max_retries)
 
 
 def test_continuous_no_mpp_and_seeds() -> None:
