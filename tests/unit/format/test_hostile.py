@@ -1,43 +1,109 @@
 """Damaged and hostile files raise typed errors (InvalidTiff/UnsupportedFormat, or ReadPastEnd/
-DecodeError for tile data), quickly and with bounded work; never IndexError, struct.error,
-hangs or huge allocations."""
+DecodeError for tile data) with bounded work; never IndexError, struct.error, hangs or huge
+allocations. Work is counted, not timed: IFDs parsed, bytes read (``CountingReader``), tile
+decodes and traced memory, against ``wsi_streamer.limits``."""
 
 from __future__ import annotations
 
-import time
+import functools
+import tracemalloc
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.fixtures.fakes import CountingReader
 from tests.fixtures.images import abbreviated_jpeg_tiles, tissue
 from tests.fixtures.slides import first_ifd_offset, make_svs
 from tests.fixtures.tiffpack import Field, pack_tiff, payload_offset, tiled_fields
+from wsi_streamer import limits
 from wsi_streamer.errors import InvalidTiff, UnsupportedFormat, WsiError
+from wsi_streamer.format import tiled
 from wsi_streamer.format.detect import parse_structure
+from wsi_streamer.format.tiff import chain
 from wsi_streamer.io.range_reader import BytesReader
 from wsi_streamer.slide.reader import open_slide
 
-TABLES, TILES = abbreviated_jpeg_tiles(
-    [tissue(32, 32, s) for s in range(5)], 80, rgb=True)
-PAYLOAD = b"".join(TILES)
-STARTS = [payload_offset() + sum(map(len, TILES[:i])) for i in range(5)]
 DESC = Field(270, 2, b"Aperio Image Library test\0")
+
+
+@dataclass(frozen=True)
+class Tiles:
+    """Five abbreviated 32x32 JPEG tiles sharing ``tables``, packed from ``payload_offset()``."""
+
+    tables: bytes
+    tiles: tuple[bytes, ...]
+
+    @property
+    def payload(self) -> bytes:
+        return b"".join(self.tiles)
+
+    @property
+    def starts(self) -> list[int]:
+        return [payload_offset() + sum(map(len, self.tiles[:i])) for i in range(5)]
+
+    def level0(self, extra: list[Field]) -> list[Field]:
+        """Level 0's fields (64x64 in four tiles) plus ``extra``."""
+        return tiled_fields(64, 64, 32, self.starts[:4], [len(t) for t in self.tiles[:4]],
+                            tables=self.tables, extra=extra)
+
+
+@functools.cache
+def jpeg() -> Tiles:
+    tables, tiles = abbreviated_jpeg_tiles([tissue(32, 32, s) for s in range(5)], 80, rgb=True)
+    return Tiles(tables, tuple(tiles))
 
 
 def two_levels(level0: list[Field] | None = None, **kwargs: object) -> bytes:
     """Level 0: 64x64 in four 32x32 tiles; level 1: 32x32 in one tile."""
-    l0 = level0 or tiled_fields(64, 64, 32, STARTS[:4], [len(t) for t in TILES[:4]],
-                                tables=TABLES, extra=[DESC])
-    l1 = tiled_fields(32, 32, 32, STARTS[4:], [len(TILES[4])], tables=TABLES)
-    return pack_tiff([l0, l1], payload=PAYLOAD, **kwargs)  # type: ignore[arg-type]
+    t = jpeg()
+    l0 = level0 or t.level0([DESC])
+    l1 = tiled_fields(32, 32, 32, t.starts[4:], [len(t.tiles[4])], tables=t.tables)
+    return pack_tiff([l0, l1], payload=t.payload, **kwargs)  # type: ignore[arg-type]
 
 
-def exercise(data: bytes) -> str:
-    """Open and read tiles; only ``WsiError`` may escape the engine. Returns what happened."""
+@dataclass
+class Work:
+    """What one open (and its tile reads) cost: IFDs parsed and tiles decoded (counted by
+    wrapping ``ChainWalker.read_ifd`` and the tile decoder); reads in ``reader.calls``."""
+
+    reader: CountingReader
+    ifds: int = 0
+    decodes: int = 0
+
+    @property
+    def bytes_read(self) -> int:
+        return sum(n for _, n in self.reader.calls)
+
+
+@contextmanager
+def counted(data: bytes, monkeypatch: pytest.MonkeyPatch) -> Iterator[Work]:
+    work = Work(CountingReader(data))
+    read_ifd, decode = chain.ChainWalker.read_ifd, tiled.decode_jpeg
+
+    def counting_read_ifd(self: chain.ChainWalker, offset: int) -> object:
+        work.ifds += 1
+        return read_ifd(self, offset)
+
+    def counting_decode(*args: object, **kwargs: object) -> object:
+        work.decodes += 1
+        return decode(*args, **kwargs)  # type: ignore[arg-type]
+
+    with monkeypatch.context() as mp:
+        mp.setattr(chain.ChainWalker, "read_ifd", counting_read_ifd)
+        mp.setattr(tiled, "decode_jpeg", counting_decode)
+        yield work
+
+
+def exercise(data: bytes, reader: CountingReader | None = None) -> str:
+    """Open and read tiles (at most 4x4 per level); only ``WsiError`` may escape the engine.
+    Returns what happened."""
     try:
-        slide = open_slide(BytesReader(data))
+        slide = open_slide(reader or BytesReader(data))
     except WsiError:
         return "refused"
     for info in slide.levels:
@@ -70,14 +136,15 @@ def test_ifd_loop_back_to_first() -> None:
         parse_structure(BytesReader(two_levels(next_offsets={1: first})))
 
 
-def test_too_many_ifds_is_bounded() -> None:
+def test_too_many_ifds_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    t = jpeg()
     page = [Field(256, 3, [1]), Field(257, 3, [1])]
-    data = pack_tiff([tiled_fields(32, 32, 32, STARTS[:1], [len(TILES[0])], tables=TABLES)]
-                     + [page] * 1100, payload=PAYLOAD)
-    start = time.monotonic()
-    with pytest.raises(InvalidTiff, match="IFDs"):
-        parse_structure(BytesReader(data))
-    assert time.monotonic() - start < 5
+    data = pack_tiff([tiled_fields(32, 32, 32, t.starts[:1], [len(t.tiles[0])],
+                                   tables=t.tables)] + [page] * 1100, payload=t.payload)
+    with counted(data, monkeypatch) as work, pytest.raises(InvalidTiff, match="IFDs"):
+        parse_structure(work.reader)
+    assert work.ifds == limits.MAX_IFDS  # each IFD of the chain parsed once, then refused
+    assert work.bytes_read <= len(data), work.reader.calls  # each byte read at most once
 
 
 @pytest.mark.parametrize("count", [0, 5000, 65535])
@@ -106,19 +173,27 @@ def test_damaged_trailing_ifd_keeps_the_pyramid() -> None:
     Field(322, 3, [0]),  # zero tile width
     Field(322, 3, [60000]),  # absurd tile width
 ])
-def test_absurd_fields_are_invalid_tiff(field: Field) -> None:
-    level0 = [f for f in tiled_fields(64, 64, 32, STARTS[:4], [len(t) for t in TILES[:4]],
-                                      tables=TABLES, extra=[DESC]) if f.tag != field.tag]
-    start = time.monotonic()
-    with pytest.raises(InvalidTiff):
-        parse_structure(BytesReader(two_levels(level0 + [field])))
-    assert time.monotonic() - start < 1
+def test_absurd_fields_are_invalid_tiff(field: Field, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Refused from what the IFD says, before allocating or reading what it claims (a
+    2**30-value array would be 4 GiB): the file's 3 KiB read once, under 1 MiB traced."""
+    level0 = [f for f in jpeg().level0([DESC]) if f.tag != field.tag]
+    data = two_levels(level0 + [field])
+    with counted(data, monkeypatch) as work:
+        tracemalloc.start()
+        try:
+            with pytest.raises(InvalidTiff):
+                parse_structure(work.reader)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert work.ifds <= 2
+    assert work.bytes_read <= len(data), work.reader.calls
+    assert peak < 1 << 20, peak
 
 
 def test_huge_eager_value_is_refused_not_loaded() -> None:
     big = Field(270, 2, b"Aperio " + b"x" * (1 << 20) + b"\0")
-    level0 = tiled_fields(64, 64, 32, STARTS[:4], [len(t) for t in TILES[:4]], tables=TABLES,
-                          extra=[big])
+    level0 = jpeg().level0([big])
     with pytest.raises(InvalidTiff, match="bytes"):
         parse_structure(BytesReader(two_levels(level0)))
 
@@ -128,16 +203,17 @@ def test_huge_eager_value_is_refused_not_loaded() -> None:
     ([8, 8, 8, 8], [10, 10, 10, 10**9]),  # absurd byte count
 ])
 def test_tile_ranges_outside_file_are_invalid(offsets: list[int], counts: list[int]) -> None:
-    level0 = tiled_fields(64, 64, 32, offsets, counts, tables=TABLES, extra=[DESC])
+    level0 = tiled_fields(64, 64, 32, offsets, counts, tables=jpeg().tables, extra=[DESC])
     slide = open_slide(BytesReader(two_levels(level0)))
     with pytest.raises(InvalidTiff, match="tile"):
         slide.read_raw_tile(0, 1, 1)
 
 
 def test_sparse_tile_is_white_background() -> None:
-    level0 = tiled_fields(64, 64, 32, [STARTS[0], 0, STARTS[2], STARTS[3]],
-                          [len(TILES[0]), 0, len(TILES[2]), len(TILES[3])], tables=TABLES,
-                          extra=[DESC])
+    t = jpeg()
+    level0 = tiled_fields(64, 64, 32, [t.starts[0], 0, t.starts[2], t.starts[3]],
+                          [len(t.tiles[0]), 0, len(t.tiles[2]), len(t.tiles[3])],
+                          tables=t.tables, extra=[DESC])
     slide = open_slide(BytesReader(two_levels(level0)))
     assert slide.read_raw_tile(0, 1, 0) == b""
     assert (np.asarray(slide.read_tile(0, 1, 0)) == 255).all()
@@ -145,7 +221,7 @@ def test_sparse_tile_is_white_background() -> None:
 
 
 def test_garbage_tile_bytes_are_decode_errors() -> None:
-    level0 = tiled_fields(64, 64, 32, [8, 8, 8, 8], [40, 40, 40, 40], tables=TABLES,
+    level0 = tiled_fields(64, 64, 32, [8, 8, 8, 8], [40, 40, 40, 40], tables=jpeg().tables,
                           extra=[DESC])
     slide = open_slide(BytesReader(two_levels(level0)))  # the "tiles" are TIFF header bytes
     with pytest.raises(WsiError):
@@ -158,13 +234,21 @@ def small_svs() -> bytes:
 
 
 @pytest.mark.parametrize("fraction", [0.0, 0.001, 0.01, 0.2, 0.5, 0.8, 0.95, 0.999])
-def test_truncated_files(small_svs: bytes, fraction: float) -> None:
+def test_truncated_files(small_svs: bytes, fraction: float,
+                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever survives of the file costs at most its IFDs (5: two levels, thumbnail, label,
+    macro), each byte read at most twice (open, then a tile) and one decode per tile tried
+    (at most 16 per level, two levels)."""
     data = small_svs[: int(len(small_svs) * fraction)]
-    start = time.monotonic()
-    result = exercise(data)
-    assert time.monotonic() - start < 5
+    with counted(data, monkeypatch) as work:
+        result = exercise(data, work.reader)
+    assert work.ifds <= 5
+    assert work.bytes_read <= 2 * len(data), work.reader.calls
+    assert work.decodes <= 2 * 16
     if fraction < 0.01:
         assert result == "refused"
+    if fraction > 0.9:
+        assert result == "opened" and work.ifds >= 2 and work.decodes > 0  # counted at all
 
 
 def test_truncated_files_raise_typed_errors(small_svs: bytes) -> None:
@@ -177,7 +261,8 @@ def test_truncated_files_raise_typed_errors(small_svs: bytes) -> None:
                 max_size=8))
 def test_fuzzed_bytes_only_raise_wsi_errors(edits: list[tuple[int, int]]) -> None:
     data = bytearray(two_levels())
-    structure_start = STARTS[-1] + len(TILES[-1])  # mostly hit IFDs and their values
+    t = jpeg()
+    structure_start = t.starts[-1] + len(t.tiles[-1])  # mostly hit IFDs and their values
     for pos, value in edits:
         index = pos % 8 if pos < 1024 else structure_start + pos % (len(data) - structure_start)
         data[index] = value

@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 
 from tests.fixtures.fakes import CountingReader
@@ -16,19 +18,26 @@ from wsi_streamer.format.detect import parse_structure
 from wsi_streamer.format.tiff import chain
 from wsi_streamer.io.range_reader import BytesReader
 
-TABLES, TILES = abbreviated_jpeg_tiles([tissue(32, 32, s) for s in range(2)], 80, rgb=True)
-START = payload_offset()
+START = payload_offset()  # a constant (8): where pack_tiff puts the payload
+
+
+@functools.cache
+def jpeg() -> tuple[bytes, bytes]:
+    """JPEGTables and one abbreviated 32x32 tile, encoded on first use."""
+    tables, tiles = abbreviated_jpeg_tiles([tissue(32, 32, 0)], 80, rgb=True)
+    return tables, tiles[0]
 
 
 def one_level(width: int, height: int, tile: int, *, tile_height: int | None = None,
               extra: list[Field] | None = None, more_ifds: list[list[Field]] | None = None,
               trailer: bytes = b"") -> bytes:
     grid = -(-width // tile) * -(-height // (tile_height or tile))
-    fields = tiled_fields(width, height, tile, [START] * grid, [len(TILES[0])] * grid,
-                          tables=TABLES, extra=extra or [])
+    tables, tile_data = jpeg()
+    fields = tiled_fields(width, height, tile, [START] * grid, [len(tile_data)] * grid,
+                          tables=tables, extra=extra or [])
     if tile_height is not None:
         fields = [f if f.tag != 323 else Field(323, 3, [tile_height]) for f in fields]
-    return pack_tiff([fields] + (more_ifds or []), payload=TILES[0]) + trailer
+    return pack_tiff([fields] + (more_ifds or []), payload=tile_data) + trailer
 
 
 def test_the_baseline_opens() -> None:
@@ -96,8 +105,9 @@ def test_sniffing_work_per_open_is_capped(monkeypatch: pytest.MonkeyPatch) -> No
     pages = [[Field(256, 3, [16]), Field(257, 3, [16]), Field(270, 2, noise)]
              for _ in range(64)]
     grid = 4
-    level = tiled_fields(64, 64, 32, [START] * grid, [len(TILES[0])] * grid, tables=TABLES)
-    data = pack_tiff([level] + pages, payload=TILES[0] + b"\0" * (1 << 20)) + b"\0" * (
+    tables, tile_data = jpeg()
+    level = tiled_fields(64, 64, 32, [START] * grid, [len(tile_data)] * grid, tables=tables)
+    data = pack_tiff([level] + pages, payload=tile_data + b"\0" * (1 << 20)) + b"\0" * (
         (1 << 20) + 4096)
     structure = parse_structure(BytesReader(data))
     assert structure.levels[0].width == 64

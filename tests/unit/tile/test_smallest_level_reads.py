@@ -4,6 +4,8 @@ checked by what storage was asked for: every range read is classified by the til
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -19,21 +21,33 @@ from wsi_streamer.slide.registry import SlideRegistry
 from wsi_streamer.tile.cache import TileCache
 from wsi_streamer.tile.service import TileService
 
-# Levels 1024x768, 512x384 and 256x192 in 128 px tiles (48, 12 and 4 tiles).
-SLIDE = make_svs(1024, 768, levels=3, tile=128, associated=False)
-STRUCTURE = parse_structure(BytesReader(SLIDE.data))
-REFERENCE = TiffSlide(BytesReader(SLIDE.data), STRUCTURE)
-TILE_RANGES = {
-    info.level: {REFERENCE.tile_range(info.level, x, y)
-                 for y in range(info.tiles_y) for x in range(info.tiles_x)}
-    for info in STRUCTURE.levels}
+
+@dataclass(frozen=True)
+class Sample:
+    """The slide, its structure and, per level, the (offset, length) of every tile."""
+
+    data: bytes
+    structure: SlideStructure
+    tile_ranges: dict[int, set[tuple[int, int]]]
+
+
+@functools.cache
+def sample() -> Sample:
+    """Levels 1024x768, 512x384 and 256x192 in 128 px tiles (48, 12 and 4 tiles)."""
+    data = make_svs(1024, 768, levels=3, tile=128, associated=False).data
+    structure = parse_structure(BytesReader(data))
+    reference = TiffSlide(BytesReader(data), structure)
+    ranges = {info.level: {reference.tile_range(info.level, x, y)
+                           for y in range(info.tiles_y) for x in range(info.tiles_x)}
+              for info in structure.levels}
+    return Sample(data, structure, ranges)
 
 
 class OneSlide:
     """A ``Storage`` holding one slide behind a ``CountingReader``."""
 
     def __init__(self) -> None:
-        self.reader = CountingReader(SLIDE.data, "fake://slide.svs#1")
+        self.reader = CountingReader(sample().data, "fake://slide.svs#1")
         self.stats = IoStats()
 
     def open(self, slide_id: str) -> CountingReader:
@@ -55,7 +69,7 @@ class KnownStructure:
     range storage sees afterwards was asked for by the image being made."""
 
     def get_structure(self, identity: str) -> SlideStructure | None:
-        return STRUCTURE
+        return sample().structure
 
     def put_structure(self, identity: str, structure: SlideStructure) -> None:
         pass
@@ -79,7 +93,7 @@ def levels_read(calls: list[tuple[int, int]]) -> dict[int, set[tuple[int, int]]]
     """For each level, the tile ranges that some storage read overlapped."""
     touched: dict[int, set[tuple[int, int]]] = {}
     for offset, length in calls:
-        for level, ranges in TILE_RANGES.items():
+        for level, ranges in sample().tile_ranges.items():
             for start, size in ranges:
                 if start < offset + length and offset < start + size:
                     touched.setdefault(level, set()).add((start, size))
@@ -98,8 +112,8 @@ def test_thumbnail_reads_only_the_smallest_adequate_level(
     assert result.data is not None and not result.cache_hit
     touched = levels_read(reader.calls)
     assert set(touched) == {level}, {lv: len(r) for lv, r in touched.items()}
-    assert touched[level] == TILE_RANGES[level]  # the whole level, each tile
-    tile_bytes = sum(n for _, n in TILE_RANGES[level])
+    assert touched[level] == sample().tile_ranges[level]  # the whole level, each tile
+    tile_bytes = sum(n for _, n in sample().tile_ranges[level])
     # The tiles plus the level's offset/count arrays and JPEG tables, nothing more.
     assert sum(n for _, n in reader.calls) <= tile_bytes + 4096, reader.calls
 
