@@ -6,9 +6,11 @@ slide."""
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 import struct
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,6 @@ from PIL import Image
 from tests.fixtures.slides import make_svs
 from tests.fixtures.tiffpack import Field, pack_tiff, tiled_fields
 from tests.integration.conftest_faults import Gunicorn, assert_json_error
-from wsi_streamer import create_app
 from wsi_streamer.config import Config
 from wsi_streamer.server.services import services
 
@@ -60,52 +61,67 @@ def first_ifd(data: bytes) -> int:
     return int(struct.unpack_from("<I", data, 4)[0])
 
 
-def hostile_files() -> dict[str, bytes]:
-    tile = jpeg()
-    good = one_tile(tile)
-    big_tile = jpeg(16)
-    files = {
-        "packed-ok.tif": good,
-        "ifd-loop.tif": one_tile(tile, next_offsets={0: first_ifd(good)}),
-        "ifd-past-end.tif": one_tile(tile, first_ifd=2**31),
-        "ifd-odd-inside.tif": one_tile(tile, first_ifd=3),
-        "entries-65535.tif": one_tile(tile, entry_counts={0: 65535}),
-        "entries-billions.tif": one_tile(tile, bigtiff=True, entry_counts={0: 2**40}),
-        "count-billions.tif": pack_tiff([[
-            f if f.tag != 324 else Field(324, 4, [8, 8], count=3_000_000_000)
-            for f in tiled_fields(64, 64, 64, [8], [len(tile)])]], payload=tile),
-        "offsets-past-end.tif": one_tile(tile, offsets=[2**32 - 100]),
-        "counts-gigabytes.tif": one_tile(tile, counts=[3 * 2**30]),
-        "jpeg-truncated.tif": one_tile(tile[: len(tile) // 2]),
-        "jpeg-cut-scan.tif": one_tile(tile[: len(tile) - 120]),
-        "jpeg-garbage.tif": one_tile(b"\xff\xd8" + bytes(range(256)) * 4),
-        "tables-garbage.tif": one_tile(abbreviated(tile),
-                                       tables=b"\xff\xd8\xff\xdb\xff\xff" + b"\x07" * 300),
-        "tables-no-soi.tif": one_tile(abbreviated(tile), tables=b"garbage" * 40),
-        "jpeg-bomb.tif": one_tile(tile[:163] + struct.pack(">HH", 65000, 65000)
-                                  + tile[167:]) if tile[158:160] == b"\xff\xc0" else good,
-        "dims-2^31.tif": one_tile(tile, width=2**31, height=2**31, offsets=[8], counts=[1]),
-        "tile-zero.tif": one_tile(tile, tile=0, offsets=[8], counts=[len(tile)]),
-        "tiles-16384.tif": one_tile(big_tile, width=2**16, height=2**16, tile=16384),
-        "tiles-8192.tif": one_tile(big_tile, width=2**15, height=2**15, tile=8192),
-        "not-a-tiff.svs": b"<html>definitely not a tiff</html>" * 10,
-        "empty.tif": b"",
-    }
-    svs = make_svs(600, 400, levels=2, tile=256).data
-    files["truncated-1k.svs"] = svs[:1024]
-    files["truncated-half.svs"] = svs[: len(svs) // 2]
-    return files
+@functools.cache
+def tile() -> bytes:
+    return jpeg()
 
 
-HOSTILE = hostile_files()
+@functools.cache
+def good() -> bytes:
+    return one_tile(tile())
+
+
+@functools.cache
+def svs() -> bytes:
+    return make_svs(600, 400, levels=2, tile=256).data
+
+
+def _jpeg_bomb() -> bytes:
+    """The tile's SOF0 claiming 65000x65000 (or the good file if the SOF is elsewhere)."""
+    t = tile()
+    if t[158:160] != b"\xff\xc0":
+        return good()
+    return one_tile(t[:163] + struct.pack(">HH", 65000, 65000) + t[167:])
+
+
+# name -> how to build it: the names parametrize tests at import, the bytes are made on use.
+HOSTILE: dict[str, Callable[[], bytes]] = {
+    "packed-ok.tif": good,
+    "ifd-loop.tif": lambda: one_tile(tile(), next_offsets={0: first_ifd(good())}),
+    "ifd-past-end.tif": lambda: one_tile(tile(), first_ifd=2**31),
+    "ifd-odd-inside.tif": lambda: one_tile(tile(), first_ifd=3),
+    "entries-65535.tif": lambda: one_tile(tile(), entry_counts={0: 65535}),
+    "entries-billions.tif": lambda: one_tile(tile(), bigtiff=True, entry_counts={0: 2**40}),
+    "count-billions.tif": lambda: pack_tiff([[
+        f if f.tag != 324 else Field(324, 4, [8, 8], count=3_000_000_000)
+        for f in tiled_fields(64, 64, 64, [8], [len(tile())])]], payload=tile()),
+    "offsets-past-end.tif": lambda: one_tile(tile(), offsets=[2**32 - 100]),
+    "counts-gigabytes.tif": lambda: one_tile(tile(), counts=[3 * 2**30]),
+    "jpeg-truncated.tif": lambda: one_tile(tile()[: len(tile()) // 2]),
+    "jpeg-cut-scan.tif": lambda: one_tile(tile()[: len(tile()) - 120]),
+    "jpeg-garbage.tif": lambda: one_tile(b"\xff\xd8" + bytes(range(256)) * 4),
+    "tables-garbage.tif": lambda: one_tile(
+        abbreviated(tile()), tables=b"\xff\xd8\xff\xdb\xff\xff" + b"\x07" * 300),
+    "tables-no-soi.tif": lambda: one_tile(abbreviated(tile()), tables=b"garbage" * 40),
+    "jpeg-bomb.tif": _jpeg_bomb,
+    "dims-2^31.tif": lambda: one_tile(tile(), width=2**31, height=2**31, offsets=[8],
+                                      counts=[1]),
+    "tile-zero.tif": lambda: one_tile(tile(), tile=0, offsets=[8], counts=[len(tile())]),
+    "tiles-16384.tif": lambda: one_tile(jpeg(16), width=2**16, height=2**16, tile=16384),
+    "tiles-8192.tif": lambda: one_tile(jpeg(16), width=2**15, height=2**15, tile=8192),
+    "not-a-tiff.svs": lambda: b"<html>definitely not a tiff</html>" * 10,
+    "empty.tif": lambda: b"",
+    "truncated-1k.svs": lambda: svs()[:1024],
+    "truncated-half.svs": lambda: svs()[: len(svs()) // 2],
+}
 
 
 @pytest.fixture(scope="module")
 def slides_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("hostile")
     make_svs(600, 400, levels=2, tile=256, associated=False).write(root, GOOD)
-    for name, data in HOSTILE.items():
-        (root / name).write_bytes(data)
+    for name, build in HOSTILE.items():
+        (root / name).write_bytes(build())
     outside = tmp_path_factory.mktemp("outside")
     make_svs(300, 200, levels=1, tile=128, associated=False).write(outside, "secret.svs")
     (root / "escape.svs").symlink_to(outside / "secret.svs")
@@ -114,9 +130,9 @@ def slides_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def client(slides_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    tc = tmp_path_factory.mktemp("tc")
-    return create_app(Config(slides_dir=str(slides_dir), tile_cache_dir=str(tc))).test_client()
+def app_config(slides_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Config:
+    """The shared ``client`` fixture's app serves ``slides_dir``."""
+    return Config(slides_dir=str(slides_dir), tile_cache_dir=str(tmp_path_factory.mktemp("tc")))
 
 
 def counted_get(client: Any, url: str) -> Any:
