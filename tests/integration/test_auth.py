@@ -17,7 +17,6 @@ from urllib.parse import urlencode, urlsplit
 import pytest
 
 from tests.integration.conftest_faults import BIN, REPO_ROOT, Gunicorn, assert_json_error
-from wsi_streamer import create_app
 from wsi_streamer.config import Config
 
 SECRET = "s3cr3t-for-tests"
@@ -50,10 +49,10 @@ def slides_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def client(slides_dir: Path, tmp_path: Path) -> Any:
-    app = create_app(Config(slides_dir=str(slides_dir), tile_cache_dir=str(tmp_path / "tc"),
-                            auth_enabled=True, auth_secret=SECRET))
-    return app.test_client()
+def app_config(slides_dir: Path, tmp_path: Path) -> Config:
+    """The shared ``client`` fixture's app: ``slides_dir`` with signed URLs required."""
+    return Config(slides_dir=str(slides_dir), tile_cache_dir=str(tmp_path / "tc"),
+                  auth_enabled=True, auth_secret=SECRET)
 
 
 def _error(response: Any, status: int, code: str) -> None:

@@ -4,6 +4,7 @@ serving a good slide."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +16,21 @@ from tests.fixtures.tiffpack import Field, pack_tiff, payload_offset, tiled_fiel
 from wsi_streamer import create_app
 from wsi_streamer.config import Config
 
-TABLES, (TILE,) = abbreviated_jpeg_tiles([tissue(32, 32, 1)], 80, rgb=True)
+
+@functools.cache
+def jpeg() -> tuple[bytes, bytes]:
+    """JPEGTables and one abbreviated 32x32 tile, encoded on first use."""
+    tables, (tile,) = abbreviated_jpeg_tiles([tissue(32, 32, 1)], 80, rgb=True)
+    return tables, tile
 
 
 def one_level(width: int, height: int, tile: int, more: list[list[Field]] | None = None
               ) -> bytes:
+    tables, tile_data = jpeg()
     grid = -(-width // tile) * -(-height // tile)
-    fields = tiled_fields(width, height, tile, [payload_offset()] * grid, [len(TILE)] * grid,
-                          tables=TABLES)
-    return pack_tiff([fields] + (more or []), payload=TILE)
+    fields = tiled_fields(width, height, tile, [payload_offset()] * grid,
+                          [len(tile_data)] * grid, tables=tables)
+    return pack_tiff([fields] + (more or []), payload=tile_data)
 
 
 def filler(entries: int) -> list[Field]:
@@ -31,22 +38,23 @@ def filler(entries: int) -> list[Field]:
         Field(40000 + i, 3, [i]) for i in range(entries - 2)]
 
 
+# name -> (how to build it, the limit it exceeds): built when the slides folder is written.
 FILES = {
-    "tile-8.tif": (one_level(64, 64, 8), "MIN_TILE_SIDE"),
-    "tile-100.tif": (one_level(300, 300, 100), "TILE_SIDE_MULTIPLE"),
-    "entries-80k.tif": (one_level(64, 64, 32, [filler(4000) for _ in range(20)]),
+    "tile-8.tif": (lambda: one_level(64, 64, 8), "MIN_TILE_SIDE"),
+    "tile-100.tif": (lambda: one_level(300, 300, 100), "TILE_SIDE_MULTIPLE"),
+    "entries-80k.tif": (lambda: one_level(64, 64, 32, [filler(4000) for _ in range(20)]),
                         "MAX_TOTAL_ENTRIES"),
 }
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> Any:
+def app_config(tmp_path_factory: pytest.TempPathFactory) -> Config:
+    """The shared ``client`` fixture's app serves ``FILES`` and a good slide."""
     root = tmp_path_factory.mktemp("limits")
-    for name, (data, _) in FILES.items():
-        (root / name).write_bytes(data)
+    for name, (build, _) in FILES.items():
+        (root / name).write_bytes(build())
     make_svs(600, 400, levels=2, tile=256, associated=False).write(root, "good.svs")
-    tc = tmp_path_factory.mktemp("tc")
-    return create_app(Config(slides_dir=str(root), tile_cache_dir=str(tc))).test_client()
+    return Config(slides_dir=str(root), tile_cache_dir=str(tmp_path_factory.mktemp("tc")))
 
 
 @pytest.mark.parametrize("name", sorted(FILES))
@@ -63,6 +71,7 @@ def test_limit_is_named_with_415(client: Any, name: str) -> None:
 
 def test_real_aperio_tiles_are_within_the_rules(shared_slides: Path,
                                                 tmp_path: Path) -> None:
+    """Its own app (the shared slides folder, not the module's ``app_config``)."""
     if not (shared_slides / "CMU-1-Small-Region.svs").is_file():
         pytest.skip(f"CMU-1-Small-Region.svs is not in {shared_slides}")
     app = create_app(Config(slides_dir=str(shared_slides), tile_cache_dir=str(tmp_path)))
