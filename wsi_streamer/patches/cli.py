@@ -52,8 +52,9 @@ def preview_command(source: str, recipe: str | None, count: int, patch_size: int
     from .pipeline import PatchPipeline
     from .viz import preview, save_png
 
-    args = _pipeline_args(recipe, patch_size, mpp)
-    pipe = PatchPipeline([source], seed=seed, patches_per_slide=count, pool_size=1, **args)
+    # -n wins over a recipe's patches_per_slide (uni's 800): one value, not two keywords
+    args = {**_pipeline_args(recipe, patch_size, mpp), "patches_per_slide": count}
+    pipe = PatchPipeline([source], seed=seed, pool_size=1, **args)
     path = pipe.slide_paths[0]
     results = list(pipe)
     mask = pipe.tissue_mask(path)
@@ -90,12 +91,12 @@ def bench_command(source: tuple[str, ...], recipe: str | None, patch_size: int, 
 
     from .pipeline import DEFAULT, PatchPipeline
 
-    args = _pipeline_args(recipe, patch_size, mpp)
+    args = {**_pipeline_args(recipe, patch_size, mpp), "patches_per_slide": patches_per_slide}
     options = {"endpoint_url": endpoint_url} if endpoint_url else None
     start = time.perf_counter()
-    pipe = PatchPipeline(list(source), pool_size=pool_size, patches_per_slide=patches_per_slide,
-                         cycle=True, seed=0, storage_options=options, prefetch=prefetch,
-                         io_threads=io_threads, cache_dir=None if no_cache else DEFAULT, **args)
+    pipe = PatchPipeline(list(source), pool_size=pool_size, cycle=True, seed=0,
+                         storage_options=options, prefetch=prefetch, io_threads=io_threads,
+                         cache_dir=None if no_cache else DEFAULT, **args)
     first = None
     done = 0
     with tqdm(total=count, unit="patch", disable=None) as bar:
