@@ -1,7 +1,8 @@
 """Every bound on the work one open, one request or one process may do, whatever a file says.
 
 Each limit is a module constant with its bound and its reason below. Lower layers import the
-values from here (``format`` at parse time, ``slide.region`` and ``tile`` at request time);
+values from here (``format`` at parse time, ``slide.region`` and ``tile`` at request time,
+``slide.registry`` and ``io.singleflight`` for what a process holds and how long it waits);
 nothing reads them from the environment. A file that exceeds a file-side limit is refused with
 ``LimitExceeded`` (an ``UnsupportedFormat``: HTTP 415, the message names the limit); a request
 that would exceed a request-side limit because of the file (a huge slide without reduced
@@ -122,3 +123,24 @@ HEAVY_WAIT_S = 10.0
 
 RETRY_AFTER_S = 5
 """The Retry-After (seconds) of that 503."""
+
+OPEN_SLIDES_BYTES = 256 * 1024 * 1024
+"""Bytes the open slides of one registry (one per worker) may hold: a parsed structure counts
+``OPEN_SLIDE_COST`` plus its loaded tile offset arrays and JPEGTables (16 bytes per tile of
+each level read so far). Least recently used slides beyond it (or beyond the slide count,
+``WSI_CACHE_SLIDES``) are dropped and their files closed."""
+
+OPEN_SLIDE_COST = 16 * 1024
+"""What one parsed structure counts against ``OPEN_SLIDES_BYTES`` before its arrays."""
+
+NOT_FOUND_TTL_S = 10.0
+"""Seconds a missing slide id is answered 404 without asking storage again (a missing id
+otherwise costs a probed open, two ranged GETs, every time)."""
+
+MAX_REMEMBERED_FAILURES = 4096
+"""Remembered failures per registry (not found by id, unsupported verdicts by content)."""
+
+FLIGHT_WAIT_S = 120.0
+"""Seconds a thread waits for another thread's shared work (a block fetch, a slide open, a
+render) before giving up with a 502: longer than one storage read with its retries (connect
+5 s + read 30 s, standard retry mode), so only a stalled read trips it."""

@@ -19,13 +19,12 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Generic, TypeVar
 
 from ..errors import FlightAbandoned, FlightTimeout
+from ..limits import FLIGHT_WAIT_S
 
 T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
 
-# How long a waiter waits for another thread's storage work before giving up: longer than one
-# storage read may take with its retries (connect 5 s + read 30 s, standard retry mode).
-DEFAULT_WAIT_S = 120.0
+DEFAULT_WAIT_S = FLIGHT_WAIT_S
 
 
 class Flight(Generic[T]):

@@ -34,15 +34,16 @@ from ..io.block_cache import BlockStore
 from ..io.range_reader import RangeReader
 from ..io.singleflight import SingleFlight, own_copy
 from ..io.storage import Storage
+from ..limits import MAX_REMEMBERED_FAILURES, NOT_FOUND_TTL_S, OPEN_SLIDE_COST, OPEN_SLIDES_BYTES
 from .reader import SlideReader
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-DEFAULT_MAX_BYTES = 256 * 1024 * 1024  # parsed structures + loaded tile offset arrays
-STRUCTURE_COST = 16 * 1024  # what one parsed structure is counted as, before its arrays
-NEGATIVE_TTL_S = 10.0
-MAX_VERDICTS = 4096
+DEFAULT_MAX_BYTES = OPEN_SLIDES_BYTES
+STRUCTURE_COST = OPEN_SLIDE_COST
+NEGATIVE_TTL_S = NOT_FOUND_TTL_S
+MAX_VERDICTS = MAX_REMEMBERED_FAILURES
 
 
 class StructureCache(Protocol):
