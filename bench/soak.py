@@ -314,7 +314,8 @@ def report(records: list[Record], timeline: Timeline, rss: list[tuple[float, int
           f"{len(unexpected)}; answered after {READ_BOUND_S:.0f} s: {len(stuck)}")
     if warm:
         print(f"worker RSS after warm-up {warm[0] / 2**20:.0f} MB -> {warm[-1] / 2**20:.0f} MB "
-              f"(max {max(warm) / 2**20:.0f} MB, growth {growth:+.1%})")
+              f"(max {max(warm) / 2**20:.0f} MB, growth {growth:+.1%}); every minute: "
+              + " ".join(f"{v / 2**20:.0f}" for t, v in rss if int(t) % 60 < 5))
     print(f"tile cache folder {cache_bytes / 2**20:.1f} MB of data (bound {CACHE_LIMIT / 2**20:.0f}"
           f" MB + 10%) + {wal_bytes / 2**20:.1f} MB of SQLite write-ahead log")
     print(f"fault phases: {', '.join(sorted({m for _, _, m in timeline.spans}))}; "

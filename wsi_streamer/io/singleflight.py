@@ -23,6 +23,7 @@ from ..limits import FLIGHT_WAIT_S
 
 T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
+E = TypeVar("E", bound=BaseException)
 
 DEFAULT_WAIT_S = FLIGHT_WAIT_S
 
@@ -76,6 +77,18 @@ def own_copy(error: BaseException) -> BaseException:
     except Exception:  # noqa: BLE001 - an exotic exception type: report it generically
         copy = FlightAbandoned(f"the shared read failed: {type(error).__name__}: {error}")
     copy.__cause__ = error
+    return copy
+
+
+def detached(error: E) -> E:
+    """``error`` without its traceback, cause and context, to keep (a remembered verdict): a
+    kept exception with its traceback pins every frame of the request that raised it, buffers
+    included. A copy when the type allows one (the original may still be propagating)."""
+    copy = own_copy(error)
+    if type(copy) is not type(error):
+        copy = error  # an exotic type: drop the references from the original instead
+    copy.__cause__ = copy.__context__ = None
+    copy.__traceback__ = None
     return copy
 
 

@@ -32,7 +32,7 @@ from ..format.detect import OPEN_HEAD, OPEN_TAIL, SlideStructure, parse_structur
 from ..format.tiled import TiffSlide
 from ..io.block_cache import BlockStore
 from ..io.range_reader import RangeReader
-from ..io.singleflight import SingleFlight, own_copy
+from ..io.singleflight import SingleFlight, detached, own_copy
 from ..io.storage import Storage
 from ..limits import MAX_REMEMBERED_FAILURES, NOT_FOUND_TTL_S, OPEN_SLIDE_COST, OPEN_SLIDES_BYTES
 from .reader import SlideReader
@@ -230,12 +230,13 @@ class SlideRegistry:
 
     def _judge(self, slide_id: str, identity: str, error: UnsupportedFormat) -> None:
         with self._lock:
-            self._verdicts[identity] = error
+            self._verdicts[identity] = detached(error)
             while len(self._verdicts) > MAX_VERDICTS:
                 self._verdicts.popitem(last=False)
         self._remember(slide_id, _Failure(error, self._clock() + self.revalidate_s, identity))
 
     def _remember(self, slide_id: str, failure: _Failure) -> None:
+        failure = _Failure(detached(failure.error), failure.until, failure.identity)
         with self._lock:
             self._failures[slide_id] = failure
             self._failures.move_to_end(slide_id)

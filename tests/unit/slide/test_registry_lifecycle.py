@@ -4,8 +4,10 @@ file descriptors without breaking a request still reading."""
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
+import weakref
 from pathlib import Path
 
 import pytest
@@ -183,3 +185,30 @@ def test_reopening_a_replaced_file_is_object_changed(tmp_path: Path) -> None:
     os.utime(path, ns=(1, 1))
     with pytest.raises(ObjectChanged):
         reader.read(0, 4)
+
+
+@pytest.mark.parametrize("data", [None, BAD], ids=["not-found", "unsupported"])
+def test_remembered_failures_keep_no_frame_of_the_request(data: bytes | None) -> None:
+    """A remembered error without its traceback: the failing request's frames (and every
+    buffer they hold) are freed when the request ends, however many failures are kept."""
+
+    class Marker:
+        pass
+
+    storage = FakeStorage({} if data is None else {"x.svs": data})
+    reg = registry(storage)
+
+    def request() -> weakref.ref[Marker]:
+        marker = Marker()  # stands for the request's buffers
+        try:
+            reg.get("x.svs")
+        except (SlideNotFound, UnsupportedFormat):
+            pass
+        return weakref.ref(marker)
+
+    ref = request()
+    gc.collect()
+    assert ref() is None
+    with pytest.raises(SlideNotFound if data is None else UnsupportedFormat):
+        reg.get("x.svs")  # still remembered
+    assert len(storage.opens) == 1
