@@ -47,6 +47,11 @@ _SLIDE_PREFIX = "slide:"
 LOG_INTERVAL_S = 60.0  # a failure of one kind is logged once, then at most once per interval
 REOPEN_INTERVAL_S = 60.0  # how often a cache that failed to open is tried again
 BUSY_COOLDOWN_S = 5.0  # after a timeout, that operation skips the cache for this long
+# The folder stays within ``size_limit``: diskcache culls only after a write took it over its
+# own limit, ten entries at a time, and counts the database's pages but not SQLite's
+# write-ahead log, so its limit is a share of ours and the log is truncated at 1 MiB.
+DISKCACHE_SHARE = 0.75
+WAL_BYTES = 1 << 20
 _VALUE_FILE = re.compile(r"^[0-9a-f]{2}[/\\][0-9a-f]{2}[/\\][0-9a-f]{28}\.val$")
 
 
@@ -187,9 +192,12 @@ class HostCache:
         try:
             ensure_private_dir(self.directory, setting=self._setting, default=self._default_dir)
             return _BoundedCache(self.directory, open_wait=self.timeout, timeout=self.timeout,
-                                 disk=_SafeDisk, size_limit=self.size_limit,
+                                 disk=_SafeDisk,
+                                 size_limit=int(self.size_limit * DISKCACHE_SHARE),
                                  eviction_policy="least-recently-stored",
-                                 disk_min_file_size=1 << 20)
+                                 disk_min_file_size=1 << 20,
+                                 sqlite_wal_autocheckpoint=WAL_BYTES // 4096 // 2,
+                                 sqlite_journal_size_limit=WAL_BYTES)
         except ConfigError as exc:
             if first:
                 raise

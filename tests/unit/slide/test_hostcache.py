@@ -297,3 +297,25 @@ def test_a_cache_that_failed_to_open_is_tried_again_later(tmp_path: Path,
     host.set("k", b"v")
     assert host.available and host.get("k") == b"v"
     host.close()
+
+
+def test_the_folder_stays_within_size_limit_under_churn(tmp_path: Path) -> None:
+    """Database, value files and write-ahead log together, sampled after every write of a
+    mix of tile-sized and overview-sized values (diskcache alone overshoots its own limit by
+    a cull batch and does not count the log)."""
+    import random
+
+    limit = 16 << 20
+    cache = HostCache(str(tmp_path / "c"), limit)
+    rng = random.Random(0)
+
+    def folder() -> int:
+        return sum(p.stat().st_size for p in (tmp_path / "c").rglob("*") if p.is_file())
+
+    worst = 0
+    for i in range(1500):
+        size = 3 << 20 if i % 100 == 0 else rng.randrange(10_000, 60_000)
+        cache.set(f"k{i}", rng.randbytes(size))
+        worst = max(worst, folder())
+    assert worst <= limit, worst
+    assert cache.get("k1499") is not None  # still a cache
