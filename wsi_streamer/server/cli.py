@@ -153,13 +153,13 @@ def serve_command(source: str | None, host: str | None, port: int | None,
 def run_gunicorn() -> None:
     from gunicorn.app.base import BaseApplication
 
-    from .gunicorn_settings import set_nodelay, settings
+    from .gunicorn_settings import post_worker_init, settings
 
     class Application(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
             options: dict[str, Any] = settings()
             options.pop("wsgi_app")
-            options["post_worker_init"] = set_nodelay
+            options["post_worker_init"] = post_worker_init
             for key, value in options.items():
                 if key in self.cfg.settings:  # older gunicorns lack some settings
                     self.cfg.set(key, value)

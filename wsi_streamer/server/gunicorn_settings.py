@@ -9,6 +9,8 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
+from .memory import tune_malloc
+
 
 def settings(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     env = os.environ if environ is None else environ
@@ -47,3 +49,10 @@ def set_nodelay(worker: Any) -> None:
         sock = getattr(listener, "sock", None)
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def post_worker_init(worker: Any) -> None:
+    """gunicorn ``post_worker_init`` hook: TCP_NODELAY (``set_nodelay``) and the malloc
+    settings that keep a worker's RSS flat under image traffic (``memory.tune_malloc``)."""
+    set_nodelay(worker)
+    tune_malloc()
