@@ -145,6 +145,12 @@ COVERAGE: dict[str, Run | Exempt | Output] = {
     'docker build -t wsi_streamer . && docker run -p 3000:3000 -v "$PWD/slides:/data/slides:ro"'
     " wsi_streamer": Exempt(DOCKER),
     "gunicorn -c gunicorn.conf.py": Run("test_s3_serving_block"),
+    # Reliability
+    ".venv/bin/python -m bench.soak     # 10 min of mixed traffic against gunicorn, storage "
+    "misbehaving": Exempt("a 10-minute soak and a 5-minute fuzz campaign, kept out of CI by "
+                          "design (issue 11); the fuzz harness's cases are test_fuzz.py's"),
+    "kind         requests  2xx/304    4xx  5xx ok 5xx bad   p50 ms   p99 ms   max s":
+        Output("python -m bench.soak's table"),
     # Layout, Benchmarks
     "wsi_streamer/": Run("test_layout_block_names_existing_folders"),
     "python -m bench.run":
