@@ -14,7 +14,6 @@ Skipped without an nginx binary or the shared slide ``CMU-1-Small-Region.svs``.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -26,13 +25,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from threading import Event, Thread
-from typing import Any
 
 import pytest
 
 from tests.integration.test_deploy import (
     REPO_ROOT,
     SMALL_SLIDE,
+    Reply,
     _sub_once,
     front_door,
     load_manifests,
@@ -51,16 +50,6 @@ TILE = f"/tiles/{SMALL_SLIDE}/0/0/0.jpg"
 
 # ---------------------------------------------------------------------------------------------
 # processes
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
 
 
 def raw_request(port: int, head: bytes, body: bytes = b"", timeout: float = 30) -> Reply:

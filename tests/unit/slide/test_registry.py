@@ -4,17 +4,15 @@ shared structure cache."""
 from __future__ import annotations
 
 import functools
-import threading
 
 import pytest
 
-from tests.fixtures.fakes import CountingReader
+from tests.fixtures.fakes import FakeStorage
 from tests.fixtures.slides import make_svs
 from tests.fixtures.threads import run_together, values
 from wsi_streamer.errors import SlideNotFound, StorageError, UnsupportedFormat
 from wsi_streamer.format.detect import SlideStructure
 from wsi_streamer.io.block_cache import BlockStore
-from wsi_streamer.io.storage import SlidePage, probe_reads
 from wsi_streamer.slide.registry import SlideRegistry
 
 
@@ -28,45 +26,6 @@ def svs_a() -> bytes:
 def svs_b() -> bytes:
     """A 1-level 260x180 SVS, different content from ``svs_a``."""
     return make_svs(260, 180, levels=1, tile=128, associated=False, seed=2).data
-
-
-class FakeStorage:
-    """Slides in a dict; each ``open`` is counted and may be slowed down. The identity is
-    derived from a version number bumped by ``replace``."""
-
-    def __init__(self, slides: dict[str, bytes], delay: float = 0.0) -> None:
-        self.slides = dict(slides)
-        self.versions = dict.fromkeys(slides, 1)
-        self.delay = delay
-        self.opens: list[str] = []
-        self.fail_next: Exception | None = None
-        self._lock = threading.Lock()
-
-    def open(self, slide_id: str) -> CountingReader:
-        with self._lock:
-            self.opens.append(slide_id)
-            error, self.fail_next = self.fail_next, None
-        if error is not None:
-            raise error
-        if slide_id not in self.slides:
-            raise SlideNotFound(slide_id)
-        return CountingReader(self.slides[slide_id], f"fake://{slide_id}#"
-                              f"{self.versions[slide_id]}", delay=self.delay)
-
-    def open_probed(self, slide_id: str, head: int, tail: int
-                    ) -> tuple[CountingReader, list[tuple[int, bytes]]]:
-        reader = self.open(slide_id)
-        return reader, probe_reads(reader, head, tail)
-
-    def replace(self, slide_id: str, data: bytes) -> None:
-        self.slides[slide_id] = data
-        self.versions[slide_id] += 1
-
-    def list_slides(self, **_: object) -> SlidePage:
-        return SlidePage(tuple(sorted(self.slides)), None)
-
-    def check(self) -> str:
-        return "fake"
 
 
 class Clock:

@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.fakes import CountingReader
+from tests.fixtures.fakes import FakeStorage as Storage
 from tests.fixtures.slides import make_svs
 from wsi_streamer.io.block_cache import BlockStore
-from wsi_streamer.io.storage import SlidePage, probe_reads
 from wsi_streamer.slide.registry import SlideRegistry
 from wsi_streamer.tile.cache import TileCache
 from wsi_streamer.tile.service import TileService, etag_of
@@ -29,40 +28,6 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 def slide_bytes(seed: int) -> bytes:
     """A 2-level 512x384 SVS in 128 px tiles, written on first use."""
     return make_svs(512, 384, levels=2, tile=128, associated=False, seed=seed).data
-
-
-class Storage:
-    """Slides by id; the identity is ``fake://{id}#{version}`` and ``replace`` bumps the
-    version (as a new S3 ETag or file mtime would)."""
-
-    def __init__(self, slides: dict[str, bytes]) -> None:
-        self.slides = dict(slides)
-        self.versions = dict.fromkeys(slides, 1)
-        self.readers: list[CountingReader] = []
-
-    def open(self, slide_id: str) -> CountingReader:
-        reader = CountingReader(self.slides[slide_id],
-                                f"fake://{slide_id}#{self.versions[slide_id]}")
-        self.readers.append(reader)
-        return reader
-
-    def open_probed(self, slide_id: str, head: int, tail: int
-                    ) -> tuple[CountingReader, list[tuple[int, bytes]]]:
-        reader = self.open(slide_id)
-        return reader, probe_reads(reader, head, tail)
-
-    def replace(self, slide_id: str, data: bytes) -> None:
-        self.slides[slide_id] = data
-        self.versions[slide_id] += 1
-
-    def list_slides(self, **_: object) -> SlidePage:
-        return SlidePage(tuple(sorted(self.slides)), None)
-
-    def check(self) -> str:
-        return "fake"
-
-    def reads(self) -> int:
-        return sum(len(r.calls) for r in self.readers)
 
 
 def service(storage: Storage, cache_dir: Path, revalidate_s: float = 3600) -> TileService:
