@@ -25,6 +25,7 @@ from typing import Any
 import diskcache
 import pytest
 
+from tests.fixtures.fakes import BOOMS, Boom
 from tests.fixtures.slides import make_svs
 from wsi_streamer import create_app
 from wsi_streamer.config import Config
@@ -34,17 +35,6 @@ from wsi_streamer.server.services import services
 LOGGER = "wsi_streamer.slide.hostcache"
 URLS = [f"/tiles/a.svs/0/{x}/{y}.jpg" for x in range(3) for y in range(2)] + [
     "/tiles/a.svs/1/0/0.jpg", "/tiles/a.svs/1/1/0.jpg", "/slides/a.svs/thumbnail?max_size=64"]
-BOOMS: list[str] = []
-
-
-def _boom(*args: Any) -> str:
-    BOOMS.append("unpickled")
-    return "boom"
-
-
-class Boom:
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return _boom, ()
 
 
 @pytest.fixture(scope="module")

@@ -809,6 +809,17 @@ def nginx_binary() -> str:
 NginxFactory = Callable[[int], int]
 
 
+def run_nginx(binary: str, run_dir: Path, conf: Path, port: int) -> subprocess.Popen[bytes]:
+    """``nginx -t`` the rendered config, then start it and wait for ``port``."""
+    cmd = [binary, "-e", "stderr", "-p", str(run_dir), "-c", str(conf)]
+    check = subprocess.run([*cmd, "-t"], capture_output=True, text=True, timeout=30)
+    assert check.returncode == 0, f"nginx -t failed:\n{check.stderr}"
+    log = run_dir / "nginx.log"
+    proc = start(cmd, log)
+    wait_for_port(port, proc, log, timeout=15)
+    return proc
+
+
 @pytest.fixture
 def nginx_in_front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxFactory]:
     """Start nginx, with the deploy config, proxying to 127.0.0.1:<upstream>; returns its port."""
@@ -819,13 +830,7 @@ def nginx_in_front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxFa
         run_dir = tmp_path_factory.mktemp("nginx")
         port = free_port()
         conf = render_nginx(run_dir, port, upstream_port)
-        cmd = [binary, "-e", "stderr", "-p", str(run_dir), "-c", str(conf)]
-        check = subprocess.run([*cmd, "-t"], capture_output=True, text=True, timeout=30)
-        assert check.returncode == 0, f"nginx -t failed:\n{check.stderr}"
-        log = run_dir / "nginx.log"
-        proc = start(cmd, log)
-        procs.append(proc)
-        wait_for_port(port, proc, log, timeout=15)
+        procs.append(run_nginx(binary, run_dir, conf, port))
         return port
 
     yield launch

@@ -37,6 +37,7 @@ from tests.integration.test_deploy import (
     load_manifests,
     nginx_binary,
     render_nginx,
+    run_nginx,
     start,
     stop,
     wait_for_port,
@@ -173,13 +174,7 @@ def start_nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxFacto
         for pattern, repl in edits:
             text = _sub_once(text, pattern, repl)
         site_path.write_text(text)
-        cmd = [binary, "-e", "stderr", "-p", str(run_dir), "-c", str(conf)]
-        check = subprocess.run([*cmd, "-t"], capture_output=True, text=True, timeout=30)
-        assert check.returncode == 0, f"nginx -t failed:\n{check.stderr}"
-        log = run_dir / "nginx.log"
-        proc = start(cmd, log)
-        procs.append(proc)
-        wait_for_port(port, proc, log, timeout=15)
+        procs.append(run_nginx(binary, run_dir, conf, port))
         return Nginx(port, run_dir)
 
     yield launch

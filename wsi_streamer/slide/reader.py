@@ -48,6 +48,11 @@ class SlideReader(Protocol):
 
     def prefetch_tiles(self, level: int, tiles: Sequence[tuple[int, int]]) -> None: ...
 
+    @property
+    def cost_bytes(self) -> int:
+        """Bytes held beyond the structure: the offset arrays and JPEGTables loaded so far."""
+        ...
+
     def level_tables(self) -> dict[int, tuple[np.ndarray, np.ndarray, bytes | None]]:
         """Tile offset/byte-count arrays (and JPEGTables) of the levels loaded so far."""
         ...

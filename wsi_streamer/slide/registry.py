@@ -259,9 +259,7 @@ class SlideRegistry:
 
 def _cost(slide: SlideReader) -> int:
     """Bytes an open slide holds: its structure plus the tile offset arrays loaded so far."""
-    tables = slide.level_tables()
-    return STRUCTURE_COST + sum(offsets.nbytes + counts.nbytes + len(jpeg or b"")
-                                for offsets, counts, jpeg in tables.values())
+    return STRUCTURE_COST + slide.cost_bytes
 
 
 def _close(reader: object) -> None:

@@ -19,6 +19,7 @@ import diskcache
 import numpy as np
 import pytest
 
+from tests.fixtures.fakes import BOOMS, Boom
 from tests.fixtures.slides import make_svs
 from wsi_streamer.format.detect import SlideStructure
 from wsi_streamer.format.tiff.header import TiffFormat
@@ -37,18 +38,6 @@ from wsi_streamer.slide.hostcache import BUSY_COOLDOWN_S, FailureLog, HostCache
 from wsi_streamer.slide.reader import open_slide
 
 LOGGER = "wsi_streamer.slide.hostcache"
-BOOMS: list[str] = []
-
-
-def _boom(*args: Any) -> str:
-    """What a planted pickle runs when it is loaded."""
-    BOOMS.append("unpickled")
-    return "boom"
-
-
-class Boom:
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return _boom, ()
 
 
 class Clock:
