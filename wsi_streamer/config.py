@@ -59,6 +59,9 @@ def default_tile_cache_dir() -> str:
 class Config:
     host: str = "0.0.0.0"
     port: int = 3000
+    # One storage URL (s3://bucket/prefix, file:///path, https://host/prefix); when unset,
+    # WSI_S3_BUCKET/WSI_S3_PREFIX or WSI_SLIDES_DIR say the same (aliases).
+    storage: str | None = None
     s3_bucket: str | None = None
     s3_prefix: str = ""
     s3_endpoint: str | None = None
@@ -121,6 +124,7 @@ def _text(text: str) -> str:
 _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "host": ("WSI_HOST", _text),
     "port": ("WSI_PORT", _int_in(0, 65535)),
+    "storage": ("WSI_STORAGE", _text),
     "s3_bucket": ("WSI_S3_BUCKET", _text),
     "s3_prefix": ("WSI_S3_PREFIX", _text),
     "s3_endpoint": ("WSI_S3_ENDPOINT", _text),
