@@ -23,8 +23,8 @@ from wsi_streamer.errors import (
     StorageError,
     UnsupportedFormat,
 )
-from wsi_streamer.format.detect import OPEN_HEAD, OPEN_TAIL
-from wsi_streamer.format.tiled import TiffSlide
+from wsi_streamer.format.drivers import OPEN_HEAD, OPEN_TAIL
+from wsi_streamer.format.tiff.slide import TiffSlide
 from wsi_streamer.io.block_cache import BlockStore
 from wsi_streamer.io.range_reader import BytesReader
 from wsi_streamer.io.s3 import S3Storage

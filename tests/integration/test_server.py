@@ -25,7 +25,7 @@ from PIL import Image
 from tests.fixtures.images import downsample2
 from tests.fixtures.slides import make_simple, make_svs
 from tests.servers import Server, gunicorn
-from wsi_streamer.format.writer import synthetic_tissue, write_pyramid
+from wsi_streamer.format.tiff.writer import synthetic_tissue, write_pyramid
 
 
 @dataclass(frozen=True)
@@ -181,7 +181,8 @@ def test_health(server: Server) -> None:
 def test_metrics_count_storage_and_tiles(server: Server, corpus: Corpus) -> None:
     get(server, f"/tiles/{corpus.main}/0/0/0.jpg")
     text = get(server, "/metrics").text
-    values = dict(re.findall(r'^(wsi_\w+)\{pid="\d+"\} (\d+)$', text, re.MULTILINE))
+    # Host totals (no pid label: every worker's values are summed), Prometheus floats.
+    values = dict(re.findall(r"^(wsi_\w+) (\d+(?:\.\d+)?(?:e[+-]?\d+)?)$", text, re.MULTILINE))
     assert {"wsi_storage_requests_total", "wsi_tiles_rendered_total",
             "wsi_tile_cache_hits_total"} <= set(values), text
 

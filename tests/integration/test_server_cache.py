@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from tests.servers import Server, gunicorn
-from wsi_streamer.format.writer import synthetic_tissue, write_pyramid
+from wsi_streamer.format.tiff.writer import synthetic_tissue, write_pyramid
 
 SLIDE = "svs4.svs"  # 1536x1152, 256 px tiles: 6x5 tiles at level 0
 _PID = re.compile(r"pid=(\d+)")

@@ -19,7 +19,7 @@ from tests.servers import free_port
 from wsi_streamer import create_app
 from wsi_streamer.config import Config
 from wsi_streamer.errors import StorageConnectionError
-from wsi_streamer.format.detect import plan_open_reads
+from wsi_streamer.format.drivers import plan_open_reads
 from wsi_streamer.io.range_reader import BytesReader
 from wsi_streamer.io.s3 import S3Storage
 from wsi_streamer.slide.reader import open_slide
@@ -37,7 +37,7 @@ def slide_bytes() -> bytes:
 
     from tests.fixtures.images import downsample2
     from tests.fixtures.slides import make_svs
-    from wsi_streamer.format.writer import synthetic_tissue
+    from wsi_streamer.format.tiff.writer import synthetic_tissue
 
     base = np.asarray(synthetic_tissue(2560, 1920)).astype(np.int16)
     grain = np.random.default_rng(3).integers(-12, 13, base.shape, dtype=np.int16)

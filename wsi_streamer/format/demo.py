@@ -13,7 +13,7 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from .writer import write_pyramid
+from .tiff.writer import write_pyramid
 
 DEMO_MPP = 0.25  # microns per level-0 pixel (a 40x scan)
 DEMO_SIZE = (8192, 6144)

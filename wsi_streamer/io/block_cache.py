@@ -334,6 +334,12 @@ class BlockCache:
     def stats(self) -> IoStats:
         return self.store.stats
 
+    @property
+    def local_path(self) -> str | None:
+        """The inner reader's file when it is local (None for object storage)."""
+        path = getattr(self.inner, "local_path", None)
+        return path if isinstance(path, str) else None
+
     def close(self) -> None:
         """Close the inner reader (its cached blocks stay in the store)."""
         close = getattr(self.inner, "close", None)

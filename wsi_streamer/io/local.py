@@ -46,6 +46,11 @@ class LocalReader:
         return self._identity
 
     @property
+    def local_path(self) -> str:
+        """The file itself, for readers that open paths (the OpenSlide driver)."""
+        return self._path
+
+    @property
     def is_open(self) -> bool:
         return self._fd >= 0
 

@@ -19,7 +19,9 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
-from ..format.detect import SlideStructure
+from ..format import drivers
+from ..format.contract import FormatDriver
+from ..format.drivers import Parsed
 from ..io.block_cache import BlockStore
 from ..io.local import LocalStorage
 from ..io.range_reader import IoStats
@@ -29,7 +31,7 @@ from ..slide.hostcache import HostCache
 from ..slide.reader import SlideReader
 from ..slide.region import read_level0_anchored, render_region
 from ..slide.registry import SlideRegistry
-from .sources import S3Options, is_s3, split_s3
+from .sources import S3Options, is_remote, is_s3, remote_object
 from .types import SlideProperties
 
 logger = logging.getLogger(__name__)
@@ -84,7 +86,7 @@ def thumbnail_dims(dimensions: tuple[int, int], size: tuple[int, int]) -> tuple[
 
 
 def properties_of(path: str, slide: SlideReader) -> SlideProperties:
-    st = slide.structure
+    st = slide.info
     return SlideProperties(
         path=path, dimensions=slide.dimensions, level_count=slide.level_count,
         level_dimensions=tuple((lv.width, lv.height) for lv in slide.levels),
@@ -189,14 +191,15 @@ class _CountingStructures:
     def __init__(self, cache: HostCache, namespace: str, counters: IoStats) -> None:
         self._cache, self._ns, self._counters = cache, namespace, counters
 
-    def get_structure(self, identity: str) -> SlideStructure | None:
-        found = self._cache.get_structure(identity)
+    def get_structure(self, identity: str, table: tuple[FormatDriver, ...] = drivers.NATIVE
+                      ) -> Parsed | None:
+        found = self._cache.get_structure(identity, table)
         if found is not None:
             self._counters.add(hits=1)
         return found
 
-    def put_structure(self, identity: str, structure: SlideStructure) -> None:
-        self._cache.put_structure(identity, structure)
+    def put_structure(self, identity: str, parsed: Parsed) -> None:
+        self._cache.put_structure(identity, parsed)
 
     def known_slide(self, slide_id: str) -> bool:
         return self._cache.known_slide(self._ns + slide_id)
@@ -291,13 +294,12 @@ class NativeBackend:
             return found[1]
 
     def open_slide(self, path: str) -> NativeSlide:
-        """Open ``path`` (local file or ``s3://bucket/key``); ``SlideNotFound``,
-        ``UnsupportedFormat`` (with the reason) or a ``StorageError`` otherwise."""
-        if is_s3(path):
-            bucket, key = split_s3(path)
-            registry = self._registry(f"s3://{bucket}/",
-                                      lambda: self.s3_options.storage(bucket))
-            slide_id = key
+        """Open ``path`` (local file, ``s3://bucket/key`` or ``http(s)://host/path``);
+        ``SlideNotFound``, ``UnsupportedFormat`` (with the reason) or a ``StorageError``
+        otherwise."""
+        if is_remote(path):
+            root, make, slide_id = remote_object(path, self.s3_options)
+            registry = self._registry(root, make)
         else:
             real = os.path.realpath(path)
             root, slide_id = os.path.split(real)

@@ -9,8 +9,8 @@ from flask import Blueprint, Response, jsonify, request
 from ..slide.reader import SlideReader
 from ..tile.service import clamp_thumbnail_size
 from .params import parse_int, parse_quality
+from .paths import parse_slide_path
 from .responses import if_none_match, image_response
-from .routes import parse_slide_path
 from .services import services
 
 bp = Blueprint("slides", __name__)
@@ -60,7 +60,7 @@ def thumbnail(slide_id: str) -> Response:
 
 def metadata(slide_id: str, slide: SlideReader) -> dict[str, Any]:
     width, height = slide.dimensions
-    structure = slide.structure
+    structure = slide.info
     body: dict[str, Any] = {
         "slide_id": slide_id,
         "format": slide.format_name,

@@ -19,12 +19,15 @@ from ..errors import (
     UnsupportedFormat,
     WsiError,
 )
-from ..format.levels import LevelInfo
+from ..format.info import LevelGeometry, SlideInfo
 from .reader import SlideReader, open_slide
 from .region import read_level0_anchored, read_region, render_region
 
+LevelInfo = LevelGeometry  # the name before format drivers (0.x)
+
 __all__ = [
-    "DecodeError", "InvalidLevel", "LevelInfo", "ObjectChanged", "SlideNotFound", "SlideReader",
+    "DecodeError", "InvalidLevel", "LevelGeometry", "LevelInfo", "ObjectChanged",
+    "SlideInfo", "SlideNotFound", "SlideReader",
     "StorageConnectionError", "StorageError", "TileOutOfBounds", "UnsupportedFormat",
     "WsiError", "open_slide", "read_level0_anchored", "read_region", "render_region",
 ]

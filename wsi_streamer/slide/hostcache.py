@@ -30,15 +30,11 @@ import numpy as np
 from diskcache.core import MODE_BINARY, MODE_RAW, UNKNOWN
 
 from ..errors import ConfigError
-from ..format.detect import SlideStructure
+from ..format import drivers
+from ..format.contract import FormatDriver
+from ..format.drivers import Parsed
 from .cachedir import ensure_private_dir
-from .codec import (
-    CacheEntryError,
-    decode_arrays,
-    decode_structure,
-    encode_arrays,
-    encode_structure,
-)
+from .codec import CacheEntryError, decode_arrays, encode_arrays
 
 logger = logging.getLogger(__name__)
 
@@ -258,19 +254,22 @@ class HostCache:
             self.failures.warn("entry", "host cache %s: entry %s unreadable, a miss: %s",
                                self.directory, key, exc)
 
-    def get_structure(self, identity: str) -> SlideStructure | None:
+    def get_structure(self, identity: str, table: tuple[FormatDriver, ...] = drivers.NATIVE
+                      ) -> Parsed | None:
+        """The parsed slide stored for ``identity`` by a driver of ``table`` (None when
+        absent or unreadable)."""
         key = _STRUCTURE_PREFIX + identity
         blob = self.get(key)
         if blob is None:
             return None
         try:
-            return decode_structure(blob)
+            return drivers.decode(blob, table)
         except CacheEntryError as exc:
             self._unreadable(key, exc)
             return None
 
-    def put_structure(self, identity: str, structure: SlideStructure) -> None:
-        self.set(_STRUCTURE_PREFIX + identity, encode_structure(structure))
+    def put_structure(self, identity: str, parsed: Parsed) -> None:
+        self.set(_STRUCTURE_PREFIX + identity, drivers.encode(parsed))
 
     def get_arrays(self, key: str, kind: str
                    ) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:

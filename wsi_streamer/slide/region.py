@@ -20,7 +20,7 @@ import math
 from PIL import Image
 
 from ..errors import InvalidParameter, LimitExceeded
-from ..format.levels import LevelInfo
+from ..format.info import LevelGeometry
 from ..limits import MAX_CANVAS_PIXELS, MAX_OUTPUT_PIXELS
 from .reader import SlideReader
 
@@ -33,7 +33,7 @@ def _canvas(size: tuple[int, int]) -> Image.Image:
     return Image.new("RGB", size, WHITE)
 
 
-def tile_span(info: LevelInfo, x: float, y: float, width: float, height: float
+def tile_span(info: LevelGeometry, x: float, y: float, width: float, height: float
               ) -> tuple[int, int, int, int]:
     """``(x0, y0, x1, y1)``: the inclusive tile columns and rows of ``level`` that the box
     ``[x, x+width) x [y, y+height)`` (level pixels) touches, clamped to the grid."""
@@ -45,7 +45,7 @@ def tile_span(info: LevelInfo, x: float, y: float, width: float, height: float
     return x0, y0, x1, y1
 
 
-def region_tile_count(info: LevelInfo, x: float, y: float, width: float, height: float
+def region_tile_count(info: LevelGeometry, x: float, y: float, width: float, height: float
                       ) -> int:
     """Tiles ``render_region`` decodes for this box (0 when it misses the level)."""
     if x >= info.width or y >= info.height or x + width <= 0 or y + height <= 0:
@@ -95,11 +95,9 @@ def render_region(slide: SlideReader, level: int, x: float, y: float, width: flo
         raise InvalidParameter(f"region {width:.0f}x{height:.0f} of level {level} is too large")
     canvas = _canvas((canvas_w, canvas_h))
     tiles = [(tx, ty) for ty in range(y0, y1 + 1) for tx in range(x0, x1 + 1)]
-    slide.prefetch_tiles(level, tiles)
     target = (math.ceil(tw / reduce), math.ceil(th / reduce))
-    for tx, ty in tiles:
-        raw = slide.read_raw_tile(level, tx, ty)
-        tile = slide.decode_tile(level, raw, target if reduce > 1 else None)
+    decoded = slide.tile_images(level, tiles, target if reduce > 1 else None)
+    for (tx, ty), tile in zip(tiles, decoded, strict=True):
         if tile.size != target:
             tile = tile.resize(target, Image.Resampling.BOX)
         canvas.paste(tile, ((tx * tw - left) // reduce, (ty * th - top) // reduce))
@@ -147,7 +145,7 @@ def read_level0_anchored(slide: SlideReader, x0: int, y0: int, level: int, width
                          resample=resample, dct_scaling=dct_scaling)
 
 
-def overview_factor(info: LevelInfo, out_size: tuple[int, int]) -> int:
+def overview_factor(info: LevelGeometry, out_size: tuple[int, int]) -> int:
     """The power of two ``render_overview`` reduces ``level``'s tiles by: the largest that
     keeps the level at least ``out_size`` and divides both tile sides (16 at least for TIFF
     6.0 tiles)."""
@@ -190,12 +188,7 @@ def render_overview(slide: SlideReader, level: int, out_size: tuple[int, int], *
     canvas = _canvas((canvas_w, canvas_h))
     for ty in range(info.tiles_y):
         row = [(tx, ty) for tx in range(info.tiles_x)]
-        slide.prefetch_tiles(level, row)
-        for tx, _ in row:
-            raw = slide.read_raw_tile(level, tx, ty)
-            if not raw:
-                continue  # a sparse tile: the canvas is white already
-            tile = slide.decode_tile(level, raw, reduce_to)
+        for tx, tile in enumerate(slide.tile_images(level, row, reduce_to)):
             if tile.size != (tw, th):
                 k = tile.width // tw
                 if k > 1 and tile.size == (tw * k, th * k):

@@ -28,8 +28,9 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from ..errors import ObjectChanged, SlideNotFound, StorageError, UnsupportedFormat, WsiError
-from ..format.detect import OPEN_HEAD, OPEN_TAIL, SlideStructure, parse_structure
-from ..format.tiled import TiffSlide
+from ..format import drivers
+from ..format.contract import FormatDriver
+from ..format.drivers import OPEN_HEAD, OPEN_TAIL, Parsed
 from ..io.block_cache import BlockStore
 from ..io.range_reader import RangeReader
 from ..io.singleflight import SingleFlight, detached, own_copy
@@ -49,8 +50,9 @@ MAX_VERDICTS = MAX_REMEMBERED_FAILURES
 class StructureCache(Protocol):
     """Where parsed structures are shared (the tile layer's diskcache); keys are identities."""
 
-    def get_structure(self, identity: str) -> SlideStructure | None: ...
-    def put_structure(self, identity: str, structure: SlideStructure) -> None: ...
+    def get_structure(self, identity: str,
+                      table: tuple[FormatDriver, ...] = drivers.NATIVE) -> Parsed | None: ...
+    def put_structure(self, identity: str, parsed: Parsed) -> None: ...
     def known_slide(self, slide_id: str) -> bool: ...
     def remember_slide(self, slide_id: str, identity: str) -> None: ...
 
@@ -71,14 +73,17 @@ class _Failure:
 
 class SlideRegistry:
     """Thread-safe. ``get(slide_id)`` returns an open ``SlideReader`` or raises
-    ``SlideNotFound``/``UnsupportedFormat``/``StorageError``."""
+    ``SlideNotFound``/``UnsupportedFormat``/``StorageError``. Slides are parsed and opened
+    by the first of ``formats`` (``format.drivers``) that reads them."""
 
     def __init__(self, storage: Storage, store: BlockStore, *, max_slides: int = 100,
                  max_bytes: int = DEFAULT_MAX_BYTES, revalidate_s: float = 60.0,
                  negative_ttl_s: float = NEGATIVE_TTL_S,
                  structures: StructureCache | None = None,
+                 formats: tuple[FormatDriver, ...] = drivers.NATIVE,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.storage = storage
+        self.formats = formats
         self.store = store
         self.max_slides = max_slides
         self.max_bytes = max_bytes
@@ -213,20 +218,21 @@ class SlideRegistry:
                                               raw.identity))
             raise own_copy(verdict)
         reader = self.store.view(raw)
-        structure = self.structures.get_structure(reader.identity) if self.structures else None
-        if structure is None:
+        parsed = (self.structures.get_structure(reader.identity, self.formats)
+                  if self.structures else None)
+        if parsed is None:
             try:
-                structure = parse_structure(reader)
+                parsed = drivers.parse(reader, self.formats)
             except UnsupportedFormat as exc:
                 reader.close()
                 self._judge(slide_id, reader.identity, exc)
                 raise
             if self.structures is not None:
-                self.structures.put_structure(reader.identity, structure)
+                self.structures.put_structure(reader.identity, parsed)
                 self.structures.remember_slide(slide_id, reader.identity)
         else:
             logger.debug("structure of %s from the shared cache", slide_id)
-        return TiffSlide(reader, structure)
+        return parsed.open(reader)
 
     def _judge(self, slide_id: str, identity: str, error: UnsupportedFormat) -> None:
         with self._lock:

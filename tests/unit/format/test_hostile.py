@@ -22,9 +22,9 @@ from tests.fixtures.slides import first_ifd_offset, make_svs
 from tests.fixtures.tiffpack import Field, pack_tiff, payload_offset, tiled_fields
 from wsi_streamer import limits
 from wsi_streamer.errors import InvalidTiff, UnsupportedFormat, WsiError
-from wsi_streamer.format import tiled
-from wsi_streamer.format.detect import parse_structure
 from wsi_streamer.format.tiff import chain
+from wsi_streamer.format.tiff import slide as tiled
+from wsi_streamer.format.tiff.driver import parse_structure
 from wsi_streamer.io.range_reader import BytesReader
 from wsi_streamer.slide.reader import open_slide
 

@@ -12,8 +12,8 @@ import pytest
 
 from bench.tiffwrite import LONG, SHORT, Page, write_tiff
 from tests.fixtures.fakes import CountingReader
-from wsi_streamer.format import detect
-from wsi_streamer.format.detect import parse_structure
+from wsi_streamer.format import spans as detect
+from wsi_streamer.format.tiff.driver import parse_structure
 from wsi_streamer.io.block_cache import BlockCache
 
 TILE = 256

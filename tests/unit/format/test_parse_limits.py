@@ -13,9 +13,9 @@ from tests.fixtures.images import abbreviated_jpeg_tiles, tissue
 from tests.fixtures.tiffpack import Field, pack_tiff, payload_offset, tiled_fields
 from wsi_streamer import limits
 from wsi_streamer.errors import LimitExceeded, UnsupportedFormat
-from wsi_streamer.format import levels as levels_module
-from wsi_streamer.format.detect import parse_structure
 from wsi_streamer.format.tiff import chain
+from wsi_streamer.format.tiff import levels as levels_module
+from wsi_streamer.format.tiff.driver import parse_structure
 from wsi_streamer.io.range_reader import BytesReader
 
 START = payload_offset()  # a constant (8): where pack_tiff puts the payload

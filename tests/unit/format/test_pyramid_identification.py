@@ -16,7 +16,7 @@ import pytest
 from tests.fixtures.images import psnr
 from tests.fixtures.pages import Page, write_pages
 from tests.fixtures.slides import ifd_offsets, make_svs, pyramid
-from wsi_streamer.format.detect import parse_structure
+from wsi_streamer.format.tiff.driver import parse_structure
 from wsi_streamer.io.range_reader import BytesReader
 from wsi_streamer.slide.reader import open_slide
 

@@ -4,8 +4,8 @@ levels' offset arrays are loaded (16 bytes per tile as uint64, plus the JPEGTabl
 from __future__ import annotations
 
 from tests.fixtures.slides import make_svs
-from wsi_streamer.format.detect import parse_structure
-from wsi_streamer.format.tiled import TiffSlide
+from wsi_streamer.format.tiff.driver import parse_structure
+from wsi_streamer.format.tiff.slide import TiffSlide
 from wsi_streamer.io.range_reader import BytesReader
 
 

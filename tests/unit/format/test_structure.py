@@ -9,9 +9,9 @@ from tests.fixtures.images import abbreviated_jpeg_tiles, tissue
 from tests.fixtures.slides import make_generic, make_simple, make_svs
 from tests.fixtures.tiffpack import Field, pack_tiff, payload_offset, tiled_fields
 from wsi_streamer.errors import UnsupportedFormat
-from wsi_streamer.format import detect
-from wsi_streamer.format.detect import parse_structure
+from wsi_streamer.format import spans as detect
 from wsi_streamer.format.tiff.chain import IFD_WINDOW
+from wsi_streamer.format.tiff.driver import parse_structure
 from wsi_streamer.format.tiff.ifd import read_fields
 from wsi_streamer.io.range_reader import BytesReader
 from wsi_streamer.slide.reader import open_slide

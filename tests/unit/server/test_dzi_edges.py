@@ -16,7 +16,7 @@ from openslide.deepzoom import DeepZoomGenerator
 from PIL import Image
 
 from wsi_streamer.config import Config
-from wsi_streamer.format.writer import synthetic_tissue, write_pyramid
+from wsi_streamer.format.tiff.writer import synthetic_tissue, write_pyramid
 
 CMU = "CMU-1-Small-Region.svs"  # 2220x2967, from the shared slides when present
 NS = "{http://schemas.microsoft.com/deepzoom/2008}"

@@ -7,8 +7,8 @@ import numpy as np
 from tests.fixtures.fakes import CountingReader
 from tests.fixtures.slides import make_svs
 from tests.fixtures.threads import run_together, values
-from wsi_streamer.format.detect import parse_structure
-from wsi_streamer.format.tiled import TiffSlide
+from wsi_streamer.format.tiff.driver import parse_structure
+from wsi_streamer.format.tiff.slide import TiffSlide
 from wsi_streamer.io.block_cache import BlockCache
 from wsi_streamer.io.range_reader import BytesReader
 

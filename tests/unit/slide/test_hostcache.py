@@ -21,23 +21,30 @@ import pytest
 
 from tests.fixtures.fakes import BOOMS, Boom
 from tests.fixtures.slides import make_svs
-from wsi_streamer.format.detect import SlideStructure
+from wsi_streamer.format import drivers
+from wsi_streamer.format.drivers import STRUCTURE_VERSION, Parsed
+from wsi_streamer.format.tiff.driver import DRIVER as TIFF
 from wsi_streamer.format.tiff.header import TiffFormat
+from wsi_streamer.format.tiff.structure import TiffStructure
 from wsi_streamer.patches.backends import _pack_tables, _unpack_tables
 from wsi_streamer.patches.masks import MASK_KIND, _pack, _unpack
 from wsi_streamer.patches.types import TissueMask
-from wsi_streamer.slide.codec import (
-    STRUCTURE_VERSION,
-    CacheEntryError,
-    decode_arrays,
-    decode_structure,
-    encode_arrays,
-    encode_structure,
-)
+from wsi_streamer.slide.codec import CacheEntryError, decode_arrays, encode_arrays
 from wsi_streamer.slide.hostcache import BUSY_COOLDOWN_S, FailureLog, HostCache
 from wsi_streamer.slide.reader import open_slide
 
 LOGGER = "wsi_streamer.slide.hostcache"
+
+
+def encode_structure(structure: TiffStructure) -> bytes:
+    return drivers.encode(Parsed(TIFF, structure))
+
+
+def decode_structure(blob: bytes) -> TiffStructure:
+    parsed = drivers.decode(blob)
+    assert parsed.driver is TIFF
+    structure: TiffStructure = parsed.structure
+    return structure
 
 
 class Clock:
@@ -49,7 +56,7 @@ class Clock:
 
 
 @pytest.fixture(scope="module")
-def structure(tmp_path_factory: pytest.TempPathFactory) -> SlideStructure:
+def structure(tmp_path_factory: pytest.TempPathFactory) -> TiffStructure:
     root = tmp_path_factory.mktemp("hostcache-slide")
     path = make_svs(600, 400, levels=2, tile=256).write(root, "a.svs")
     return open_slide(str(path)).structure
@@ -68,7 +75,7 @@ def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 # --- versioned encodings ----------------------------------------------------------------------
-def test_structure_is_versioned_json_and_round_trips(structure: SlideStructure) -> None:
+def test_structure_is_versioned_json_and_round_trips(structure: TiffStructure) -> None:
     blob = encode_structure(structure)
     doc = json.loads(blob)
     assert doc["schema"] == "wsi_streamer.structure" and doc["version"] == STRUCTURE_VERSION
@@ -88,18 +95,20 @@ def _edit(blob: bytes, edit: Any) -> bytes:
 @pytest.mark.parametrize("edit", [
     lambda d: d.update(version=STRUCTURE_VERSION + 1),
     lambda d: d.update(schema="other"),
-    lambda d: d["levels"][0].update(width="600"),
-    lambda d: d["levels"][0].update(tiles_x=99),
-    lambda d: d["levels"][0]["tile_offsets"].update(type=999),
-    lambda d: d["levels"][0]["tile_offsets"].update(inline="***"),
-    lambda d: d["tiff"].update(byteorder="?"),
-    lambda d: d.update(levels=[]),
+    lambda d: d["structure"]["levels"][0].update(width="600"),
+    lambda d: d["structure"]["levels"][0].update(tiles_x=99),
+    lambda d: d["structure"]["levels"][0]["tile_offsets"].update(type=999),
+    lambda d: d["structure"]["levels"][0]["tile_offsets"].update(inline="***"),
+    lambda d: d["structure"]["tiff"].update(byteorder="?"),
+    lambda d: d["structure"].update(levels=[]),
     lambda d: d.update(extra=1),
-    lambda d: d.update(properties=[["a"]]),
-    lambda d: d.update(mpp_x=True),
+    lambda d: d.update(driver="nope"),
+    lambda d: d["structure"].update(associated=[1]),
+    lambda d: d["structure"].update(properties=[["a"]]),
+    lambda d: d["structure"].update(mpp_x=True),
 ], ids=["version", "schema", "type", "grid", "field-type", "base64", "byteorder", "no-levels",
-        "extra-field", "pair", "bool-float"])
-def test_malformed_or_other_version_structure_is_refused(structure: SlideStructure,
+        "extra-field", "unknown-driver", "associated", "pair", "bool-float"])
+def test_malformed_or_other_version_structure_is_refused(structure: TiffStructure,
                                                           edit: Any) -> None:
     with pytest.raises(CacheEntryError):
         decode_structure(_edit(encode_structure(structure), edit))
@@ -152,7 +161,7 @@ def test_masks_and_tile_tables_round_trip_through_the_cache(cache: HostCache) ->
     assert cache.get_arrays("mask:x", "wsi_streamer.tile_tables") is None  # another kind
 
 
-def test_malformed_entries_are_misses_warned_once(cache: HostCache, structure: SlideStructure,
+def test_malformed_entries_are_misses_warned_once(cache: HostCache, structure: TiffStructure,
                                                   caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, LOGGER)
     cache.set("structure:old", _edit(encode_structure(structure),
@@ -166,8 +175,8 @@ def test_malformed_entries_are_misses_warned_once(cache: HostCache, structure: S
         assert cache.get_arrays("mask:pickled", MASK_KIND) is None
     found = warnings_of(caplog)
     assert len(found) == 1 and "structure:bad" in found[0], found  # stale ones: debug only
-    cache.put_structure("bad", structure)
-    assert cache.get_structure("bad") == structure
+    cache.put_structure("bad", Parsed(TIFF, structure))
+    assert cache.get_structure("bad") == Parsed(TIFF, structure)
 
 
 # --- nothing from the folder is executable ----------------------------------------------------

@@ -11,7 +11,7 @@ from tests.fixtures.fakes import FakeStorage
 from tests.fixtures.slides import make_svs
 from tests.fixtures.threads import run_together, values
 from wsi_streamer.errors import SlideNotFound, StorageError, UnsupportedFormat
-from wsi_streamer.format.detect import SlideStructure
+from wsi_streamer.format.drivers import Parsed
 from wsi_streamer.io.block_cache import BlockStore
 from wsi_streamer.slide.registry import SlideRegistry
 
@@ -126,14 +126,14 @@ def test_revalidation_of_a_deleted_slide_raises_and_forgets_it() -> None:
 def test_shared_structure_cache_skips_parsing() -> None:
     class Structures:
         def __init__(self) -> None:
-            self.data: dict[str, SlideStructure] = {}
+            self.data: dict[str, Parsed] = {}
             self.ids: dict[str, str] = {}
 
-        def get_structure(self, identity: str) -> SlideStructure | None:
+        def get_structure(self, identity: str, table: object = None) -> Parsed | None:
             return self.data.get(identity)
 
-        def put_structure(self, identity: str, structure: SlideStructure) -> None:
-            self.data[identity] = structure
+        def put_structure(self, identity: str, parsed: Parsed) -> None:
+            self.data[identity] = parsed
 
         def known_slide(self, slide_id: str) -> bool:
             return slide_id in self.ids

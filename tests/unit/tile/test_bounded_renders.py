@@ -24,7 +24,7 @@ from tests.fixtures.single_level import block_means, expected_means, single_leve
 from tests.fixtures.threads import run_together
 from wsi_streamer import limits
 from wsi_streamer.errors import LimitExceeded, Overloaded
-from wsi_streamer.format.tiled import TiffSlide
+from wsi_streamer.format.tiff.slide import TiffSlide
 from wsi_streamer.io.block_cache import BlockStore
 from wsi_streamer.io.storage import SlidePage
 from wsi_streamer.slide import region

@@ -12,8 +12,11 @@ import pytest
 
 from tests.fixtures.fakes import CountingReader
 from tests.fixtures.slides import make_svs
-from wsi_streamer.format.detect import SlideStructure, parse_structure
-from wsi_streamer.format.tiled import TiffSlide
+from wsi_streamer.format.drivers import Parsed
+from wsi_streamer.format.tiff.driver import DRIVER as TIFF
+from wsi_streamer.format.tiff.driver import parse_structure
+from wsi_streamer.format.tiff.slide import TiffSlide
+from wsi_streamer.format.tiff.structure import TiffStructure
 from wsi_streamer.io.block_cache import BlockStore
 from wsi_streamer.io.range_reader import BytesReader, IoStats
 from wsi_streamer.io.storage import SlidePage
@@ -27,7 +30,7 @@ class Sample:
     """The slide, its structure and, per level, the (offset, length) of every tile."""
 
     data: bytes
-    structure: SlideStructure
+    structure: TiffStructure
     tile_ranges: dict[int, set[tuple[int, int]]]
 
 
@@ -68,10 +71,10 @@ class KnownStructure:
     """A structure cache that already knows the slide, so opening it reads nothing and every
     range storage sees afterwards was asked for by the image being made."""
 
-    def get_structure(self, identity: str) -> SlideStructure | None:
-        return sample().structure
+    def get_structure(self, identity: str, table: object = None) -> Parsed | None:
+        return Parsed(TIFF, sample().structure)
 
-    def put_structure(self, identity: str, structure: SlideStructure) -> None:
+    def put_structure(self, identity: str, parsed: Parsed) -> None:
         pass
 
     def known_slide(self, slide_id: str) -> bool:

@@ -36,6 +36,7 @@ from ...limits import (
     MAX_SNIFF_HITS,
     MAX_TOTAL_ENTRIES,
 )
+from ..spans import Spans
 from .header import TiffFormat
 from .ifd import (
     EAGER_TAGS,
@@ -46,7 +47,6 @@ from .ifd import (
     decode_value,
     parse_entries,
 )
-from .spans import Spans
 from .tags import Tag
 
 IFD_WINDOW = 4096  # bytes read for one IFD (covers about 340 classic entries)

@@ -1,5 +1,5 @@
-"""A tiled TIFF slide (SVS or generic pyramid) over a ``RangeReader``: raw tiles with exact
-byte ranges and decoded tiles cropped to the level (regions: ``slide.region``).
+"""The TIFF driver's slide: a tiled TIFF (SVS or generic pyramid) over a ``RangeReader``: raw
+tiles with exact byte ranges and decoded tiles cropped to the level (regions: ``slide.region``).
 
 Thread-safe: one instance serves every thread; per-level offset arrays are loaded once, on
 the first tile of that level, under a per-level lock."""
@@ -7,76 +7,44 @@ the first tile of that level, under a per-level lock."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 from PIL import Image
 
-from ..errors import InvalidLevel, InvalidTiff, TileOutOfBounds
-from ..io.range_reader import RangeReader, read_ranges
-from .detect import SlideStructure
-from .jp2k import decode_jp2k
-from .jpeg import complete_stream, decode_jpeg
-from .levels import LevelInfo
-from .tiff.ifd import check_value_size, decode_array, read_fields
-from .tiff.tags import JPEG, PHOTOMETRIC_RGB, PHOTOMETRIC_YCBCR
+from ...errors import InvalidTiff, TileOutOfBounds
+from ...io.range_reader import RangeReader, read_ranges
+from ..base import PyramidGeometry
+from ..contract import LevelTables
+from ..jp2k import decode_jp2k
+from ..jpeg import complete_stream, decode_jpeg
+from .ifd import check_value_size, decode_array, read_fields
+from .levels import TiffLevel
+from .structure import TiffStructure
+from .tags import JPEG, PHOTOMETRIC_RGB, PHOTOMETRIC_YCBCR
 
 BACKGROUND = (255, 255, 255)
 
 
-def max_tile_bytes(level: LevelInfo) -> int:
+def max_tile_bytes(level: TiffLevel) -> int:
     """Largest plausible compressed tile: 4x the raw pixels plus 1 MiB of headroom."""
     return 4 * level.tile_width * level.tile_height * 3 + (1 << 20)
 
 
-class TiffSlide:
-    """Satisfies ``slide.reader.SlideReader`` without importing it."""
+class TiffSlide(PyramidGeometry):
+    """A ``contract.SlideReader`` over the driver's ``TiffStructure``."""
 
-    def __init__(self, reader: RangeReader, structure: SlideStructure) -> None:
+    def __init__(self, reader: RangeReader, structure: TiffStructure) -> None:
         self.reader = reader
         self.structure = structure
+        self.info = structure.info
         self._arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._tables: dict[int, bytes | None] = {}
         self._locks = [threading.Lock() for _ in structure.levels]
 
-    # --- geometry ----------------------------------------------------------------------------
     @property
     def identity(self) -> str:
         return self.reader.identity
-
-    @property
-    def format_name(self) -> str:
-        return self.structure.format_name
-
-    @property
-    def levels(self) -> tuple[LevelInfo, ...]:
-        return self.structure.levels
-
-    @property
-    def level_count(self) -> int:
-        return len(self.structure.levels)
-
-    @property
-    def dimensions(self) -> tuple[int, int]:
-        base = self.structure.levels[0]
-        return base.width, base.height
-
-    @property
-    def properties(self) -> dict[str, str]:
-        return dict(self.structure.properties)
-
-    def level(self, level: int) -> LevelInfo:
-        if not 0 <= level < len(self.structure.levels):
-            raise InvalidLevel(level, len(self.structure.levels))
-        return self.structure.levels[level]
-
-    def best_level_for_downsample(self, downsample: float) -> int:
-        """The smallest level whose downsample is at most ``downsample`` (OpenSlide's rule)."""
-        best = 0
-        for info in self.structure.levels:
-            if info.downsample <= downsample * 1.001:
-                best = info.level
-        return best
 
     # --- raw tiles ---------------------------------------------------------------------------
     def _tile_arrays(self, level: int) -> tuple[np.ndarray, np.ndarray]:
@@ -111,14 +79,13 @@ class TiffSlide:
         tables = sum(len(t) for t in list(self._tables.values()) if t is not None)
         return arrays + tables
 
-    def level_tables(self) -> dict[int, tuple[np.ndarray, np.ndarray, bytes | None]]:
+    def level_tables(self) -> LevelTables:
         """The offset and byte-count arrays (and JPEGTables) of every level loaded so far, so
         another process can start with them (``adopt_level_tables``) instead of reading."""
         return {level: (*arrays, self._tables.get(level))
                 for level, arrays in list(self._arrays.items())}
 
-    def adopt_level_tables(self, tables: dict[int, tuple[np.ndarray, np.ndarray,
-                                                         bytes | None]]) -> None:
+    def adopt_level_tables(self, tables: LevelTables) -> None:
         """Use arrays saved by ``level_tables`` for the same identity; checked for shape."""
         for level, (offsets, counts, jpeg_tables) in tables.items():
             if not 0 <= level < len(self.structure.levels):
@@ -134,7 +101,8 @@ class TiffSlide:
 
     def tile_range(self, level: int, x: int, y: int) -> tuple[int, int]:
         """``(offset, length)`` of tile (x, y); length 0 for a sparse (absent) tile."""
-        info = self.level(level)
+        self.level(level)  # InvalidLevel outside the pyramid
+        info = self.structure.levels[level]
         if not (0 <= x < info.tiles_x and 0 <= y < info.tiles_y):
             raise TileOutOfBounds(level, x, y, info.tiles_x, info.tiles_y)
         offsets, counts = self._tile_arrays(level)
@@ -163,10 +131,19 @@ class TiffSlide:
             offset, length)
 
     # --- decoded tiles -----------------------------------------------------------------------
+    def tile_images(self, level: int, tiles: Sequence[tuple[int, int]],
+                    reduce_to: tuple[int, int] | None = None) -> Iterator[Image.Image]:
+        """Decoded tiles in order, one at a time as they are taken; their stored bytes are
+        fetched first, concurrently (the block cache holds them meanwhile)."""
+        self.prefetch_tiles(level, tiles)
+        for tx, ty in tiles:
+            yield self.decode_tile(level, self.read_raw_tile(level, tx, ty), reduce_to)
+
     def decode_tile(self, level: int, data: bytes,
                     reduce_to: tuple[int, int] | None = None) -> Image.Image:
         """Decode stored tile bytes of ``level`` to a full-size (uncropped) RGB tile."""
-        info = self.level(level)
+        self.level(level)
+        info = self.structure.levels[level]
         size = (info.tile_width, info.tile_height)
         if not data:
             return Image.new("RGB", size, BACKGROUND)
@@ -183,16 +160,6 @@ class TiffSlide:
             padded = Image.new("RGB", size, BACKGROUND)
             padded.paste(image, (0, 0))
             image = padded
-        return image
-
-    def read_tile(self, level: int, x: int, y: int) -> Image.Image:
-        """Decoded RGB tile (x, y), cropped to the level's bounds at the right/bottom edge."""
-        info = self.level(level)
-        image = self.decode_tile(level, self.read_raw_tile(level, x, y))
-        width = min(info.tile_width, info.width - x * info.tile_width)
-        height = min(info.tile_height, info.height - y * info.tile_height)
-        if (width, height) != image.size:
-            image = image.crop((0, 0, width, height))
         return image
 
     def close(self) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from .tiff.ifd import Ifd
-from .tiff.tags import Tag
+from .ifd import Ifd
+from .tags import Tag
 
 FORMAT_NAME = "Aperio SVS"
 _ASSOCIATED = re.compile(r"\b(label|macro|thumbnail)\b", re.IGNORECASE)
@@ -49,3 +49,20 @@ def _positive(text: str | None) -> float | None:
     except ValueError:
         return None
     return value if value is not None and 0 < value < 1e6 else None
+
+
+def associated_names(ifds: tuple[Ifd, ...]) -> tuple[str, ...]:
+    """``thumbnail`` (the stripped IFD 1 Aperio writes), ``label`` and ``macro`` when present."""
+    names: list[str] = []
+    for index, ifd in enumerate(ifds[1:], start=1):
+        text = " ".join(ifd.text(Tag.IMAGE_DESCRIPTION).splitlines()[:2])
+        found = _ASSOCIATED.search(text)
+        if found is not None:
+            name = found.group(1).lower()
+        elif index == 1 and ifd.value(Tag.TILE_WIDTH) is None:
+            name = "thumbnail"
+        else:
+            continue
+        if name not in names:
+            names.append(name)
+    return tuple(names)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from .tiff.ifd import Ifd
-from .tiff.tags import Tag
+from .ifd import Ifd
+from .tags import Tag
 
 FORMAT_NAME = "Generic Pyramidal TIFF"
 _ASSOCIATED = re.compile(r"^\s*(label|macro|thumbnail)\b", re.IGNORECASE)
@@ -30,3 +30,13 @@ def resolution_mpp(ifd: Ifd) -> tuple[float | None, float | None]:
         return None
 
     return mpp(Tag.X_RESOLUTION), mpp(Tag.Y_RESOLUTION)
+
+
+def associated_names(ifds: tuple[Ifd, ...]) -> tuple[str, ...]:
+    """Label, macro and thumbnail IFDs named by their ImageDescription."""
+    names: list[str] = []
+    for ifd in ifds[1:]:
+        found = _ASSOCIATED.match(ifd.text(Tag.IMAGE_DESCRIPTION))
+        if found is not None and found.group(1).lower() not in names:
+            names.append(found.group(1).lower())
+    return tuple(names)

@@ -1,7 +1,7 @@
 """Pyramid identification: which IFDs are levels of the full-resolution image.
 
 Kept: tiled IFDs whose size is the base image divided by a consistent factor, not marked as a
-thumbnail/label/macro (vendor rules decide that, see ``svs.py``), ordered largest first.
+thumbnail/label/macro (vendor rules decide that: ``svs.py``, ``generic.py``), largest first.
 Validated here: tiling, sample layout and compression, with the reason named on refusal."""
 
 from __future__ import annotations
@@ -9,16 +9,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..errors import InvalidTiff, LimitExceeded, UnsupportedFormat
-from ..limits import (
+from ...errors import InvalidTiff, LimitExceeded, UnsupportedFormat
+from ...limits import (
     MAX_DIMENSION,
     MAX_TILE_SIDE,
     MAX_TILES_PER_LEVEL,
     MIN_TILE_SIDE,
     TILE_SIDE_MULTIPLE,
 )
-from .tiff.ifd import Ifd, IfdEntry
-from .tiff.tags import (
+from ..info import LevelGeometry
+from .ifd import Ifd, IfdEntry
+from .tags import (
     PHOTOMETRIC_RGB,
     PHOTOMETRIC_YCBCR,
     SUPPORTED_COMPRESSIONS,
@@ -28,8 +29,9 @@ from .tiff.tags import (
 
 
 @dataclass(frozen=True, slots=True)
-class LevelInfo:
-    """One pyramid level. ``downsample`` is relative to level 0 (average of x and y)."""
+class TiffLevel:
+    """One pyramid level in the TIFF: its geometry plus where its tiles are described.
+    ``downsample`` is relative to level 0 (average of x and y)."""
 
     level: int
     ifd_index: int
@@ -49,6 +51,11 @@ class LevelInfo:
     @property
     def tile_count(self) -> int:
         return self.tiles_x * self.tiles_y
+
+    @property
+    def geometry(self) -> LevelGeometry:
+        return LevelGeometry(self.level, self.width, self.height, self.tile_width,
+                             self.tile_height, self.tiles_x, self.tiles_y, self.downsample)
 
 
 def is_tiled(ifd: Ifd) -> bool:
@@ -76,7 +83,7 @@ def check_supported(ifd: Ifd, what: str) -> None:
         raise UnsupportedFormat(f"{what} is a volume (ImageDepth > 1)")
 
 
-def build_level(ifd: Ifd, ifd_index: int, level: int, base: tuple[int, int]) -> LevelInfo:
+def build_level(ifd: Ifd, ifd_index: int, level: int, base: tuple[int, int]) -> TiffLevel:
     width, height = dimensions(ifd)
     tw = ifd.int_value(Tag.TILE_WIDTH, 0) or 0
     th = ifd.int_value(Tag.TILE_LENGTH, 0) or 0
@@ -102,7 +109,7 @@ def build_level(ifd: Ifd, ifd_index: int, level: int, base: tuple[int, int]) -> 
     photometric = ifd.int_value(Tag.PHOTOMETRIC, default_photometric)
     if samples not in (1, 3, 4):
         raise UnsupportedFormat(f"IFD {ifd_index} has {samples} samples per pixel")
-    return LevelInfo(
+    return TiffLevel(
         level=level, ifd_index=ifd_index, width=width, height=height,
         tile_width=tw, tile_height=th, tiles_x=tiles_x, tiles_y=tiles_y,
         downsample=(base[0] / width + base[1] / height) / 2,
@@ -135,7 +142,7 @@ def consistent_reduction(base: tuple[int, int], size: tuple[int, int]) -> bool:
 
 
 def build_pyramid(ifds: tuple[Ifd, ...], excluded: Callable[[int, Ifd], bool]
-                  ) -> tuple[LevelInfo, ...]:
+                  ) -> tuple[TiffLevel, ...]:
     """Levels from the IFD chain: IFD 0 is the base; later IFDs join when tiled, not
     ``excluded`` (vendor rule: thumbnail, label, macro), strictly smaller and consistent."""
     base_ifd = ifds[0]
@@ -149,7 +156,7 @@ def build_pyramid(ifds: tuple[Ifd, ...], excluded: Callable[[int, Ifd], bool]
             continue
         chosen.append((index, ifd))
     chosen.sort(key=lambda item: (-dimensions(item[1])[0], item[0]))
-    levels: list[LevelInfo] = []
+    levels: list[TiffLevel] = []
     for index, ifd in chosen:
         if levels and dimensions(ifd)[0] >= levels[-1].width:
             continue  # same size as a level already kept (duplicate page)

@@ -11,7 +11,12 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 
-from ...io.range_reader import RangeReader, check_range, read_ranges
+from ..io.range_reader import RangeReader, check_range, read_ranges
+
+# The first reads of an open, fetched concurrently: Aperio keeps IFD 0 (and level 0's arrays)
+# at the head and the other IFDs near the end; libvips ends with the small levels' IFDs.
+OPEN_HEAD = 256 * 1024
+OPEN_TAIL = 1024 * 1024
 
 
 class Spans:
@@ -71,3 +76,19 @@ class Spans:
             if end > start:
                 clipped.append((start, end - start))
         return clipped
+
+
+def plan_open_reads(size: int) -> list[tuple[int, int]]:
+    """The head and tail ranges read (concurrently) before any driver looks; the same as
+    ``Storage.open_probed(id, OPEN_HEAD, OPEN_TAIL)`` returns."""
+    head = min(size, OPEN_HEAD)
+    tail = min(size - head, OPEN_TAIL)
+    return [(0, head)] + ([(size - tail, tail)] if tail > 0 else [])
+
+
+def open_reads(reader: RangeReader) -> Spans:
+    """The reads of one open, starting with the head and tail (exact ranges, one round trip,
+    through the block cache when ``reader`` is one)."""
+    spans = Spans(reader)
+    spans.fetch(plan_open_reads(reader.size))
+    return spans

@@ -11,7 +11,7 @@ from fractions import Fraction
 import numpy as np
 from PIL import Image
 
-from .tiff.tags import Tag
+from .tags import Tag
 
 _TYPES = {"H": 3, "I": 4, "Q": 16, "s": 2, "B": 7, "R": 5}  # "R": RATIONAL, (num, den) pairs
 
