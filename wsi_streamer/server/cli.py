@@ -1,21 +1,30 @@
-"""Command line: ``flask --app wsi_streamer <cmd>`` and the ``wsi-streamer`` console script
-(same group): ``sign-url``, ``check``, ``serve`` (gunicorn with the embedded defaults) and
-``demo`` (write a synthetic demo slide)."""
+"""Command line: the ``wsi-streamer`` console script (our own click group: ``serve``,
+``check``, ``sign-url``, ``demo``, ``patches``) and ``flask --app wsi_streamer <cmd>`` (the
+same ``check`` / ``sign-url`` / ``demo`` on the app's ``cli``).
+
+``--help`` of any command and ``--version`` build nothing and log nothing: the app is built
+only by a command that runs (``check``, through flask's ``ScriptInfo``). ``serve`` takes every
+setting of ``config.SETTINGS`` as a flag (help: variable and default) that overrides its
+variable; secrets are never flags (``--auth-secret-file``)."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import socket
 import sys
 import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import click
 from flask import Flask
-from flask.cli import FlaskGroup, with_appcontext
+from flask.cli import ScriptInfo, with_appcontext
 
-from ..config import Config
-from ..errors import ConfigError, WsiError
+from .. import __version__
+from ..config import SETTINGS, Config, Setting, read_secret_file, setting_from_env
+from ..errors import ConfigError, StorageConnectionError, WsiError
 from ..patches.cli import patches_group
 from .auth import signed_query, signed_url
 from .services import services
@@ -29,13 +38,23 @@ DEMO_NAME = "demo-slide.tif"
 @click.option("--base-url", default="", help="prefix such as https://tiles.example.org")
 @click.option("--param", "params", multiple=True, metavar="K=V", help="extra signed parameter")
 @click.option("--format", "fmt", type=click.Choice(["url", "json"]), default="url")
+@click.option("--secret-file", type=click.Path(dir_okay=False), default=None,
+              envvar="WSI_AUTH_SECRET_FILE",
+              help="file holding the HMAC secret [env WSI_AUTH_SECRET_FILE]")
 @click.option("--secret", envvar="WSI_AUTH_SECRET", default=None,
-              help="HMAC secret (default: WSI_AUTH_SECRET)")
+              help="HMAC secret [env WSI_AUTH_SECRET]; visible in ps: prefer the variable "
+                   "or --secret-file")
 def sign_url_command(path: str, ttl: int | None, base_url: str, params: tuple[str, ...],
-                     fmt: str, secret: str | None) -> None:
+                     fmt: str, secret_file: str | None, secret: str | None) -> None:
     """Print a signed URL for PATH."""
+    if secret_file:
+        try:
+            secret = read_secret_file(secret_file)
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from None
     if not secret:
-        raise click.UsageError("no secret: set WSI_AUTH_SECRET or pass --secret")
+        raise click.UsageError("no secret: set WSI_AUTH_SECRET or WSI_AUTH_SECRET_FILE, or "
+                               "pass --secret-file")
     if not path.startswith("/"):
         raise click.BadParameter("must start with /", param_hint="--path")
     pairs = []
@@ -44,7 +63,10 @@ def sign_url_command(path: str, ttl: int | None, base_url: str, params: tuple[st
         if not sep or not key:
             raise click.BadParameter(f"{item!r} is not K=V", param_hint="--param")
         pairs.append((key, value))
-    ttl = ttl or int(os.environ.get("WSI_SIGNATURE_TTL", "3600"))
+    try:
+        ttl = ttl or int(setting_from_env("signature_ttl"))
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
     now = time.time()
     url = signed_url(secret, path, ttl, pairs, base_url, now=lambda: now)
     if fmt == "json":
@@ -66,7 +88,8 @@ def check_command(list_slides: bool, test_slide: str | None) -> None:
     try:
         click.echo(f"storage: {svc.storage.check()} ... reachable")
     except WsiError as exc:
-        click.echo(f"storage: {svc.config.storage_description} ... FAILED: {exc}", err=True)
+        click.echo(f"storage: {svc.config.storage_description} ... FAILED: "
+                   f"{storage_advice(exc, svc.config)}", err=True)
         sys.exit(1)
     if list_slides:
         try:
@@ -95,6 +118,20 @@ def check_command(list_slides: bool, test_slide: str | None) -> None:
     click.echo("ok")
 
 
+def storage_advice(exc: WsiError, config: Config) -> str:
+    """``exc``'s message, with what to do for the failures of a first start that the
+    storage layer cannot phrase without host details (the endpoint, the folder)."""
+    if isinstance(exc, StorageConnectionError):
+        endpoint = (getattr(exc.__cause__, "kwargs", {}).get("endpoint_url")
+                    or config.s3_endpoint or "the S3 endpoint")
+        return (f"{exc}: cannot connect to {endpoint}: check WSI_S3_ENDPOINT (or "
+                "--s3-endpoint) and that the server is up")
+    if not (config.s3_bucket or config.storage) and not os.path.isdir(config.slides_dir):
+        return (f"the slides folder {os.path.abspath(config.slides_dir)} does not exist: "
+                "create it, or set WSI_SLIDES_DIR (or WSI_S3_BUCKET for S3)")
+    return str(exc)
+
+
 def ensure_demo_slide(folder: str) -> str | None:
     """Write the synthetic demo slide (``format.demo``: 8192 x 6144, 0.25 um/px, tissue
     islands) into ``folder`` when it holds no slide; return its path, None when it had one."""
@@ -117,49 +154,111 @@ def ensure_demo_slide(folder: str) -> str | None:
 @click.argument("folder", default=None, required=False)
 def demo_command(folder: str | None) -> None:
     """Write a demo slide into FOLDER (default WSI_SLIDES_DIR or ./slides) if it has none."""
-    folder = folder or os.environ.get("WSI_SLIDES_DIR", "./slides")
+    try:
+        folder = folder or str(setting_from_env("slides_dir"))
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
     path = ensure_demo_slide(folder)
     click.echo(f"wrote {path}" if path else f"{folder} already holds slides")
 
 
-@click.command("serve")
-@click.argument("source", required=False)
-@click.option("--host", default=None)
-@click.option("--port", type=int, default=None)
-@click.option("--workers", type=int, default=None)
-@click.option("--threads", type=int, default=None)
-@click.option("--slides-dir", default=None)
-def serve_command(source: str | None, host: str | None, port: int | None,
-                  workers: int | None, threads: int | None, slides_dir: str | None) -> None:
-    """Run the service under gunicorn. SOURCE: s3://bucket[/prefix] or a folder; with no
-    bucket the local folder is used, and a demo slide is written there if it is empty."""
-    overrides = {"WSI_HOST": host, "WSI_PORT": port, "WSI_WORKERS": workers,
-                 "WSI_THREADS": threads, "WSI_SLIDES_DIR": slides_dir}
+def setting_help(setting: Setting) -> str:
+    """A flag's help: the setting's meaning, its variable and its default."""
+    return f"{setting.help} [env {setting.env}; default: {setting.default}]"
+
+
+def settings_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """One option per ``SETTINGS`` row that has a flag (booleans as ``--x/--no-x``), in the
+    table's order; every value is None unless given."""
+    for setting in reversed(SETTINGS):
+        option = setting.option
+        if option is None:
+            continue
+        decls = [f"{option}/--no-{option[2:]}" if setting.boolean else option, setting.field]
+        func = click.option(*decls, default=None, help=setting_help(setting),
+                            metavar="" if setting.boolean else "TEXT")(func)
+    return func
+
+
+def flags_environ(flags: Mapping[str, Any], source: str | None,
+                  base: Mapping[str, str]) -> dict[str, str]:
+    """``base`` with each given flag (and SOURCE) written over its variable, so the workers
+    gunicorn forks read them through ``Config.from_env``. A bad value is a
+    ``click.BadParameter`` naming the flag and the variable."""
+    env = dict(base)
     if source and source.startswith("s3://"):
         bucket, _, prefix = source[5:].partition("/")
-        overrides.update({"WSI_S3_BUCKET": bucket, "WSI_S3_PREFIX": prefix})
+        env.update({"WSI_S3_BUCKET": bucket, "WSI_S3_PREFIX": prefix})
+    elif source and "://" in source:
+        env["WSI_STORAGE"] = source
     elif source:
-        overrides["WSI_SLIDES_DIR"] = source
-    os.environ.update({k: str(v) for k, v in overrides.items() if v is not None})
+        env["WSI_SLIDES_DIR"] = source
+    for setting in SETTINGS:
+        value = flags.get(setting.field)
+        if value is None or setting.option is None:
+            continue
+        raw = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        try:
+            setting.parse(raw)
+        except ValueError as exc:
+            raise click.BadParameter(f"{exc} (variable {setting.env})",
+                                     param_hint=setting.option) from None
+        env[setting.env] = raw
+    return env
+
+
+def check_port_free(host: str, port: int) -> None:
+    """``click.ClickException`` (one line) when ``host:port`` cannot be bound because
+    something listens there already."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise click.ClickException(
+                    f"port {port} on {host} is already in use: stop the other server or "
+                    "choose another port with --port (WSI_PORT)") from None
+            raise click.ClickException(f"cannot listen on {host}:{port}: "
+                                       f"{exc.strerror}") from None
+
+
+@click.command("serve")
+@click.argument("source", required=False)
+@settings_options
+def serve_command(source: str | None, **flags: Any) -> None:
+    """Run the service under gunicorn.
+
+    SOURCE: s3://bucket[/prefix], another storage URL (WSI_STORAGE), or a folder
+    (WSI_SLIDES_DIR). With no bucket the local folder is used, and a demo slide is written
+    there if it is empty. Each flag overrides its environment variable."""
+    environ = flags_environ(flags, source, os.environ)
     try:
-        config = Config.from_env()
+        config = Config.from_env(environ)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
-    if not config.s3_bucket and ensure_demo_slide(config.slides_dir):
+    if not (config.s3_bucket or config.storage) and ensure_demo_slide(config.slides_dir):
         click.echo(f"{config.slides_dir} was empty: wrote {DEMO_NAME}")
-    run_gunicorn()
+    check_port_free(config.host, config.port)
+    run_gunicorn(environ)
 
 
-def run_gunicorn() -> None:
+def run_gunicorn(environ: Mapping[str, str]) -> None:
+    """gunicorn in this process with ``environ`` as the environment (workers inherit it)."""
     from gunicorn.app.base import BaseApplication
 
-    from .gunicorn_settings import post_worker_init, settings
+    from .gunicorn_settings import HOOKS, settings
+
+    os.environ.update(environ)
+    for name in set(os.environ) - set(environ):
+        del os.environ[name]
 
     class Application(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
             options: dict[str, Any] = settings()
             options.pop("wsgi_app")
-            options["post_worker_init"] = post_worker_init
+            options.update(HOOKS)  # on_starting, child_exit, on_exit, post_worker_init
             for key, value in options.items():
                 if key in self.cfg.settings:  # older gunicorns lack some settings
                     self.cfg.set(key, value)
@@ -184,9 +283,65 @@ def _create_app() -> Flask:
         raise click.ClickException(str(exc)) from None
 
 
-@click.group(cls=FlaskGroup, create_app=_create_app, add_default_commands=False)
+def codec_versions() -> list[tuple[str, str]]:
+    """(component, version) of wsi_streamer and the codecs and servers it uses; a missing
+    optional one is left out."""
+    from importlib import metadata
+
+    found = [("wsi_streamer", __version__),
+             ("python", sys.version.split()[0])]
+    for dist in ("pillow", "pylibjpeg", "pylibjpeg-openjpeg", "pylibjpeg-libjpeg", "numpy",
+                 "flask", "gunicorn", "boto3", "prometheus-client"):
+        try:
+            found.append((dist, metadata.version(dist)))
+        except metadata.PackageNotFoundError:
+            continue
+    try:
+        from PIL import features
+
+        for name, feature in (("libjpeg-turbo", "libjpeg_turbo"), ("libjpeg", "jpg"),
+                              ("openjpeg (pillow)", "jpg_2000")):
+            version = features.version(feature)
+            if version:
+                found.append((name, str(version)))
+    except ImportError:  # pragma: no cover - pillow is a dependency
+        pass
+    return found
+
+
+def _print_version(ctx: click.Context, _: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    name, version = codec_versions()[0]
+    click.echo(f"{name} {version}")
+    for name, version in codec_versions()[1:]:
+        click.echo(f"  {name} {version}")
+    ctx.exit()
+
+
+class _Group(click.Group):
+    """The console script's group; every command finds a flask ``ScriptInfo`` in
+    ``ctx.obj`` that builds the app only when a command needs it."""
+
+    def make_context(self, info_name: str | None, args: list[str],
+                     parent: click.Context | None = None, **extra: Any) -> click.Context:
+        extra.setdefault("obj", ScriptInfo(create_app=_create_app, set_debug_flag=False))
+        return super().make_context(info_name, args, parent=parent, **extra)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"],
+                                           "max_content_width": 100})
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=_print_version, help="Show the version of wsi_streamer and its codecs.")
 def main() -> None:
-    """wsi_streamer: whole-slide image tile server."""
+    """wsi_streamer: a tile server for whole-slide images (Aperio SVS, pyramidal TIFF) in S3
+    or a local folder. It reads only the byte ranges it needs, and serves tiles, Deep Zoom,
+    thumbnails, metadata and a viewer, with the Rust WSI Streamer's API.
+
+    Every setting is an environment variable and a flag of "serve" ("wsi-streamer serve
+    --help" lists them). "flask --app wsi_streamer ..." runs the same check, sign-url and
+    demo commands.
+    """
 
 
 main.add_command(serve_command)

@@ -1,45 +1,98 @@
-"""gunicorn settings from the environment, shared by ``gunicorn.conf.py`` and
-``wsi-streamer serve``. gthread workers (``gunicorn_worker``: JSON error pages); nothing
-network-related is created before fork."""
+"""gunicorn settings from ``Config`` (the one validated reader of the environment: a bad
+value stops the master with a message naming the variable), shared by ``gunicorn.conf.py``
+and ``wsi-streamer serve``. gthread workers (``gunicorn_worker``: JSON error pages); nothing
+network-related is created before fork.
+
+Metrics (``metrics``): prometheus_client's multiprocess mode needs ``PROMETHEUS_MULTIPROC_DIR``
+set before a worker imports it. ``settings`` sets it, to ``Config.metrics_dir`` or a new
+private folder (``wsi_streamer-metrics-*`` in the temp dir, removed at exit); ``on_starting``
+wipes the folder's files (a fresh master starts from zero: Prometheus sees a counter reset);
+``child_exit`` marks a dead worker (its live gauges go, its counters stay, so host totals
+never go backwards when a worker is replaced)."""
 
 from __future__ import annotations
 
+import glob
 import os
+import shutil
 import socket
-from collections.abc import Mapping
+import tempfile
 from typing import Any
 
+from gunicorn.glogging import Logger as _GunicornLogger
+
+from ..config import Config
 from .memory import tune_malloc
 
+_PRIVATE_METRICS: list[str] = []  # folders settings() created, removed by on_exit
 
-def settings(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    env = os.environ if environ is None else environ
-    cores = os.cpu_count() or 1
+
+def settings(config: Config | None = None) -> dict[str, Any]:
+    """gunicorn's settings for ``config`` (default ``Config.from_env()``, which raises
+    ``ConfigError`` naming a bad variable)."""
+    config = config or Config.from_env()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir(config)
     return {
-        "bind": f"{env.get('WSI_HOST', '0.0.0.0')}:{env.get('WSI_PORT', '3000')}",
-        "workers": int(env.get("WSI_WORKERS", str(min(4, cores)))),
-        "threads": int(env.get("WSI_THREADS", "8")),
+        "bind": f"{config.host}:{config.port}",
+        "workers": config.resolved_workers,
+        "threads": config.threads,
         # gthread, with gunicorn's own 400/414/431 pages written as the API's JSON errors.
         "worker_class": "wsi_streamer.server.gunicorn_worker.JsonErrorThreadWorker",
-        "keepalive": int(env.get("WSI_KEEPALIVE", "75")),
-        "timeout": int(env.get("WSI_WORKER_TIMEOUT", "60")),
+        "keepalive": config.keepalive,
+        "timeout": config.worker_timeout,
         "graceful_timeout": 20,
         "limit_request_line": 8190,  # gunicorn's maximum: long slide ids and signed queries
-        "max_requests": int(env.get("WSI_MAX_REQUESTS", "0")),
-        "max_requests_jitter": 100,
+        "max_requests": config.max_requests,
+        "max_requests_jitter": 100 if config.max_requests else 0,
         "preload_app": False,  # each worker builds its own boto3 client and caches
         "accesslog": None,  # the app logs one line per request itself
         "errorlog": "-",
-        "loglevel": env.get("WSI_LOG_LEVEL", "info"),
+        "loglevel": config.log_level,
+        "logger_class": ("wsi_streamer.server.gunicorn_settings.JsonLogger"
+                         if config.log_format == "json" else "gunicorn.glogging.Logger"),
         "wsgi_app": "wsi_streamer:create_app()",
         # gunicorn >= 23 opens a control socket under $HOME; not wanted with a read-only root.
-        "control_socket_disable": env.get("WSI_CONTROL_SOCKET", "false").lower() != "true",
-        "forwarded_allow_ips": env.get("WSI_FORWARDED_ALLOW_IPS", "127.0.0.1"),
+        "control_socket_disable": not config.control_socket,
+        "forwarded_allow_ips": config.forwarded_allow_ips,
         # Never take SCRIPT_NAME / PATH_INFO from request headers (gunicorn's default trusts
         # them from forwarded_allow_ips, i.e. any local process): they would re-split a
         # signed path. A prefix deployment sets SCRIPT_NAME in gunicorn's environment.
         "forwarder_headers": "",
     }
+
+
+def metrics_dir(config: Config) -> str:
+    """``config.metrics_dir`` (created 0700 if missing), else the folder already chosen for
+    this process (a config reload keeps it), else a new private one."""
+    if config.metrics_dir:
+        os.makedirs(config.metrics_dir, mode=0o700, exist_ok=True)
+        return config.metrics_dir
+    if not _PRIVATE_METRICS:
+        _PRIVATE_METRICS.append(tempfile.mkdtemp(prefix="wsi_streamer-metrics-"))
+    return _PRIVATE_METRICS[0]
+
+
+def on_starting(server: Any) -> None:
+    """gunicorn hook, in the master before the first fork: no metric file of an earlier run
+    is left (they would be summed with this run's)."""
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if folder:
+        for path in glob.glob(os.path.join(folder, "*.db")):
+            os.remove(path)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """gunicorn hook, in the master when a worker exits: drop its live gauges."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
+
+def on_exit(server: Any) -> None:
+    """gunicorn hook, in the master at shutdown: remove the private metrics folder."""
+    for folder in _PRIVATE_METRICS:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def set_nodelay(worker: Any) -> None:
@@ -56,3 +109,18 @@ def post_worker_init(worker: Any) -> None:
     settings that keep a worker's RSS flat under image traffic (``memory.tune_malloc``)."""
     set_nodelay(worker)
     tune_malloc()
+
+
+HOOKS = {"on_starting": on_starting, "child_exit": child_exit, "on_exit": on_exit,
+         "post_worker_init": post_worker_init}
+
+class JsonLogger(_GunicornLogger):  # type: ignore[misc]
+    """gunicorn's logger with its error log (master and worker lines) as JSON objects
+    (``logs.JsonFormatter``), for ``WSI_LOG_FORMAT=json``."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        from .logs import JsonFormatter
+
+        for handler in self.error_log.handlers:
+            handler.setFormatter(JsonFormatter())
