@@ -45,10 +45,12 @@ def test_cmu_structure(shared_slides: Path) -> None:
     assert slide.level_count == 1  # thumbnail (IFD 1), label (2), macro (3) excluded
     info = slide.level(0)
     assert (info.width, info.height, info.tile_width, info.tile_height) == (2220, 2967, 240, 240)
-    assert (info.tiles_x, info.tiles_y) == (10, 13) and info.ifd_index == 0
-    assert info.compression == 7 and info.photometric == 2 and info.jpeg_tables
-    assert slide.structure.mpp_x == pytest.approx(0.499)
-    assert slide.structure.magnification == pytest.approx(20)
+    tiff = slide.structure.levels[0]  # type: ignore[attr-defined]  # the TIFF driver's own
+    assert (tiff.tiles_x, tiff.tiles_y) == (10, 13) and tiff.ifd_index == 0
+    assert tiff.compression == 7 and tiff.photometric == 2 and tiff.jpeg_tables
+    assert slide.info.mpp_x == pytest.approx(0.499)
+    assert slide.info.magnification == pytest.approx(20)
+    assert slide.info.associated == ("thumbnail", "label", "macro")
     assert slide.properties["aperio.AppMag"] == "20"
 
 

@@ -84,6 +84,9 @@ class FormatDriver(Protocol):
     the reason."""
 
     name: str
+    label: str  # for people: "TIFF/BigTIFF", "OpenSlide"
+    extensions: tuple[str, ...]  # file names a local folder lists and serves for this driver
+    recognises: tuple[str, ...]  # more names it opens to tell why it refuses them (NDPI)
 
     def sniff(self, head: bytes) -> bool: ...
     def parse(self, source: Spans) -> Any: ...

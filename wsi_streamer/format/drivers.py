@@ -26,7 +26,8 @@ from .spans import OPEN_HEAD, OPEN_TAIL, open_reads, plan_open_reads
 from .tiff.driver import DRIVER as TIFF
 
 NATIVE: tuple[FormatDriver, ...] = (TIFF,)
-__all__ = ["NATIVE", "OPEN_HEAD", "OPEN_TAIL", "Parsed", "decode", "encode", "parse",
+__all__ = ["NATIVE", "OPEN_HEAD", "OPEN_TAIL", "Parsed", "decode", "encode", "extensions", "parse",
+           "recognised",
            "plan_open_reads", "with_openslide"]
 
 SNIFF_BYTES = 512
@@ -50,9 +51,11 @@ class Parsed:
 
 
 def with_openslide() -> tuple[FormatDriver, ...]:
-    """The native drivers, then OpenSlide for what they refuse (local files; ``ImportError``
-    naming the extra when OpenSlide is not installed)."""
+    """The native drivers, then OpenSlide for what they refuse (local files only);
+    ``ImportError`` naming the extra when OpenSlide is not installed."""
     from .openslide_driver import DRIVER as OPENSLIDE
+    from .openslide_driver import require_openslide
+    require_openslide()
     return (*NATIVE, OPENSLIDE)
 
 
@@ -73,8 +76,20 @@ def parse(reader: RangeReader, drivers: tuple[FormatDriver, ...] = NATIVE) -> Pa
             refusal = refusal or exc
     if refusal is not None:
         raise refusal
-    raise UnsupportedFormat(f"not a slide format this server reads (it reads: "
-                            f"{', '.join(d.name for d in drivers)})")
+    raise UnsupportedFormat(f"not a slide format this server reads (it reads "
+                            f"{', '.join(d.label for d in drivers)})")
+
+
+def extensions(table: tuple[FormatDriver, ...]) -> tuple[str, ...]:
+    """The file names a local folder lists and serves with these drivers."""
+    return tuple(dict.fromkeys(ext for driver in table for ext in driver.extensions))
+
+
+def recognised(table: tuple[FormatDriver, ...]) -> tuple[str, ...]:
+    """``extensions`` plus the names a driver opens only to say why it refuses them."""
+    served = extensions(table)
+    return served + tuple(dict.fromkeys(ext for driver in table for ext in driver.recognises
+                                        if ext not in served))
 
 
 def encode(parsed: Parsed) -> bytes:

@@ -53,6 +53,11 @@ def local_path(reader: RangeReader) -> str | None:
     return path if isinstance(path, str) else None
 
 
+def require_openslide() -> None:
+    """``ImportError`` naming the extra unless OpenSlide can be imported."""
+    _openslide()
+
+
 def _openslide() -> Any:
     try:
         import openslide
@@ -66,6 +71,10 @@ class OpenSlideDriver:
     """``FormatDriver`` over OpenSlide; claims any head (it can only tell from the file)."""
 
     name = "openslide"
+    label = "OpenSlide"
+    recognises: tuple[str, ...] = ()
+    extensions: tuple[str, ...] = (".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif",
+                                   ".svslide", ".tif", ".tiff", ".svs")
 
     def sniff(self, head: bytes) -> bool:
         return True
@@ -151,25 +160,54 @@ class OpenSlideReader(PyramidGeometry):
                 self._slide = _openslide().OpenSlide(self._path)
             return self._slide
 
+    def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]
+                    ) -> Image.Image:
+        """OpenSlide's own ``read_region`` (top left in level-0 pixels), on white, as RGB."""
+        self.level(level)
+        try:
+            return on_white(self._handle().read_region(location, level, size))
+        except Exception as exc:  # OpenSlideError: a damaged file
+            raise DecodeError(f"OpenSlide could not read {size} at {location} of level "
+                              f"{level}: {exc}") from None
+
+    def thumbnail(self, size: tuple[int, int]) -> Image.Image:
+        """OpenSlide's ``get_thumbnail`` (what wsistream's OpenSlide backend detects tissue
+        on), on white."""
+        try:
+            return on_white(self._handle().get_thumbnail(size))
+        except Exception as exc:  # OpenSlideError
+            raise DecodeError(f"OpenSlide could not make a thumbnail: {exc}") from None
+
     def tile_images(self, level: int, tiles: Sequence[tuple[int, int]],
                     reduce_to: tuple[int, int] | None = None) -> Iterator[Image.Image]:
         """Full-size tiles (``reduce_to`` is not used: OpenSlide has no reduced decode)."""
         info = self.level(level)
-        slide = self._handle()
         for tx, ty in tiles:
             location = (round(tx * TILE * info.downsample), round(ty * TILE * info.downsample))
-            try:
-                rgba = slide.read_region(location, level, (TILE, TILE))
-            except Exception as exc:  # OpenSlideError: a damaged file
-                raise DecodeError(f"OpenSlide could not read tile ({tx}, {ty}) of level "
-                                  f"{level}: {exc}") from None
-            yield on_white(rgba)
+            yield self.read_region(location, level, (TILE, TILE))
 
     def close(self) -> None:
+        """Close the OpenSlide handle and the file (a later read opens them again)."""
         with self._lock:
             slide, self._slide = self._slide, None
         if slide is not None:
             slide.close()
+        close = getattr(self.reader, "close", None)
+        if close is not None:
+            close()
+
+
+def open_local(path: str) -> OpenSlideReader:
+    """``path`` read by OpenSlide whatever the native drivers think of it (the patch
+    pipeline's ``OpenSlideBackend``); ``UnsupportedFormat`` when OpenSlide cannot read it."""
+    from ..io.local import LocalReader
+
+    reader = LocalReader(path, path)
+    try:
+        return DRIVER.open(reader, DRIVER.parse(Spans(reader)))
+    except BaseException:
+        reader.close()
+        raise
 
 
 def on_white(image: Image.Image) -> Image.Image:

@@ -7,7 +7,7 @@ import threading
 
 from ..errors import ObjectChanged, SlideNotFound, StorageError
 from .range_reader import IoStats, check_range, record_storage_request
-from .storage import SlidePage, is_slide_name, page_of, probe_reads, validate_slide_id
+from .storage import SLIDE_EXTENSIONS, SlidePage, page_of, probe_reads, validate_slide_id
 
 
 class LocalReader:
@@ -118,16 +118,25 @@ class LocalStorage:
     """A folder of slides. Ids are ``/``-separated paths relative to ``root``; they can never
     resolve (through ``..`` or symlinks) to a file outside it. Only what ``list_slides`` can
     list is opened: names with a slide extension, no dot-file or dot-folder on the way (by id
-    or once symlinks are resolved), so an id tells nothing about other files (404 alike)."""
+    or once symlinks are resolved), so an id tells nothing about other files (404 alike).
+    ``extensions``: the names listed and served (the format drivers enabled say which);
+    ``openable``: more names opened, not listed, so that a format recognised but not served
+    (NDPI without the OpenSlide fallback) is answered with the reason (415), not 404."""
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, extensions: tuple[str, ...] = SLIDE_EXTENSIONS,
+                 openable: tuple[str, ...] = ()) -> None:
         self.root = os.path.realpath(root)
+        self.extensions = tuple(e.lower() for e in extensions)
+        self.openable = self.extensions + tuple(e.lower() for e in openable)
         self.stats = IoStats()
+
+    def _is_slide(self, name: str) -> bool:
+        return name.lower().endswith(self.extensions)
 
     def _resolve(self, slide_id: str) -> str:
         validate_slide_id(slide_id)
         parts = slide_id.split("/")
-        if _hidden(parts) or not is_slide_name(parts[-1]):
+        if _hidden(parts) or not parts[-1].lower().endswith(self.openable):
             raise SlideNotFound(slide_id)
         path = os.path.realpath(os.path.join(self.root, *parts))
         if not path.startswith(self.root + os.sep) or not os.path.isfile(path):
@@ -153,7 +162,7 @@ class LocalStorage:
             rel = os.path.relpath(dirpath, self.root)
             for name in filenames:
                 slide_id = name if rel == "." else f"{rel.replace(os.sep, '/')}/{name}"
-                if (is_slide_name(name) and not name.startswith(".")
+                if (self._is_slide(name) and not name.startswith(".")
                         and slide_id.startswith(prefix)
                         and needle in slide_id.lower()
                         and (cursor is None or slide_id > cursor)):

@@ -326,33 +326,18 @@ class NativeBackend:
 
 
 class OpenSlideSlide:
-    """An ``openslide.OpenSlide`` seen as a backend slide (RGBA composited on white)."""
+    """A slide read by the OpenSlide format driver (``format.openslide_driver``, the one the
+    server's fallback uses), regions read by OpenSlide directly (composited on white)."""
 
     def __init__(self, path: str) -> None:
-        import openslide  # the [openslide] extra
+        from ..format.openslide_driver import open_local
 
-        self._slide = openslide.OpenSlide(path)
-        st = os.stat(path)
-        self._identity = f"file://{os.path.realpath(path)}#{st.st_mtime_ns}-{st.st_size}"
-        props = self._slide.properties
-
-        def number(key: str) -> float | None:
-            try:
-                value = float(props.get(key, ""))
-            except ValueError:
-                return None
-            return value if value > 0 else None
-
-        self._properties = SlideProperties(
-            path=path, dimensions=self._slide.dimensions, level_count=self._slide.level_count,
-            level_dimensions=tuple(self._slide.level_dimensions),
-            level_downsamples=tuple(float(d) for d in self._slide.level_downsamples),
-            mpp=number("openslide.mpp-x"), vendor=props.get("openslide.vendor"),
-            mpp_y=number("openslide.mpp-y"))
+        self._slide = open_local(path)
+        self._properties = properties_of(path, self._slide)
 
     @property
     def identity(self) -> str:
-        return self._identity
+        return self._slide.identity
 
     @property
     def properties(self) -> SlideProperties:
@@ -360,7 +345,7 @@ class OpenSlideSlide:
 
     def read_region(self, x: int, y: int, level: int, width: int, height: int,
                     out_size: tuple[int, int] | None = None) -> np.ndarray:
-        image = _on_white(self._slide.read_region((x, y), level, (width, height)))
+        image = self._slide.read_region((x, y), level, (width, height))
         if out_size is not None and out_size != image.size:
             shrink = out_size[0] < width
             image = image.resize(out_size, Image.Resampling.BOX if shrink
@@ -368,17 +353,10 @@ class OpenSlideSlide:
         return np.asarray(image)
 
     def get_thumbnail(self, size: tuple[int, int]) -> np.ndarray:
-        return np.asarray(_on_white(self._slide.get_thumbnail(size)))
+        return np.asarray(self._slide.thumbnail(size))
 
     def close(self) -> None:
         self._slide.close()
-
-
-def _on_white(image: Image.Image) -> Image.Image:
-    if image.mode != "RGBA":
-        return image.convert("RGB")
-    white = Image.new("RGBA", image.size, (255, 255, 255, 255))
-    return Image.alpha_composite(white, image).convert("RGB")
 
 
 class OpenSlideBackend:

@@ -63,6 +63,9 @@ class TiffDriver:
     """``FormatDriver`` for TIFF and BigTIFF slides."""
 
     name = "tiff"
+    label = "TIFF/BigTIFF"
+    extensions: tuple[str, ...] = (".svs", ".tif", ".tiff")
+    recognises: tuple[str, ...] = (".ndpi",)  # opened to answer "NDPI is not supported"
 
     def sniff(self, head: bytes) -> bool:
         return head[:4] in _MAGIC
