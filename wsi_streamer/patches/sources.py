@@ -1,5 +1,7 @@
 """Where slides come from: local files and folders, ``s3://bucket/key`` objects and listed
-``s3://bucket/prefix/`` prefixes, and the S3 options that reach them.
+``s3://bucket/prefix/`` prefixes, ``http(s)://host/path`` objects (HTTP cannot list, so a
+prefix there is refused), and the S3 options that reach them. Stores come from the storage
+factory (``io/factory.py``).
 
 URLs stay strings (``pathlib`` would turn ``s3://`` into ``s3:/``). A missing local path or
 an empty folder or prefix is an error at construction that names the item."""
@@ -7,11 +9,13 @@ an empty folder or prefix is an error at construction that names the item."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..io.s3 import S3Storage
+from ..io.factory import open_storage
+from ..io.location import StorageSpec, split_object_url
+from ..io.storage import Storage
 
 NATIVE_EXTENSIONS = (".svs", ".tif", ".tiff")
 OPENSLIDE_EXTENSIONS = NATIVE_EXTENSIONS + (".ndpi", ".mrxs", ".vms", ".vmu", ".scn", ".bif",
@@ -48,10 +52,11 @@ class S3Options:
             requester_pays=bool(opts.get("requester_pays", False)),
         )
 
-    def storage(self, bucket: str, prefix: str = "") -> S3Storage:
-        return S3Storage(bucket, prefix, endpoint_url=self.endpoint_url,
-                         region=self.region_name, profile_name=self.profile_name,
-                         anonymous=self.anonymous, requester_pays=self.requester_pays)
+    def storage(self, bucket: str, prefix: str = "") -> Storage:
+        return open_storage(StorageSpec("s3", bucket, prefix.strip("/")),
+                            endpoint_url=self.endpoint_url, region=self.region_name,
+                            profile_name=self.profile_name, anonymous=self.anonymous,
+                            requester_pays=self.requester_pays)
 
 
 def split_s3(url: str) -> tuple[str, str]:
@@ -66,13 +71,34 @@ def is_s3(path: str) -> bool:
     return path.startswith("s3://")
 
 
+def is_http(path: str) -> bool:
+    return path.startswith(("http://", "https://"))
+
+
+def is_remote(path: str) -> bool:
+    """An object URL the native backend reads through a store (``s3://``, ``http(s)://``)."""
+    return is_s3(path) or is_http(path)
+
+
+def remote_object(url: str, options: S3Options) -> tuple[str, Callable[[], Storage], str]:
+    """``(store key, store maker, slide id)`` of one object URL: the store sits at the URL's
+    root (bucket or host) and the id is the rest, so one store serves every slide there.
+    ``ValueError`` for a URL naming no object."""
+    spec, slide_id = split_object_url(url)
+    if spec.scheme == "s3":
+        return spec.url, lambda: options.storage(spec.host), slide_id
+    return spec.url, lambda: open_storage(spec), slide_id
+
+
 def resolve_slide_paths(slide_paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
                         *, extensions: tuple[str, ...] = NATIVE_EXTENSIONS,
                         options: S3Options | None = None) -> list[str]:
     """Every slide named by ``slide_paths``, in order: files as given, folders expanded
-    recursively (sorted, by extension), ``s3://b/k`` kept, ``s3://b/prefix/`` listed
-    (ListObjectsV2, sorted, by extension). Raises ``FileNotFoundError`` naming a missing path,
-    an empty folder or an empty prefix; ``TypeError`` for an item that is not a path."""
+    recursively (sorted, by extension), ``s3://b/k`` and ``http(s)://h/p`` kept,
+    ``s3://b/prefix/`` listed (ListObjectsV2, sorted, by extension). Raises
+    ``FileNotFoundError`` naming a missing path, an empty folder or an empty prefix;
+    ``ValueError`` for an ``http(s)://`` prefix (no listing); ``TypeError`` for an item that
+    is not a path."""
     if isinstance(slide_paths, (str, os.PathLike)):
         items: list[Any] = [slide_paths]
     else:
@@ -84,8 +110,15 @@ def resolve_slide_paths(slide_paths: str | os.PathLike[str] | Iterable[str | os.
         entry = os.fspath(item)
         if is_s3(entry):
             resolved.extend(_list_s3(entry, extensions, options or S3Options.from_mapping(None)))
+        elif is_http(entry):
+            if entry.endswith("/"):
+                raise ValueError(f"slide_paths: {entry!r}: an http(s):// prefix cannot be "
+                                 "listed (plain HTTP has no listing); name each slide's URL")
+            split_object_url(entry)  # a malformed URL fails here, naming itself
+            resolved.append(entry)
         elif "://" in entry:
-            raise ValueError(f"slide_paths: {entry!r}: only local paths and s3:// URLs")
+            raise ValueError(f"slide_paths: {entry!r}: only local paths, s3:// and "
+                             "http(s):// URLs")
         elif os.path.isdir(entry):
             found = sorted(os.path.join(root, name) for root, dirs, names in os.walk(entry)
                            for name in names if name.lower().endswith(extensions))
@@ -107,11 +140,12 @@ def _list_s3(url: str, extensions: tuple[str, ...], options: S3Options) -> list[
     if key and not key.endswith("/"):
         return [url]
     storage = options.storage(bucket, key)
+    prefix = key.strip("/") + "/" if key.strip("/") else ""  # as S3Storage.prefix
     found: list[str] = []
     cursor: str | None = None
     while True:
         page = storage.list_slides(cursor=cursor, limit=1000)
-        found.extend(f"s3://{bucket}/{storage.prefix}{sid}" for sid in page.slides
+        found.extend(f"s3://{bucket}/{prefix}{sid}" for sid in page.slides
                      if sid.lower().endswith(extensions))
         if page.next_cursor is None:
             break

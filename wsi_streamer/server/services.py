@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from flask import Flask, current_app
 
 from ..config import Config
+from ..errors import ConfigError
 from ..io.block_cache import BlockStore
-from ..io.local import LocalStorage
-from ..io.s3 import S3Storage
+from ..io.factory import open_storage, storage_spec
+from ..io.location import StorageSpec
 from ..io.storage import Storage
 from ..slide.registry import SlideRegistry
 from ..tile.cache import TileCache
@@ -26,13 +28,31 @@ class Services:
     tiles: TileService
 
 
-def build_services(config: Config) -> Services:
-    storage: Storage
-    if config.s3_bucket:
-        storage = S3Storage(config.s3_bucket, config.s3_prefix, endpoint_url=config.s3_endpoint,
-                            region=config.s3_region, max_connections=max(10, 2 * config.threads))
+def storage_of(config: Config) -> tuple[StorageSpec, dict[str, Any]]:
+    """Where the slides are and the backend's options: ``WSI_STORAGE`` when set, else the
+    aliases ``WSI_S3_BUCKET``/``WSI_S3_PREFIX``, else ``WSI_SLIDES_DIR``. ``WSI_S3_ENDPOINT``
+    and ``WSI_S3_REGION`` apply to any ``s3://`` store (GCS and others through their S3 API).
+    ``ConfigError`` naming ``WSI_STORAGE`` for a URL no backend serves."""
+    if config.storage:
+        try:
+            spec = storage_spec(config.storage)
+        except ValueError as exc:
+            raise ConfigError(f"WSI_STORAGE: {exc}") from exc
+    elif config.s3_bucket:
+        spec = StorageSpec("s3", config.s3_bucket, config.s3_prefix.strip("/"))
     else:
-        storage = LocalStorage(config.slides_dir)
+        spec = StorageSpec("file", "", config.slides_dir)
+    options: dict[str, Any] = {}
+    if spec.scheme == "s3":
+        options.update(endpoint_url=config.s3_endpoint, region=config.s3_region)
+    if spec.scheme != "file":
+        options["max_connections"] = max(10, 2 * config.threads)
+    return spec, options
+
+
+def build_services(config: Config) -> Services:
+    spec, options = storage_of(config)
+    storage: Storage = open_storage(spec, **options)
     store = BlockStore(config.block_size, config.cache_blocks)
     # A folder that is not private to this user is a ConfigError here, at startup; a broken
     # database is not (the cache degrades to misses).
@@ -41,9 +61,8 @@ def build_services(config: Config) -> Services:
     registry = SlideRegistry(storage, store, max_slides=config.cache_slides,
                              revalidate_s=config.revalidate_s, structures=tile_cache)
     tiles = TileService(registry, tile_cache, default_quality=config.jpeg_quality)
-    if config.s3_bucket:
-        # Create the boto3 client now (in the worker, after fork), not in a first request.
-        getattr(storage, "client", None)
+    # Create the storage client now (in the worker, after fork), not in a first request.
+    getattr(storage, "client" if spec.scheme == "s3" else "pool", None)
     return Services(config, storage, store, registry, tile_cache, tiles)
 
 

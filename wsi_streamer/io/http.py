@@ -1,0 +1,337 @@
+"""Slides behind plain HTTP(S) (a CDN, a public bucket's website endpoint, nginx): ranged GETs
+over one pooled urllib3 client per store, no listing (ids are paths under the URL prefix).
+
+Every read is a ``Range: bytes=a-b`` GET pinned to the version seen when the slide was opened:
+``If-Match`` with a strong ``ETag``, else ``If-Unmodified-Since`` with ``Last-Modified``; the
+answer's ``Content-Range`` total and validators are checked too, for servers that ignore
+preconditions. A store that sends neither validator is refused (versions could not be told
+apart). Errors, as in ``io/s3.py``: 404/410 -> ``SlideNotFound``; 412 (or a changed size or
+ETag) -> ``ObjectChanged``; refused, timed out or reset connections -> ``StorageConnectionError``;
+anything else -> ``StorageError``. 429/5xx and connection failures are retried with backoff
+(``max_attempts`` in all, ``Retry-After`` ignored so waits stay bounded); short or broken
+bodies are retried here. A server that ignores ``Range`` (200 with a body larger than asked)
+is refused without reading its body: the connection is closed, not drained.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextvars import copy_context
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from urllib.parse import quote, urlsplit
+
+import urllib3
+import urllib3.exceptions as uex
+
+from ..errors import ObjectChanged, SlideNotFound, StorageConnectionError, StorageError
+from .range_reader import IoStats, check_range, record_storage_request
+from .storage import SlidePage, validate_slide_id
+
+logger = logging.getLogger(__name__)
+
+_RETRY_STATUS = (429, 500, 502, 503, 504)
+_BODY_ATTEMPTS = 3
+_DRAIN_LIMIT = 64 * 1024  # error bodies up to this size are read so the connection is kept
+
+
+class _Unsatisfiable(StorageError):
+    """416 to a range request: the object is empty (a probe falls back to ``open``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Version:
+    """What identifies one version of an object: its size and validators as sent."""
+
+    size: int
+    etag: str | None
+    last_modified: str | None
+
+    def pin(self) -> dict[str, str]:
+        """The precondition headers of a read of this version (``If-Match`` needs a strong
+        ETag: a weak one never matches)."""
+        if self.etag and not self.etag.startswith("W/"):
+            return {"If-Match": self.etag}
+        if self.last_modified:
+            return {"If-Unmodified-Since": self.last_modified}
+        return {}
+
+    def matches(self, other: _Version) -> bool:
+        """Same size, and the same value for every validator both answers carry."""
+        return (self.size == other.size
+                and (self.etag is None or other.etag is None or self.etag == other.etag)
+                and (self.last_modified is None or other.last_modified is None
+                     or self.last_modified == other.last_modified))
+
+    @property
+    def tag(self) -> str:
+        if self.etag:
+            return self.etag.removeprefix("W/").strip('"')
+        assert self.last_modified is not None
+        try:
+            return f"lm{int(parsedate_to_datetime(self.last_modified).timestamp()):x}"
+        except (TypeError, ValueError):
+            return "lm" + quote(self.last_modified, safe="")
+
+
+class HttpReader:
+    """``RangeReader`` over one URL, every read pinned to the version it was opened with."""
+
+    def __init__(self, storage: HttpStorage, slide_id: str, url: str, version: _Version) -> None:
+        self._storage, self._slide_id, self._url, self._version = storage, slide_id, url, version
+        self._identity = f"{url}#{version.tag}-{version.size:x}"
+
+    @property
+    def size(self) -> int:
+        return self._version.size
+
+    @property
+    def identity(self) -> str:
+        return self._identity
+
+    def read(self, offset: int, length: int) -> bytes:
+        check_range(offset, length, self._version.size)
+        if length == 0:
+            return b""
+        _, data, _ = self._storage.get_range(self._url, self._slide_id,
+                                             f"{offset}-{offset + length - 1}", self._version)
+        return data
+
+
+class HttpStorage:
+    """Slides under ``base_url`` (``http(s)://host[:port]``) and a path ``prefix``. The
+    urllib3 pool is created on first use in each process (nothing exists before a fork).
+    Thread-safe. ``headers`` are sent with every request (e.g. an API key a CDN wants)."""
+
+    def __init__(self, base_url: str, prefix: str = "", *, max_connections: int = 32,
+                 connect_timeout: float = 5.0, read_timeout: float = 30.0,
+                 max_attempts: int = 3, headers: Mapping[str, str] | None = None) -> None:
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path.strip("/"):
+            raise ValueError(f"HttpStorage needs http(s)://host[:port], got {base_url[:100]!r}")
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
+        self.base_url = f"{parts.scheme}://{parts.netloc}"
+        self.prefix = prefix.strip("/")
+        self.stats = IoStats()
+        self._max_connections = max_connections
+        self._timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
+        self._retries = urllib3.Retry(
+            total=max_attempts - 1, redirect=5, status_forcelist=_RETRY_STATUS,
+            allowed_methods=frozenset({"GET", "HEAD"}), backoff_factor=0.1, backoff_max=2.0,
+            raise_on_status=False, respect_retry_after_header=False)
+        self._headers = {"User-Agent": "wsi_streamer", **dict(headers or {})}
+        self._pool: urllib3.PoolManager | None = None
+        self._pid = -1
+        self._lock = threading.Lock()
+
+    @property
+    def pool(self) -> urllib3.PoolManager:
+        with self._lock:
+            if self._pool is None or self._pid != os.getpid():
+                self._pool = urllib3.PoolManager(
+                    num_pools=4, maxsize=self._max_connections, timeout=self._timeout,
+                    retries=self._retries, headers=self._headers)
+                self._pid = os.getpid()
+            return self._pool
+
+    def describe(self) -> str:
+        return f"{self.base_url}/{quote(self.prefix)}"
+
+    def url_of(self, slide_id: str) -> str:
+        """The object URL of ``slide_id``: every path segment percent-encoded on its own."""
+        validate_slide_id(slide_id)
+        path = f"{self.prefix}/{slide_id}" if self.prefix else slide_id
+        return f"{self.base_url}/" + "/".join(quote(seg, safe="") for seg in path.split("/"))
+
+    # --- the Storage protocol --------------------------------------------------------------
+
+    def open(self, slide_id: str) -> HttpReader:
+        """One request: ``HEAD`` (a 1-byte GET where HEAD is not allowed)."""
+        url = self.url_of(slide_id)
+        return HttpReader(self, slide_id, url, self._stat(url, slide_id))
+
+    def open_probed(self, slide_id: str, head: int, tail: int
+                    ) -> tuple[HttpReader, list[tuple[int, bytes]]]:
+        """Open without ``HEAD``: the first ``head`` bytes and a suffix range of ``tail``
+        bytes are fetched concurrently (one round trip); size and validators come from their
+        answers. Returns the reader and the ``(offset, bytes)`` read."""
+        url = self.url_of(slide_id)
+        specs = [f"0-{head - 1}", f"-{tail}"]
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            futures = [pool.submit(copy_context().run, self.get_range, url, slide_id, spec,
+                                   None) for spec in specs]
+            try:
+                (_, first, v1), (start, last, v2) = [f.result() for f in futures]
+            except _Unsatisfiable:
+                return self.open(slide_id), []  # empty object: let the usual path judge it
+        if not v1.matches(v2):
+            return self.open(slide_id), []  # replaced between the two reads
+        return HttpReader(self, slide_id, url, v1), [(0, first), (start, last)]
+
+    def list_slides(self, *, prefix: str = "", search: str = "", cursor: str | None = None,
+                    limit: int = 100) -> SlidePage:
+        raise StorageError(f"{self.describe()}: plain HTTP storage cannot list slides; "
+                           "open them by id (their path under the URL prefix)")
+
+    def check(self) -> str:
+        """A ``HEAD`` of the prefix URL: any answer below 500 (a 403 or 404 for a folder is
+        usual) proves the host resolves, connects and speaks HTTP; no listing is possible."""
+        what = f"HEAD {self.describe()}/"
+        root = self.base_url + "/" + (
+            "/".join(quote(seg, safe="") for seg in self.prefix.split("/")) + "/"
+            if self.prefix else "")
+        response = self._send("HEAD", root, {}, what, None, accept=range(100, 500))
+        record_storage_request(self.stats, 0)
+        _discard(response)
+        return f"{self.describe()} (HTTP range reads, no listing)"
+
+    # --- requests --------------------------------------------------------------------------
+
+    def get_range(self, url: str, slide_id: str, spec: str, version: _Version | None
+                  ) -> tuple[int, bytes, _Version]:
+        """One ``Range: bytes=<spec>`` GET (``a-b`` or suffix ``-n``), pinned to ``version``
+        when given; returns ``(offset, bytes, version seen)``. A 200 is accepted only when its
+        whole body is no larger than the range asked for (a small object), else refused
+        unread. Short or broken bodies are retried."""
+        what = f"GET {slide_id} [{spec}]"
+        first, _, last = spec.partition("-")
+        want = int(last) if not first else int(last) - int(first) + 1
+        headers = {"Range": f"bytes={spec}", "Accept-Encoding": "identity",
+                   **(version.pin() if version is not None else {})}
+        for attempt in range(1, _BODY_ATTEMPTS + 1):
+            logger.debug("GET %s bytes=%s", url, spec)
+            response = self._send("GET", url, headers, what, slide_id, accept=(200, 206, 416))
+            if response.status == 416:
+                record_storage_request(self.stats, 0)
+                _discard(response)
+                raise _Unsatisfiable(f"{what}: range not satisfiable (empty object?)")
+            start, count, total = self._window(response, spec, want, what)
+            record_storage_request(self.stats, count)
+            try:
+                data = response.read(decode_content=False)
+            except (uex.HTTPError, OSError) as exc:
+                response.close()
+                if attempt == _BODY_ATTEMPTS:
+                    raise _translate(exc, what) from exc
+                data = b""
+            finally:
+                response.release_conn()
+            if len(data) == count:
+                seen = _version_of(response, total, what)
+                if version is not None and not version.matches(seen):
+                    raise ObjectChanged(slide_id)
+                if response.status == 200:  # a small object sent whole: cut the range out
+                    start = max(0, total - want) if not first else int(first)
+                    data = data[start:start + want]
+                return start, data, seen
+            logger.warning("%s: body of %d bytes, retrying (%d/%d)", what, len(data),
+                           attempt, _BODY_ATTEMPTS)
+            time.sleep(0.05 * attempt)
+        raise StorageError(f"{what}: truncated response")
+
+    def _window(self, response: urllib3.BaseHTTPResponse, spec: str, want: int,
+                what: str) -> tuple[int, int, int]:
+        """``(first byte, body length, object size)`` of a 200/206 answer, refusing (unread)
+        a 200 larger than asked, an encoded body or a range other than the one asked for."""
+        encoding = response.headers.get("Content-Encoding", "identity").lower()
+        if encoding not in ("", "identity"):
+            _refuse(response)
+            raise StorageError(f"{what}: {self.base_url} sent a {encoding}-encoded body to "
+                               "a Range request")
+        declared = response.headers.get("Content-Length")
+        if response.status == 200:
+            if declared is None or not declared.isdigit() or int(declared) > want:
+                _refuse(response)
+                raise StorageError(
+                    f"{what}: {self.base_url} does not honour Range requests (it answered "
+                    f"200 with the whole object, {declared or 'unknown'} bytes); serve slides "
+                    "from a server with byte-range support")
+            return 0, int(declared), int(declared)
+        content_range = response.headers.get("Content-Range", "")
+        unit, _, rest = content_range.partition(" ")
+        window, _, size = rest.partition("/")
+        lo, _, hi = window.partition("-")
+        if unit != "bytes" or not (lo.isdigit() and hi.isdigit() and size.isdigit()):
+            _refuse(response)
+            raise StorageError(f"{what}: {self.base_url} sent an unusable Content-Range "
+                               f"{content_range[:64]!r} (multipart or missing)")
+        start, end, total = int(lo), int(hi), int(size)
+        first = spec.partition("-")[0]
+        expected_start = int(first) if first else max(0, total - want)
+        if start != expected_start or end < start or end - start + 1 > want or end >= total:
+            _refuse(response)
+            raise StorageError(f"{what}: {self.base_url} answered the range "
+                               f"{content_range[:64]!r}")
+        return start, end - start + 1, total
+
+    def _stat(self, url: str, slide_id: str) -> _Version:
+        what = f"HEAD {slide_id}"
+        response = self._send("HEAD", url, {"Accept-Encoding": "identity"}, what, slide_id,
+                              accept=(200, 405, 501))
+        record_storage_request(self.stats, 0)
+        _discard(response)
+        if response.status != 200:  # HEAD not allowed: a 1-byte GET tells the same
+            return self.get_range(url, slide_id, "0-0", None)[2]
+        declared = response.headers.get("Content-Length", "")
+        if not declared.isdigit():
+            raise StorageError(f"{what}: {self.base_url} sent no Content-Length")
+        return _version_of(response, int(declared), what)
+
+    def _send(self, method: str, url: str, headers: Mapping[str, str], what: str,
+              slide_id: str | None, *, accept: Sequence[int]) -> urllib3.BaseHTTPResponse:
+        """The request, with the pool's retries; the response unread (``preload_content``
+        off) when its status is in ``accept``, else released and translated."""
+        try:
+            response = self.pool.request(method, url, headers=dict(headers),
+                                         preload_content=False, redirect=True)
+        except uex.HTTPError as exc:
+            raise _translate(exc, what) from exc
+        if response.status in accept:
+            return response
+        _discard(response)
+        if response.status in (404, 410) and slide_id is not None:
+            raise SlideNotFound(slide_id)
+        if response.status == 412 and slide_id is not None:
+            raise ObjectChanged(slide_id)  # a pinned read of a replaced object
+        raise StorageError(f"{what}: {self.base_url} answered {response.status}")
+
+
+def _version_of(response: urllib3.BaseHTTPResponse, size: int, what: str) -> _Version:
+    etag = response.headers.get("ETag") or None
+    last_modified = response.headers.get("Last-Modified") or None
+    if etag is None and last_modified is None:
+        raise StorageError(f"{what}: the server sends neither ETag nor Last-Modified, so a "
+                           "replaced object could not be told apart")
+    return _Version(size, etag, last_modified)
+
+
+def _refuse(response: urllib3.BaseHTTPResponse) -> None:
+    """Drop the connection without reading the body (it may be a whole slide)."""
+    response.close()
+    response.release_conn()
+
+
+def _discard(response: urllib3.BaseHTTPResponse) -> None:
+    """Free the connection: keep it when what is left to read is small, else close it."""
+    remaining = getattr(response, "length_remaining", None)  # 0 after a HEAD
+    if remaining is not None and remaining <= _DRAIN_LIMIT:
+        response.drain_conn()
+    else:
+        response.close()
+    response.release_conn()
+
+
+def _translate(exc: Exception, what: str) -> Exception:
+    reason = exc.reason if isinstance(exc, uex.MaxRetryError) else exc
+    if isinstance(reason, uex.SSLError):
+        return StorageError(f"{what}: TLS failed ({type(reason).__name__})")
+    if isinstance(reason, (uex.NewConnectionError, uex.ConnectTimeoutError, uex.TimeoutError,
+                           uex.ProtocolError, uex.NameResolutionError, OSError)):
+        return StorageConnectionError(f"{what}: storage unreachable ({type(reason).__name__})")
+    return StorageError(f"{what}: {type(reason).__name__}")
