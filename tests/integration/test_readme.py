@@ -122,6 +122,9 @@ COVERAGE: dict[str, Run | Exempt | Output] = {
     '"[openslide]"':
         Exempt("installs into the environment (.ci/run does it on a fresh machine); "
                "test_install_extras_exist checks the extras it names"),
+    'pip install ".[openslide]"':
+        Exempt("installs into the environment (the test extra has OpenSlide); "
+               "test_openslide_fallback.py serves the real NDPI through it"),
     'pip install "wsi_streamer[patches,torch]"':
         Exempt("installs into the environment; test_install_extras_exist checks its extras"),
     "from wsi_streamer.patches import (PatchPipeline, OtsuTissueDetector, RandomSampler,":
