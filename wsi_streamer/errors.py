@@ -124,6 +124,11 @@ class InvalidParameter(InvalidRequest):
     """Any other malformed query parameter."""
 
 
+class NotImplementedFeature(InvalidRequest):
+    """A well-formed request for a feature this server does not implement (an IIIF rotation
+    that is not a multiple of 90, a format it does not write); reported as 501."""
+
+
 # --- auth ----------------------------------------------------------------------------------
 
 

@@ -4,6 +4,7 @@ error handlers, in one place."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from urllib.parse import unquote_to_bytes
 
 import click
@@ -14,13 +15,33 @@ from ..errors import ConfigError, InvalidRequest, InvalidSignature, WsiError
 from .auth import verify
 from .errors import register_error_handlers
 from .logs import configure_logging, init_access_log
-from .routes import parse_slide_path, parse_tile_path
+from .paths import (
+    iiif_viewer_slide,
+    parse_iiif_path,
+    slide_viewer_slide,
+    tile_viewer_slide,
+)
 from .services import build_services, services
 
 logger = logging.getLogger(__name__)
 
-# Endpoints that never need a signature.
-PUBLIC_ENDPOINTS = frozenset({"health.health", "static"})  # /metrics needs auth (API.md)
+PUBLIC, SIGNED = "public", "signed"
+ViewerScope = Callable[[str], "str | None"]
+# Every endpoint's auth, in one table (``create_app`` refuses an endpoint missing here):
+# PUBLIC never needs a signature; SIGNED needs ``exp`` + ``sig``; a function accepts, besides
+# a signature, the viewer token of the slide it returns for the route's ``rest`` (None: only a
+# signature). /metrics needs auth (API.md).
+ENDPOINT_AUTH: dict[str, str | ViewerScope] = {
+    "health.health": PUBLIC,
+    "static": PUBLIC,
+    "health.metrics": SIGNED,
+    "slides.list_slides": SIGNED,
+    "slides.slide": slide_viewer_slide,
+    "tiles.tile": tile_viewer_slide,
+    "iiif.image": iiif_viewer_slide,
+    "viewer.view": SIGNED,
+}
+PUBLIC_ENDPOINTS = frozenset(k for k, v in ENDPOINT_AUTH.items() if v == PUBLIC)
 CORS_EXPOSED = ("ETag, X-Tile-Cache-Hit, X-Tile-Quality, X-Thumbnail-Size-Clamped, "
                 "X-Thumbnail-Requested-Size, X-Thumbnail-Actual-Size, Server-Timing")
 
@@ -36,9 +57,12 @@ def create_app(config: Config | None = None) -> Flask:
     app.url_map.merge_slashes = False  # ids may hold "//"; never an HTML redirect
     app.extensions["wsi_streamer"] = build_services(config)
 
-    from . import health, slides, tiles, viewer
-    for module in (health, slides, tiles, viewer):
+    from . import health, iiif, slides, tiles, viewer
+    for module in (health, slides, tiles, iiif, viewer):
         app.register_blueprint(module.bp)
+    unlisted = {rule.endpoint for rule in app.url_map.iter_rules()} - ENDPOINT_AUTH.keys()
+    if unlisted:
+        raise RuntimeError(f"endpoints without an auth entry in ENDPOINT_AUTH: {unlisted}")
 
     init_access_log(app)
     if config.auth_enabled:
@@ -72,30 +96,34 @@ def _config_from_env() -> Config:
 
 
 def _viewer_slide() -> str | None:
-    """The slide id when this route accepts viewer tokens (tiles, DZI, metadata), else None."""
+    """The slide id whose viewer token may authorise this request (ENDPOINT_AUTH), else
+    None."""
+    scope = ENDPOINT_AUTH.get(request.endpoint or "")
     rest = (request.view_args or {}).get("rest")
-    if not isinstance(rest, str):
+    if not callable(scope) or not isinstance(rest, str):
         return None
     try:
-        if request.endpoint == "tiles.tile":
-            return parse_tile_path(rest).slide_id
-        if request.endpoint == "slides.slide":
-            route = parse_slide_path(rest)
-            return route.slide_id if route.kind in ("metadata", "dzi", "dzi_tile") else None
+        return scope(rest)
     except WsiError:
         return None  # malformed URL: only a full signature can authorise it
-    return None
 
 
 def _require_signature() -> None:
-    if request.method == "OPTIONS" or request.endpoint in PUBLIC_ENDPOINTS:
+    if request.method == "OPTIONS" or request.endpoint is None:
+        return  # preflight, or an unknown route: let it 404
+    scope = ENDPOINT_AUTH[request.endpoint]
+    if scope == PUBLIC:
         return
-    if request.endpoint is None:
-        return  # unknown route: let it 404
     config = services().config
     assert config.auth_secret is not None
-    verify(config.auth_secret, list(request.args.items(multi=True)), path=_signed_path,
-           viewer_slide=_viewer_slide())
+    params = list(request.args.items(multi=True))
+    rest = (request.view_args or {}).get("rest")
+    if request.endpoint == "iiif.image" and isinstance(rest, str):
+        token = parse_iiif_path(rest).token
+        if token is not None:  # a viewer token in the path: as if it were in the query
+            params = [("exp", token[0]), ("vt", token[1]), *params]
+    verify(config.auth_secret, params, path=_signed_path,
+           viewer_slide=_viewer_slide() if callable(scope) else None)
 
 
 def _signed_path() -> str:

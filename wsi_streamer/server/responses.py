@@ -1,4 +1,5 @@
-"""Image responses: JPEG body or 304, with the cache headers of the API contract."""
+"""Image responses: the encoded body (with its media type) or 304, with the cache headers
+of the API contract."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def image_response(result: ImageResult, extra: dict[str, str] | None = None) -> 
     if result.data is None:
         response = Response(status=304)
     else:
-        response = Response(result.data, mimetype="image/jpeg")
+        response = Response(result.data, mimetype=result.media_type)
     # extend (append) rather than item assignment (which first searches for the name).
     response.headers.extend({"Cache-Control": f"public, max-age={max_age}",
                              "ETag": f'"{result.etag}"',

@@ -5,8 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, Response, request
 
 from .params import parse_quality
+from .paths import parse_tile_path
 from .responses import if_none_match, image_response
-from .routes import parse_tile_path
 from .services import services
 
 bp = Blueprint("tiles", __name__)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from PIL import Image
 
@@ -34,9 +34,13 @@ from ..slide.region import region_tile_count, render_region
 from ..slide.registry import SlideRegistry
 from .cache import TileCache
 from .dzi import DeepZoom
-from .encoder import encode_jpeg
+from .encoder import apply_quality, encode
 from .gate import HeavyGate
 from .overview import OverviewStore, resample_box
+from .request import ImageRequest, native_tile, scaled_level_size, tile_region
+
+_CLOCKWISE = {90: Image.Transpose.ROTATE_270, 180: Image.Transpose.ROTATE_180,
+              270: Image.Transpose.ROTATE_90}
 
 THUMBNAIL_MIN, THUMBNAIL_MAX = 64, OVERVIEW_SIZE
 
@@ -49,6 +53,7 @@ class ImageResult:
     etag: str
     cache_hit: bool
     quality: int
+    media_type: str = "image/jpeg"
 
 
 @dataclass
@@ -56,6 +61,7 @@ class TileStats:
     rendered: int = 0
     cache_hits: int = 0
     cache_misses: int = 0
+    native: int = 0  # requests served from one stored tile (no region render)
 
 
 def etag_of(key: str) -> str:
@@ -113,23 +119,78 @@ class TileService:
             else:
                 self.stats.cache_misses += 1
 
+    def image(self, slide_id: str, request: ImageRequest,
+              if_none_match: str | None = None) -> ImageResult:
+        """Any ``ImageRequest`` of the slide: cached, ETagged, made once per process at a time
+        (single flight) and within the limits. Read through ``registry.using``: a slide
+        replaced in storage is reopened and the read retried once."""
+        return self.registry.using(slide_id, lambda slide: self._request(
+            slide, request, if_none_match))
+
+    def request_key(self, slide: SlideReader, request: ImageRequest) -> str:
+        """The cache key (and so the ETag) of ``request``: a native tile's is
+        ``tile:{identity}:{level}:{x}:{y}`` whichever endpoint asked for it."""
+        native = native_tile(slide.levels, slide.dimensions, request.region, request.size)
+        if native is not None:
+            level, x, y = native
+            return f"tile:{slide.identity}:{level}:{x}:{y}{request.suffix()}"
+        box = ",".join(repr(float(v)) for v in request.region)
+        ow, oh = request.size
+        return f"img:{slide.identity}:{box}:{ow}x{oh}{request.suffix()}"
+
+    def _request(self, slide: SlideReader, request: ImageRequest,
+                 if_none_match: str | None) -> ImageResult:
+        key = self.request_key(slide, request)
+        result = self._image(key, request.jpeg_quality, if_none_match,
+                             lambda: self._produce(slide, request))
+        return replace(result, media_type=request.media_type)
+
+    def _produce(self, slide: SlideReader, request: ImageRequest) -> bytes:
+        image = self.pixels(slide, request)
+        if request.mirror:
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        if request.rotation:
+            image = image.transpose(_CLOCKWISE[request.rotation])
+        image = apply_quality(image, request.quality)
+        return encode(image, request.format, request.jpeg_quality)
+
+    def pixels(self, slide: SlideReader, request: ImageRequest) -> Image.Image:
+        """RGB pixels of ``request.region`` at ``request.size``: the stored tile when the
+        request is one native tile, else resampled (Lanczos) from the slide's overview when
+        the output is no more detailed than it, else rendered from the best level."""
+        base_w, base_h = slide.dimensions
+        x, y, w, h = request.region
+        native = native_tile(slide.levels, slide.dimensions, request.region, request.size)
+        if native is not None:
+            with self._stats_lock:
+                self.stats.native += 1
+            return slide.read_tile(*native)
+        overview = self.overviews.geometry(slide)
+        level_w, level_h = scaled_level_size(slide.dimensions, request.region, request.size)
+        if overview is not None and level_w <= overview[0] and level_h <= overview[1]:
+            fx, fy = overview[0] / base_w, overview[1] / base_h
+            return resample_box(self.overviews.get(slide),
+                                (x * fx, y * fy, (x + w) * fx, (y + h) * fy), request.size)
+        downsample = min(w / request.size[0], h / request.size[1])
+        info = slide.level(slide.best_level_for_downsample(downsample))
+        sx, sy = info.width / base_w, info.height / base_h
+        return self._render(slide, info.level, (x * sx, y * sy, w * sx, h * sy),
+                            request.size, MAX_TILES_PER_REQUEST if request.max_tiles is None
+                            else request.max_tiles, request.what)
+
     def tile(self, slide_id: str, level: int, x: int, y: int, quality: int | None = None,
              if_none_match: str | None = None) -> ImageResult:
-        """Native tile (x, y) of ``level``; ``InvalidLevel``/``TileOutOfBounds`` when outside.
-        Like every image here, read through ``registry.using``: a slide replaced in storage
-        is reopened and the read retried once, so the new content is served at once."""
-        return self.registry.using(slide_id, lambda slide: self._tile(
-            slide, level, x, y, quality, if_none_match))
+        """Native tile (x, y) of ``level``; ``InvalidLevel``/``TileOutOfBounds`` when outside."""
+        return self.registry.using(slide_id, lambda slide: self._request(
+            slide, self.tile_request(slide, level, x, y, quality), if_none_match))
 
-    def _tile(self, slide: SlideReader, level: int, x: int, y: int, quality: int | None,
-              if_none_match: str | None) -> ImageResult:
-        q = self.default_quality if quality is None else quality
+    def tile_request(self, slide: SlideReader, level: int, x: int, y: int,
+                     quality: int | None = None) -> ImageRequest:
         info = slide.level(level)
         if not (0 <= x < info.tiles_x and 0 <= y < info.tiles_y):
             raise TileOutOfBounds(level, x, y, info.tiles_x, info.tiles_y)
-        key = f"tile:{slide.identity}:{level}:{x}:{y}:q{q}"
-        return self._image(key, q, if_none_match,
-                           lambda: encode_jpeg(slide.read_tile(level, x, y), q))
+        region, size = tile_region(info, slide.dimensions, x, y)
+        return ImageRequest(region, size, self._quality(quality), what=f"tile {level}/{x}/{y}")
 
     def deep_zoom(self, slide: SlideReader) -> DeepZoom:
         width, height = slide.dimensions
@@ -141,65 +202,37 @@ class TileService:
     def dzi_tile(self, slide_id: str, dz_level: int, col: int, row: int,
                  quality: int | None = None, if_none_match: str | None = None) -> ImageResult:
         """A Deep Zoom tile rendered from the best native level for its scale."""
-        return self.registry.using(slide_id, lambda slide: self._dzi_tile(
-            slide, dz_level, col, row, quality, if_none_match))
+        return self.registry.using(slide_id, lambda slide: self._request(
+            slide, self.dzi_request(slide, dz_level, col, row, quality), if_none_match))
 
-    def _dzi_tile(self, slide: SlideReader, dz_level: int, col: int, row: int,
-                  quality: int | None, if_none_match: str | None) -> ImageResult:
-        q = self.default_quality if quality is None else quality
+    def dzi_request(self, slide: SlideReader, dz_level: int, col: int, row: int,
+                    quality: int | None = None) -> ImageRequest:
         dz = self.deep_zoom(slide)
         x, y, w, h = dz.tile_bounds(dz_level, col, row)
-        key = f"dzi:{slide.identity}:{dz.tile_size}:{dz.overlap}:{dz_level}:{col}:{row}:q{q}"
-
-        def produce() -> bytes:
-            scale = dz.scale(dz_level)
-            base_w, base_h = slide.dimensions
-            overview = self.overviews.geometry(slide)
-            level_w, level_h = dz.level_size(dz_level)
-            if overview is not None and level_w <= overview[0] and level_h <= overview[1]:
-                fx, fy = scale * overview[0] / base_w, scale * overview[1] / base_h
-                image = resample_box(self.overviews.get(slide),
-                                     (x * fx, y * fy, (x + w) * fx, (y + h) * fy), (w, h))
-                return encode_jpeg(image, q)
-            native = slide.level(slide.best_level_for_downsample(scale))
-            sx, sy = scale * native.width / base_w, scale * native.height / base_h
-            image = self._render(slide, native.level, (x * sx, y * sy, w * sx, h * sy), (w, h),
-                                 MAX_TILES_PER_REQUEST, f"Deep Zoom tile {dz_level}/{col}_{row}")
-            return encode_jpeg(image, q)
-
-        return self._image(key, q, if_none_match, produce)
+        scale = dz.scale(dz_level)
+        return ImageRequest((x * scale, y * scale, w * scale, h * scale), (w, h),
+                            self._quality(quality),
+                            what=f"Deep Zoom tile {dz_level}/{col}_{row}")
 
     def thumbnail(self, slide_id: str, max_size: int, quality: int | None = None,
                   if_none_match: str | None = None) -> ImageResult:
         """The whole slide with its longest side ``max_size`` (already clamped by the caller,
         never upscaled): resampled from the slide's overview when it has one, else from the
         smallest level that is at least that large."""
-        return self.registry.using(slide_id, lambda slide: self._thumbnail(
-            slide, max_size, quality, if_none_match))
+        return self.registry.using(slide_id, lambda slide: self._request(
+            slide, self.thumbnail_request(slide, max_size, quality), if_none_match))
 
-    def _thumbnail(self, slide: SlideReader, max_size: int, quality: int | None,
-                   if_none_match: str | None) -> ImageResult:
-        q = self.default_quality if quality is None else quality
+    def thumbnail_request(self, slide: SlideReader, max_size: int,
+                          quality: int | None = None) -> ImageRequest:
         width, height = slide.dimensions
         longest = min(max_size, max(width, height))
         out = (max(1, round(width * longest / max(width, height))),
                max(1, round(height * longest / max(width, height))))
-        key = f"thumb:{slide.identity}:{out[0]}x{out[1]}:q{q}"
+        return ImageRequest((0, 0, width, height), out, self._quality(quality),
+                            max_tiles=MAX_OVERVIEW_TILES, what="thumbnail")
 
-        def produce() -> bytes:
-            overview = self.overviews.geometry(slide)
-            if overview is not None and out[0] <= overview[0] and out[1] <= overview[1]:
-                image = self.overviews.get(slide)
-                if image.size != out:
-                    image = image.resize(out, Image.Resampling.LANCZOS)
-                return encode_jpeg(image, q)
-            candidates = [lv for lv in slide.levels if lv.width >= out[0] and lv.height >= out[1]]
-            native = candidates[-1] if candidates else slide.levels[0]
-            image = self._render(slide, native.level, (0, 0, native.width, native.height), out,
-                                 MAX_OVERVIEW_TILES, "thumbnail")
-            return encode_jpeg(image, q)
-
-        return self._image(key, q, if_none_match, produce)
+    def _quality(self, quality: int | None) -> int:
+        return self.default_quality if quality is None else quality
 
     def _render(self, slide: SlideReader, level: int, box: tuple[float, float, float, float],
                 out: tuple[int, int], max_tiles: int, what: str) -> Image.Image:

@@ -46,6 +46,7 @@ DOCUMENTED: dict[str, tuple[int, str]] = {
 EXTENSIONS: dict[str, tuple[int, str]] = {
     "InvalidRequest": (400, "invalid_request"),
     "InvalidParameter": (400, "invalid_parameter"),
+    "NotImplementedFeature": (501, "not_implemented"),
     "Overloaded": (503, "overloaded"),
 }
 API_CODES = {code for _, code in DOCUMENTED.values()}

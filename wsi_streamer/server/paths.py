@@ -1,6 +1,7 @@
 """Slide URLs parsed from the right, so slide ids may contain ``/`` (sent as ``%2F`` or plain;
 WSGI decodes both to ``/``): ``{id}/{level}/{x}/{y}[.jpg]`` for tiles and
-``{id}[/dzi|/thumbnail|/dzi_files/{level}/{col}_{row}.jpg]`` for slides."""
+``{id}[/dzi|/thumbnail|/dzi_files/{level}/{col}_{row}.jpg]`` for slides, IIIF paths
+(``parse_iiif_path``), and per endpoint the slide a viewer token may authorise."""
 
 from __future__ import annotations
 
@@ -77,3 +78,55 @@ def parse_slide_path(rest: str) -> SlideRoute:
         if rest.endswith("/" + suffix):
             return SlideRoute(suffix, rest[: -len(suffix) - 1])
     return SlideRoute("metadata", rest)
+
+
+# --- IIIF: /iiif/3/[vt/{exp}/{token}/]{identifier}
+#     [/info.json | /{region}/{size}/{rotation}/{quality}.{format}]
+
+_IIIF_TOKEN = re.compile(r"^vt/(?P<exp>[0-9]{1,12})/(?P<vt>[0-9a-f]{1,128})/(?P<rest>.+)$")
+_IIIF_IMAGE = re.compile(r"^(?P<id>.+)/(?P<region>[^/]+)/(?P<size>[^/]+)/(?P<rotation>[^/]+)/"
+                         r"(?P<quality>[^/.]+)\.(?P<format>[^/.]+)$")
+
+
+@dataclass(frozen=True, slots=True)
+class IiifPath:
+    """``kind``: "base" (redirect to info.json), "info" or "image" (``image`` holds region,
+    size, rotation, quality and format as sent). ``token``: ``(exp, vt)`` when the path
+    carries a viewer token (``vt/{exp}/{token}/`` before the identifier, so tile URLs that
+    IIIF clients derive from ``info.json``'s ``id`` stay authorised), else None."""
+
+    kind: str
+    slide_id: str
+    token: tuple[str, str] | None = None
+    image: tuple[str, str, str, str, str] | None = None
+
+
+def parse_iiif_path(rest: str) -> IiifPath:
+    """``rest``: the path after ``/iiif/3/`` (decoded, so ``%2F`` in ids is ``/``)."""
+    token = None
+    match = _IIIF_TOKEN.match(rest)
+    if match is not None:
+        token, rest = (match["exp"], match["vt"]), match["rest"]
+    if rest.endswith("/info.json") and len(rest) > len("/info.json"):
+        return IiifPath("info", rest[: -len("/info.json")], token)
+    image = _IIIF_IMAGE.match(rest)
+    if image is not None:
+        return IiifPath("image", image["id"], token, (image["region"], image["size"],
+                                                      image["rotation"], image["quality"],
+                                                      image["format"]))
+    return IiifPath("base", rest, token)
+
+
+# --- the slide a viewer token may authorise, per endpoint (None: a full signature only)
+
+def tile_viewer_slide(rest: str) -> str | None:
+    return parse_tile_path(rest).slide_id
+
+
+def slide_viewer_slide(rest: str) -> str | None:
+    route = parse_slide_path(rest)
+    return route.slide_id if route.kind in ("metadata", "dzi", "dzi_tile") else None
+
+
+def iiif_viewer_slide(rest: str) -> str | None:
+    return parse_iiif_path(rest).slide_id
