@@ -24,6 +24,7 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -181,6 +182,96 @@ def test_stock_openseadragon_shows_tissue(chromium: Chromium, server: Gunicorn, 
     assert tissue_fraction(pixels) >= MIN_TISSUE, "stock OpenSeadragon shows no tissue"
     requests = statuses(server, f"/slides/{cmu}/dzi_files/")
     assert requests and all(code == 200 for _, code in requests), requests
+
+
+def stock_page(tmp_path: Path, server_url: str, source: str) -> str:
+    """A plain OpenSeadragon page (the vendored copy, nothing of ours) with one tile source;
+    ``window.openFailed`` turns true when OpenSeadragon cannot open it."""
+    site = tmp_path / "site"
+    site.mkdir(parents=True, exist_ok=True)
+    (site / "index.html").write_text(f"""<!doctype html><html><body style="margin:0">
+<div id="osd" style="width:100vw;height:100vh;background:#000"></div>
+<script src="{server_url}/static/openseadragon/openseadragon.min.js"></script>
+<script>window.osd = OpenSeadragon({{id: "osd",
+  prefixUrl: "{server_url}/static/openseadragon/images/",
+  tileSources: {json.dumps(source)}}});
+window.osd.addHandler("open-failed", function () {{ window.openFailed = true; }});
+</script></body></html>""")
+    return str(site)
+
+
+@contextmanager
+def serve_folder(folder: str) -> Iterator[str]:
+    """``folder`` over HTTP on another loopback origin; yields the base URL."""
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=folder)
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_port}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)
+
+
+def test_stock_openseadragon_iiif_shows_tissue(chromium: Chromium, server: Gunicorn,
+                                               cmu: str, tmp_path: Path) -> None:
+    """Stock OpenSeadragon's IIIF tile source given only the info.json URL; the tiles it asks
+    for at its scale factors are native tiles or renders, all 200."""
+    site = stock_page(tmp_path, server.url, f"{server.url}/iiif/3/{quote(cmu, safe='')}"
+                      "/info.json")
+    with serve_folder(site) as origin, chromium.page() as page:
+        page.goto(f"{origin}/index.html")
+        page.wait_for(FULLY_LOADED.format(viewer="window.osd"), LOAD_TIMEOUT)
+        pixels = shows_tissue(page)
+    assert tissue_fraction(pixels) >= MIN_TISSUE, "stock OpenSeadragon (IIIF) shows no tissue"
+    requests = statuses(server, f"/iiif/3/{cmu}/")
+    assert any(path.endswith("/info.json") for path, _ in requests), requests
+    images = [path for path, _ in requests if path.endswith("/default.jpg")]
+    assert images and all(code == 200 for _, code in requests), requests
+
+
+def test_stock_openseadragon_iiif_signed_and_unsigned(chromium: Chromium,
+                                                      auth_server: Gunicorn, cmu: str,
+                                                      tmp_path: Path) -> None:
+    """With auth on, a signed info.json URL is enough (its id carries the slide's viewer token
+    in the path, so every tile URL OpenSeadragon derives is authorised); unsigned is refused."""
+    path = f"/iiif/3/{quote(cmu, safe='')}/info.json"
+    signed = signed_url(SECRET, path, 600, base_url=auth_server.url)
+    site = stock_page(tmp_path / "signed", auth_server.url, signed)
+    with serve_folder(site) as origin, chromium.page() as page:
+        page.goto(f"{origin}/index.html")
+        page.wait_for(FULLY_LOADED.format(viewer="window.osd"), LOAD_TIMEOUT)
+        pixels = shows_tissue(page)
+    assert tissue_fraction(pixels) >= MIN_TISSUE, "signed IIIF source shows no tissue"
+    requests = statuses(auth_server, "/iiif/3/")
+    assert any("/iiif/3/vt/" in p and p.endswith("/default.jpg") for p, _ in requests), requests
+    assert requests and all(code == 200 for _, code in requests), requests
+
+    unsigned = stock_page(tmp_path / "unsigned", auth_server.url, auth_server.url + path)
+    with serve_folder(unsigned) as origin, chromium.page() as page:
+        page.goto(f"{origin}/index.html")
+        page.wait_for("window.openFailed === true", LOAD_TIMEOUT)
+        pixels = page.screenshot()
+    assert tissue_fraction(pixels) < 0.005
+    assert (f"/iiif/3/{cmu}/info.json", 401) in statuses(auth_server, "/iiif/3/")
+
+
+def test_viewer_loads_through_iiif(chromium: Chromium, server: Gunicorn, cmu: str) -> None:
+    with chromium.page() as page:
+        page.goto(f"{server.url}/view/{cmu}?protocol=iiif")
+        page.wait_for("document.body.dataset.state === 'ready' && "
+                      + FULLY_LOADED.format(viewer="window.wsiViewer"), LOAD_TIMEOUT)
+        pixels = shows_tissue(page)
+    assert tissue_fraction(pixels) >= MIN_TISSUE, "no tissue in the viewer through IIIF"
+    requests = statuses(server, f"/iiif/3/{cmu}/")
+    assert any(path.endswith("/default.jpg") for path, _ in requests), requests
+    assert all(code == 200 for _, code in requests), requests
 
 
 def test_missing_slide_shows_error(chromium: Chromium, server: Gunicorn) -> None:

@@ -1,7 +1,8 @@
 """``/view/{id}``: the built-in OpenSeadragon viewer (served from the package, no CDN).
 
 With auth on, the page is reachable only through a signed URL (the auth hook checks it) and
-carries a viewer token scoped to its one slide, which its own tile/DZI/metadata requests use."""
+carries a viewer token scoped to its one slide, which its own tile/DZI/metadata requests use.
+``?protocol=iiif`` loads the slide through IIIF (``info.json``) instead of Deep Zoom."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline';
 
 
 def viewer_context(slide_id: str) -> dict[str, Any]:
-    """What the page needs: the slide id, the static and API URL prefixes and, with auth on,
+    """What the page needs: the slide id, the protocol (``dzi`` or ``iiif``), the static and
+    API URL prefixes and, with auth on,
     the slide's viewer token (``{"exp", "vt"}``, else ``{}``), expiring with the page's own
     signed URL or after ``signature_ttl``, whichever is first. The template escapes the id
     (autoescape in HTML, ``|tojson`` in the JSON config); the script URL-encodes it."""
@@ -44,6 +46,7 @@ def viewer_context(slide_id: str) -> dict[str, Any]:
         "auth": auth,
         "static": url_for("static", filename=""),
         "root": request.script_root,
+        "protocol": "iiif" if request.args.get("protocol") == "iiif" else "dzi",
     }
 
 

@@ -1,7 +1,7 @@
-/* wsi_streamer viewer: OpenSeadragon over the app's own Deep Zoom endpoints.
+/* wsi_streamer viewer: OpenSeadragon over the app's own Deep Zoom or IIIF endpoints.
  *
  * Config comes from the page's <script type="application/json" id="viewer-config">:
- * {slideId, auth: {} | {exp, vt}, static: "/static/", root: ""}. Every request the page makes
+ * {slideId, auth: {} | {exp, vt}, static: "/static/", root: "", protocol: "dzi" | "iiif"}. Every request the page makes
  * (metadata, DZI descriptor, tiles) carries the viewer token when auth is on; tile URLs are built
  * here because OpenSeadragon does not carry a descriptor's query string to "/dzi" URLs.
  * document.body.dataset.state is "loading", "ready" (a first tile arrived) or "error"
@@ -14,6 +14,7 @@
   var query = auth.exp && auth.vt ? "?" + new URLSearchParams({exp: auth.exp, vt: auth.vt}) : "";
   // The whole id in one path segment ("a/b.svs" -> "a%2Fb.svs"): no "." or ".." normalisation.
   var slideBase = config.root + "/slides/" + encodeURIComponent(config.slideId);
+  var iiifBase = config.root + "/iiif/3/" + encodeURIComponent(config.slideId);
   var $ = function (id) { return document.getElementById(id); };
   var viewer = null;
   var tileFailures = 0;
@@ -161,7 +162,18 @@
     });
   }
 
-  function openViewer(dzi) {
+  function dziSource(dzi) {
+    return {
+      width: dzi.width,
+      height: dzi.height,
+      tileSize: dzi.tileSize,
+      tileOverlap: dzi.tileOverlap,
+      minLevel: 0,
+      getTileUrl: function (level, x, y) { return tileUrl(level, x, y, dzi.format); },
+    };
+  }
+
+  function openViewer(source) {
     viewer = OpenSeadragon({
       id: "viewer",
       prefixUrl: config.static + "openseadragon/images/",
@@ -175,14 +187,7 @@
       maxZoomPixelRatio: 2,
       animationTime: 0.6,
       timeout: 30000,
-      tileSources: {
-        width: dzi.width,
-        height: dzi.height,
-        tileSize: dzi.tileSize,
-        tileOverlap: dzi.tileOverlap,
-        minLevel: 0,
-        getTileUrl: function (level, x, y) { return tileUrl(level, x, y, dzi.format); },
-      },
+      tileSources: source,
     });
     window.wsiViewer = viewer;  // handy from the devtools console
     viewer.addHandler("open-failed", function (event) {
@@ -230,7 +235,11 @@
   }
 
   var metadata = request(slideBase + query).then(function (r) { return r.json(); });
-  var descriptor = request(slideBase + "/dzi" + query).then(function (r) { return r.text(); });
+  // IIIF: the info.json document itself is the tile source (its "id" carries the viewer token
+  // in the path when auth is on, so OpenSeadragon's tile URLs need no query string).
+  var descriptor = config.protocol === "iiif" ?
+    request(iiifBase + "/info.json" + query).then(function (r) { return r.json(); }) :
+    request(slideBase + "/dzi" + query).then(function (r) { return r.text(); });
 
   metadata.then(function (meta) {
     renderInfo(meta);
@@ -244,7 +253,7 @@
 
   // Open once both answered, so a metadata error (401/404/415) is shown instead of a blank slide.
   Promise.all([metadata, descriptor]).then(function (results) {
-    openViewer(parseDzi(results[1]));
+    openViewer(config.protocol === "iiif" ? results[1] : dziSource(parseDzi(results[1])));
   }, function (err) {
     var d = describe(err);
     showError(d.title, d.message);
