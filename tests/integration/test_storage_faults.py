@@ -87,7 +87,7 @@ def app_config(bucket: S3Bucket, proxy: FaultProxy, tmp_path: Path,
     """The shared ``app``/``client`` read the bucket through the proxy, with one retry: the
     patch is in place before ``app`` is built from this (botocore's backoff before a second
     and third retry of a 503 took ~10 s)."""
-    monkeypatch.setattr("wsi_streamer.server.services.S3Storage",
+    monkeypatch.setattr("wsi_streamer.io.factory.S3Storage",  # the s3:// builder
                         functools.partial(S3Storage, max_attempts=2))
     return Config(s3_bucket=bucket.name, s3_endpoint=proxy.url, block_size=4096,
                   tile_cache_dir=str(tmp_path / "tc"))
