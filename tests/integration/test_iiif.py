@@ -226,6 +226,24 @@ def test_native_tile_requests_are_served_without_a_render(app: Flask, client: An
     assert len(renders) == 1  # not a native tile: rendered
 
 
+def test_a_region_reads_only_the_tiles_it_covers(app: Flask, client: Any,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 700x500 box at half resolution is read from level 1 (downsample 2): the four
+    tiles its 350x250 level-1 box covers, each once, and nothing else."""
+    slide = services(app).tiles.slide(SLIDE)
+    reads: list[tuple[int, int, int]] = []
+    real = type(slide).read_raw_tile
+
+    def counting(self: Any, level: int, x: int, y: int) -> bytes:
+        reads.append((level, x, y))
+        return real(self, level, x, y)
+
+    monkeypatch.setattr(type(slide), "read_raw_tile", counting)
+    response = client.get(f"{BASE}/300,300,700,500/350,/0/default.png")
+    assert response.status_code == 200
+    assert sorted(reads) == [(1, 0, 0), (1, 0, 1), (1, 1, 0), (1, 1, 1)]
+
+
 # --- auth --------------------------------------------------------------------------------
 
 @pytest.fixture
