@@ -46,6 +46,16 @@ class SlideNotFound(WsiError):
         self.slide_id = slide_id
 
 
+class AssociatedImageNotFound(SlideNotFound):
+    """The slide has no associated image (label, macro, thumbnail) of this name, or they are
+    not served (``WSI_ASSOCIATED_IMAGES``)."""
+
+    def __init__(self, slide_id: str, name: str) -> None:
+        WsiError.__init__(self, f"slide {slide_id} has no associated image {name!r}")
+        self.slide_id = slide_id
+        self.name = name
+
+
 class InvalidSlideId(SlideNotFound):
     """The id can never name a slide (traversal, NUL, absolute, too long); reported as 404."""
 

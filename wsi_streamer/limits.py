@@ -144,3 +144,13 @@ FLIGHT_WAIT_S = 120.0
 """Seconds a thread waits for another thread's shared work (a block fetch, a slide open, a
 render) before giving up with a 502: longer than one storage read with its retries (connect
 5 s + read 30 s, standard retry mode), so only a stalled read trips it."""
+
+MAX_ASSOCIATED_PIXELS = 16 * 1024 * 1024
+"""Pixels of one associated image (label, macro, thumbnail), decoded whole from its strips: a
+macro is about 1600 x 600; 16 Mpx is 48 MiB of RGB."""
+
+MAX_ASSOCIATED_BYTES = 32 << 20
+"""Stored bytes of one associated image."""
+
+MAX_ICC_BYTES = 4 << 20
+"""An ICC profile (TIFF tag 34675) larger than this is ignored (real ones: 0.5 KB - 1 MB)."""

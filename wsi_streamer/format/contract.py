@@ -68,6 +68,15 @@ class SlideReader(Protocol):
         """Decoded RGB tile cropped to the level's bounds; ``TileOutOfBounds`` outside."""
         ...
 
+    def associated_image(self, name: str) -> Image.Image:
+        """The label, macro or thumbnail named in ``info.associated``, as RGB;
+        ``AssociatedImageNotFound`` for another name, ``LimitExceeded`` when too large."""
+        ...
+
+    def icc_profile(self) -> bytes | None:
+        """The scanner's ICC colour profile (read once), None when the slide has none."""
+        ...
+
     def close(self) -> None:
         """Release file descriptors; reading again afterwards reopens (same content only)."""
         ...

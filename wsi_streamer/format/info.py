@@ -31,7 +31,8 @@ class SlideInfo:
     """Everything a caller may know about a slide without reading pixels. ``levels`` are
     ordered largest first; ``properties`` are ``(name, value)`` pairs (vendor keys such as
     ``aperio.MPP``, ``tiff.ImageDescription`` or ``openslide.*``); ``associated`` names the
-    label, macro and thumbnail images the file holds."""
+    label, macro and thumbnail images the file holds; ``has_icc_profile`` says whether it
+    carries the scanner's colour profile."""
 
     format_name: str
     vendor: str
@@ -41,3 +42,4 @@ class SlideInfo:
     mpp_y: float | None
     magnification: float | None
     associated: tuple[str, ...] = ()
+    has_icc_profile: bool = False

@@ -16,7 +16,7 @@ from typing import Any
 
 from PIL import Image
 
-from ..errors import DecodeError, UnsupportedFormat
+from ..errors import AssociatedImageNotFound, DecodeError, UnsupportedFormat
 from ..io.range_reader import RangeReader
 from ..records import CacheEntryError, Doc
 from .base import PyramidGeometry
@@ -35,6 +35,7 @@ class OpenSlideStructure:
     levels: tuple[tuple[int, int, float], ...]  # width, height, downsample
     properties: tuple[tuple[str, str], ...]
     associated: tuple[str, ...]
+    has_icc_profile: bool = False
 
     @property
     def info(self) -> SlideInfo:
@@ -44,7 +45,8 @@ class OpenSlideStructure:
         return SlideInfo(f"OpenSlide ({self.vendor})", self.vendor, levels, self.properties,
                          _positive(props.get("openslide.mpp-x")),
                          _positive(props.get("openslide.mpp-y")),
-                         _positive(props.get("openslide.objective-power")), self.associated)
+                         _positive(props.get("openslide.objective-power")), self.associated,
+                         self.has_icc_profile)
 
 
 def local_path(reader: RangeReader) -> str | None:
@@ -93,9 +95,10 @@ class OpenSlideDriver:
                 levels = tuple((int(w), int(h), float(ds)) for (w, h), ds in
                                zip(slide.level_dimensions, slide.level_downsamples, strict=True))
                 names = tuple(sorted(slide.associated_images))
+                icc = getattr(slide, "color_profile", None) is not None
         except openslide.OpenSlideError as exc:
             raise UnsupportedFormat(f"OpenSlide cannot open it: {exc}") from None
-        return OpenSlideStructure(str(vendor), levels, props, names)
+        return OpenSlideStructure(str(vendor), levels, props, names, icc)
 
     def info(self, structure: OpenSlideStructure) -> SlideInfo:
         return structure.info
@@ -106,11 +109,12 @@ class OpenSlideDriver:
     def encode(self, structure: OpenSlideStructure) -> dict[str, Any]:
         return {"vendor": structure.vendor, "levels": [list(lv) for lv in structure.levels],
                 "properties": [list(p) for p in structure.properties],
-                "associated": list(structure.associated)}
+                "associated": list(structure.associated),
+                "has_icc_profile": structure.has_icc_profile}
 
     def decode(self, data: dict[str, Any]) -> OpenSlideStructure:
         doc = Doc(data, "openslide structure")
-        doc.keys({"vendor", "levels", "properties", "associated"})
+        doc.keys({"vendor", "levels", "properties", "associated", "has_icc_profile"})
         levels = []
         for item in doc.items("levels"):
             if not (isinstance(item, list) and len(item) == 3
@@ -125,7 +129,8 @@ class OpenSlideDriver:
                 isinstance(n, str) for n in names):
             raise CacheEntryError("openslide structure: levels, properties or names")
         return OpenSlideStructure(doc.text("vendor"), tuple(levels),
-                                  tuple((k, v) for k, v in pairs), tuple(names))
+                                  tuple((k, v) for k, v in pairs), tuple(names),
+                                  doc.flag("has_icc_profile"))
 
 
 class OpenSlideReader(PyramidGeometry):
@@ -169,6 +174,21 @@ class OpenSlideReader(PyramidGeometry):
         except Exception as exc:  # OpenSlideError: a damaged file
             raise DecodeError(f"OpenSlide could not read {size} at {location} of level "
                               f"{level}: {exc}") from None
+
+    def associated_image(self, name: str) -> Image.Image:
+        if name not in self.info.associated:
+            raise AssociatedImageNotFound(self.identity, name)
+        try:
+            return on_white(self._handle().associated_images[name])
+        except Exception as exc:  # OpenSlideError
+            raise DecodeError(f"OpenSlide could not read the {name} image: {exc}") from None
+
+    def icc_profile(self) -> bytes | None:
+        profile = getattr(self._handle(), "color_profile", None)  # openslide-python >= 1.3
+        if profile is None:
+            return None
+        data: bytes = profile.tobytes()
+        return data
 
     def thumbnail(self, size: tuple[int, int]) -> Image.Image:
         """OpenSlide's ``get_thumbnail`` (what wsistream's OpenSlide backend detects tissue

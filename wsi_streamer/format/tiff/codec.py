@@ -12,6 +12,7 @@ from ...records import CacheEntryError, Doc
 from .header import TiffFormat
 from .ifd import IfdEntry
 from .levels import TiffLevel
+from .strips import StripImage
 from .structure import TiffStructure
 from .tags import FIELD_TYPES
 
@@ -24,13 +25,15 @@ def encode_structure(structure: TiffStructure) -> dict[str, Any]:
            "properties": [[key, value] for key, value in structure.properties],
            "mpp_x": structure.mpp_x, "mpp_y": structure.mpp_y,
            "magnification": structure.magnification,
-           "associated": list(structure.associated)}
+           "associated": [_strip_doc(image) for image in structure.associated],
+           "icc_profile": (_entry_doc(structure.icc_profile)
+                           if structure.icc_profile is not None else None)}
 
 
 def decode_structure(doc: Doc) -> TiffStructure:
     """The structure ``encode_structure`` wrote; ``CacheEntryError`` for anything else."""
     doc.keys({"format_name", "vendor", "tiff", "levels", "properties",
-              "mpp_x", "mpp_y", "magnification", "associated"})
+              "mpp_x", "mpp_y", "magnification", "associated", "icc_profile"})
     tiff = doc.doc("tiff")
     tiff.keys({"byteorder", "bigtiff"})
     byteorder = tiff.text("byteorder")
@@ -45,14 +48,14 @@ def decode_structure(doc: Doc) -> TiffStructure:
                 and all(isinstance(p, str) for p in pair)):
             raise CacheEntryError("structure: a property is not a [name, value] pair")
         properties.append((pair[0], pair[1]))
-    associated = doc.items("associated")
-    if not all(isinstance(name, str) for name in associated):
-        raise CacheEntryError("structure: an associated image name is not text")
+    associated = tuple(_strip(Doc(item, f"associated image {i}"))
+                       for i, item in enumerate(doc.items("associated")))
+    icc = doc.raw("icc_profile")
     return TiffStructure(doc.text("format_name"), doc.text("vendor"),
                          TiffFormat(byteorder, tiff.flag("bigtiff")), levels,
                          tuple(properties), doc.number_or_none("mpp_x"),
                          doc.number_or_none("mpp_y"), doc.number_or_none("magnification"),
-                         tuple(associated))
+                         associated, _entry(Doc(icc, "icc_profile")) if icc is not None else None)
 
 
 _LEVEL_INTS = ("level", "ifd_index", "width", "height", "tile_width", "tile_height", "tiles_x",
@@ -87,6 +90,38 @@ def _level(doc: Doc) -> TiffLevel:
             and math.isfinite(level.downsample) and level.downsample > 0):
         raise CacheEntryError(f"structure: {doc.where} has an inconsistent grid")
     return level
+
+
+_STRIP_INTS = ("ifd_index", "width", "height", "compression", "photometric", "samples",
+               "rows_per_strip", "predictor")
+
+
+def _strip_doc(image: StripImage) -> dict[str, Any]:
+    doc: dict[str, Any] = {name: getattr(image, name) for name in _STRIP_INTS}
+    doc.update(name=image.name, bits=list(image.bits), subsampling=list(image.subsampling),
+               strip_offsets=_entry_doc(image.strip_offsets),
+               strip_byte_counts=_entry_doc(image.strip_byte_counts),
+               jpeg_tables=_entry_doc(image.jpeg_tables) if image.jpeg_tables else None)
+    return doc
+
+
+def _strip(doc: Doc) -> StripImage:
+    doc.keys({*_STRIP_INTS, "name", "bits", "subsampling", "strip_offsets",
+              "strip_byte_counts", "jpeg_tables"})
+    small = [doc.items("bits"), doc.items("subsampling")]
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 64
+               for values in small for v in values):
+        raise CacheEntryError(f"structure: {doc.where}: bits or subsampling")
+    tables = doc.raw("jpeg_tables")
+    n = doc.integer
+    image = StripImage(doc.text("name"), n("ifd_index"), n("width"), n("height"),
+                       n("compression"), n("photometric"), n("samples"), n("rows_per_strip"),
+                       n("predictor"), tuple(small[0]), tuple(small[1]),
+                       _entry(doc.doc("strip_offsets")), _entry(doc.doc("strip_byte_counts")),
+                       _entry(Doc(tables, doc.where)) if tables is not None else None)
+    if not (image.width > 0 and image.height > 0 and image.rows_per_strip > 0):
+        raise CacheEntryError(f"structure: {doc.where} has an empty size")
+    return image
 
 
 def _entry_doc(entry: IfdEntry) -> dict[str, Any]:

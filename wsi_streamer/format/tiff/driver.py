@@ -7,6 +7,7 @@ from typing import Any
 
 from ...errors import UnsupportedFormat
 from ...io.range_reader import RangeReader
+from ...limits import MAX_ICC_BYTES
 from ...records import Doc
 from ..info import SlideInfo
 from ..spans import Spans, open_reads
@@ -14,9 +15,10 @@ from . import generic, svs
 from .chain import read_ifd_chain
 from .codec import decode_structure, encode_structure
 from .header import HEADER_SIZE, TiffFormat, parse_header
-from .ifd import Ifd
+from .ifd import Ifd, IfdEntry
 from .levels import build_pyramid
 from .slide import TiffSlide
+from .strips import StripImage, strip_image
 from .structure import TiffStructure
 from .tags import Tag
 
@@ -51,12 +53,27 @@ def describe(fmt: TiffFormat, ifds: tuple[Ifd, ...]) -> TiffStructure:
         mpp_x, mpp_y, magnification = svs.scan_properties(props)
         levels = build_pyramid(ifds, svs.is_associated)
         return TiffStructure(svs.FORMAT_NAME, "aperio", fmt, levels, tuple(props.items()),
-                             mpp_x, mpp_y, magnification, svs.associated_names(ifds))
+                             mpp_x, mpp_y, magnification,
+                             _strip_images(ifds, svs.associated_ifds(ifds)), _icc(base))
     levels = build_pyramid(ifds, generic.is_associated)
     mpp_x, mpp_y = generic.resolution_mpp(base)
     return TiffStructure(generic.FORMAT_NAME, "generic-tiff", fmt, levels,
                          tuple(props.items()), mpp_x, mpp_y, None,
-                         generic.associated_names(ifds))
+                         _strip_images(ifds, generic.associated_ifds(ifds)), _icc(base))
+
+
+def _strip_images(ifds: tuple[Ifd, ...], named: list[tuple[str, int]]
+                  ) -> tuple[StripImage, ...]:
+    found = (strip_image(name, index, ifds[index]) for name, index in named)
+    return tuple(image for image in found if image is not None)
+
+
+def _icc(base: Ifd) -> IfdEntry | None:
+    """The ICC profile entry of the full-resolution image, when it has one of a sane size."""
+    entry = base.entry(Tag.ICC_PROFILE)
+    if entry is None or entry.count == 0 or entry.nbytes > MAX_ICC_BYTES:
+        return None
+    return entry
 
 
 class TiffDriver:

@@ -32,11 +32,12 @@ def resolution_mpp(ifd: Ifd) -> tuple[float | None, float | None]:
     return mpp(Tag.X_RESOLUTION), mpp(Tag.Y_RESOLUTION)
 
 
-def associated_names(ifds: tuple[Ifd, ...]) -> tuple[str, ...]:
-    """Label, macro and thumbnail IFDs named by their ImageDescription."""
-    names: list[str] = []
-    for ifd in ifds[1:]:
-        found = _ASSOCIATED.match(ifd.text(Tag.IMAGE_DESCRIPTION))
-        if found is not None and found.group(1).lower() not in names:
-            names.append(found.group(1).lower())
-    return tuple(names)
+def associated_ifds(ifds: tuple[Ifd, ...]) -> list[tuple[str, int]]:
+    """``(name, IFD index)`` of label, macro and thumbnail IFDs named by their
+    ImageDescription."""
+    found: list[tuple[str, int]] = []
+    for index, ifd in enumerate(ifds[1:], start=1):
+        match = _ASSOCIATED.match(ifd.text(Tag.IMAGE_DESCRIPTION))
+        if match is not None and match.group(1).lower() not in (n for n, _ in found):
+            found.append((match.group(1).lower(), index))
+    return found

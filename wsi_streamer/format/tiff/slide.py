@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-from ...errors import InvalidTiff, TileOutOfBounds
+from ...errors import AssociatedImageNotFound, InvalidTiff, TileOutOfBounds
 from ...io.range_reader import RangeReader, read_ranges
 from ..base import PyramidGeometry
 from ..contract import LevelTables
@@ -20,6 +20,7 @@ from ..jp2k import decode_jp2k
 from ..jpeg import complete_stream, decode_jpeg
 from .ifd import check_value_size, decode_array, read_fields
 from .levels import TiffLevel
+from .strips import read_strip_image
 from .structure import TiffStructure
 from .tags import JPEG, PHOTOMETRIC_RGB, PHOTOMETRIC_YCBCR
 
@@ -41,6 +42,7 @@ class TiffSlide(PyramidGeometry):
         self._arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._tables: dict[int, bytes | None] = {}
         self._locks = [threading.Lock() for _ in structure.levels]
+        self._icc: bytes | None = None
 
     @property
     def identity(self) -> str:
@@ -161,6 +163,20 @@ class TiffSlide(PyramidGeometry):
             padded.paste(image, (0, 0))
             image = padded
         return image
+
+    def associated_image(self, name: str) -> Image.Image:
+        image = next((a for a in self.structure.associated if a.name == name), None)
+        if image is None:
+            raise AssociatedImageNotFound(self.identity, name)
+        return read_strip_image(self.reader, self.structure.tiff, image)
+
+    def icc_profile(self) -> bytes | None:
+        entry = self.structure.icc_profile
+        if entry is None:
+            return None
+        if self._icc is None:
+            self._icc = read_fields(self.reader, [entry])[0]
+        return self._icc
 
     def close(self) -> None:
         """Release the reader's resources (a local file descriptor); a later read reopens."""

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 
 from ..info import SlideInfo
 from .header import TiffFormat
+from .ifd import IfdEntry
 from .levels import TiffLevel
+from .strips import StripImage
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,10 +22,13 @@ class TiffStructure:
     mpp_x: float | None
     mpp_y: float | None
     magnification: float | None
-    associated: tuple[str, ...] = ()
+    associated: tuple[StripImage, ...] = ()
+    icc_profile: IfdEntry | None = None  # read on first use
 
     @property
     def info(self) -> SlideInfo:
         return SlideInfo(self.format_name, self.vendor,
                          tuple(level.geometry for level in self.levels), self.properties,
-                         self.mpp_x, self.mpp_y, self.magnification, self.associated)
+                         self.mpp_x, self.mpp_y, self.magnification,
+                         tuple(image.name for image in self.associated),
+                         self.icc_profile is not None)

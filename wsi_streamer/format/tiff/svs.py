@@ -51,18 +51,19 @@ def _positive(text: str | None) -> float | None:
     return value if value is not None and 0 < value < 1e6 else None
 
 
-def associated_names(ifds: tuple[Ifd, ...]) -> tuple[str, ...]:
-    """``thumbnail`` (the stripped IFD 1 Aperio writes), ``label`` and ``macro`` when present."""
-    names: list[str] = []
+def associated_ifds(ifds: tuple[Ifd, ...]) -> list[tuple[str, int]]:
+    """``(name, IFD index)`` of the ``thumbnail`` (the stripped IFD 1 Aperio writes), ``label``
+    and ``macro`` when present."""
+    found: list[tuple[str, int]] = []
     for index, ifd in enumerate(ifds[1:], start=1):
         text = " ".join(ifd.text(Tag.IMAGE_DESCRIPTION).splitlines()[:2])
-        found = _ASSOCIATED.search(text)
-        if found is not None:
-            name = found.group(1).lower()
+        match = _ASSOCIATED.search(text)
+        if match is not None:
+            name = match.group(1).lower()
         elif index == 1 and ifd.value(Tag.TILE_WIDTH) is None:
             name = "thumbnail"
         else:
             continue
-        if name not in names:
-            names.append(name)
-    return tuple(names)
+        if name not in (n for n, _ in found):
+            found.append((name, index))
+    return found

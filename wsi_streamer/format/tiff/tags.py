@@ -22,6 +22,7 @@ class Tag(IntEnum):
     X_RESOLUTION = 282
     Y_RESOLUTION = 283
     PLANAR_CONFIGURATION = 284
+    PREDICTOR = 317
     RESOLUTION_UNIT = 296
     SOFTWARE = 305
     TILE_WIDTH = 322
@@ -31,6 +32,7 @@ class Tag(IntEnum):
     SUB_IFDS = 330
     JPEG_TABLES = 347
     YCBCR_SUBSAMPLING = 530
+    ICC_PROFILE = 34675  # InterColorProfile
     IMAGE_DEPTH = 32997
 
 

@@ -69,7 +69,7 @@ def write_pyramid(image: Image.Image, tile: int = 256, quality: int = 85,
                         (Tag.RESOLUTION_UNIT, "H", [3])]
         if description and index == 0:
             entries.append((Tag.IMAGE_DESCRIPTION, "s", description.encode() + b"\0"))
-        ifd_pos = _write_ifd(out, sorted(entries), bigtiff)
+        ifd_pos = write_ifd(out, sorted(entries), bigtiff)
         here = out.tell()
         out.seek(link_pos)
         out.write(struct.pack("<" + off_code, ifd_pos))
@@ -83,7 +83,7 @@ def _rational(value: float) -> list[int]:
     return [fraction.numerator, fraction.denominator]
 
 
-def _write_ifd(out: io.BytesIO, entries: list[tuple[int, str, list[int] | bytes]],
+def write_ifd(out: io.BytesIO, entries: list[tuple[int, str, list[int] | bytes]],
                bigtiff: bool) -> int:
     slot = 8 if bigtiff else 4
     off_code = "Q" if bigtiff else "I"
