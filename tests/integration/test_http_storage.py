@@ -12,9 +12,11 @@ import io
 import os
 import pwd
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,12 @@ from tests.integration.test_deploy import nginx_binary, run_nginx, stop
 from tests.integration.test_s3_engine import HttpCounter
 from tests.servers import free_port
 from wsi_streamer.config import Config
-from wsi_streamer.errors import SlideNotFound, StorageConnectionError, StorageError
+from wsi_streamer.errors import (
+    ObjectChanged,
+    SlideNotFound,
+    StorageConnectionError,
+    StorageError,
+)
 from wsi_streamer.io.block_cache import BlockStore
 from wsi_streamer.io.factory import open_storage, open_url_reader
 from wsi_streamer.io.http import HttpStorage
@@ -357,3 +364,101 @@ def test_patch_pipeline_streams_patches_over_http(nginx: Nginx, tmp_path: Path) 
     assert stats["io/bytes"] == sum(e.sent for e in gets)
     with pytest.raises(ValueError, match="cannot be listed"):
         PatchPipeline(nginx.url("train/"), **KWARGS)
+
+
+# ---------------------------------------------------------------------------------------------
+# what nginx never does: a scripted server for retries and broken answers
+
+
+class _Scripted(BaseHTTPRequestHandler):
+    """Answers each GET/HEAD with the next scripted reply of its path; a reply is
+    ``(status, headers, body, declared length or None)`` (declared > len(body): cut short)."""
+
+    script: dict[str, list[tuple[int, dict[str, str], bytes, int | None]]] = {}
+    seen: list[tuple[str, str, str]] = []
+
+    def _answer(self) -> None:
+        self.seen.append((self.command, self.path, self.headers.get("Range", "")))
+        status, headers, body, declared = self.script[self.path].pop(0)
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(declared if declared is not None else len(body)))
+        self.end_headers()
+        if self.command == "GET":
+            self.wfile.write(body)
+        if declared is not None and declared > len(body):
+            self.close_connection = True
+
+    do_GET = do_HEAD = _answer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def scripted() -> Iterator[tuple[str, type[_Scripted]]]:
+    handler = type("Handler", (_Scripted,), {"script": {}, "seen": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", handler
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def _part(body: bytes, start: int, size: int, etag: str = '"v1"') -> tuple[
+        int, dict[str, str], bytes, int | None]:
+    return (206, {"ETag": etag, "Content-Range": f"bytes {start}-{start + len(body) - 1}/{size}"},
+            body, None)
+
+
+def test_5xx_retried_short_body_retried_broken_answers_refused(
+        scripted: tuple[str, type[_Scripted]]) -> None:
+    base, handler = scripted
+    data = bytes(range(256)) * 4
+    head = (200, {"ETag": '"v1"'}, b"", len(data))
+    handler.script["/s.svs"] = [
+        head,
+        (503, {}, b"busy", None), (503, {}, b"busy", None), _part(data[10:20], 10, len(data)),
+        _part(data[10:20], 10, len(data))[:2] + (data[10:14], 10),  # cut short: retried
+        _part(data[10:20], 10, len(data)),
+        _part(data[0:10], 0, len(data)),  # a range other than the one asked for
+        _part(data[30:40], 30, len(data), etag='"v2"'),  # ignores If-Match: caught anyway
+        (412, {}, b"", None),
+    ]
+    storage = HttpStorage(base, max_attempts=3)
+    reader = storage.open("s.svs")
+    assert reader.size == len(data) and reader.identity == f"{base}/s.svs#v1-{len(data):x}"
+    assert reader.read(10, 10) == data[10:20]  # after two 503s
+    assert reader.read(10, 10) == data[10:20]  # after a short body
+    with pytest.raises(StorageError, match="answered the range"):
+        reader.read(30, 10)
+    with pytest.raises(ObjectChanged):
+        reader.read(30, 10)
+    with pytest.raises(ObjectChanged):
+        reader.read(30, 10)
+    gets = [s for s in handler.seen if s[0] == "GET"]
+    assert len(gets) == 8 and {r for _, _, r in gets[:3]} == {"bytes=10-19"}
+    # counted as S3 counts: each answer taken (urllib3's 5xx retries hidden, as botocore's);
+    # HEAD, read after 503s, short + retried body, wrong range (refused), v2; not the 412
+    assert storage.stats.requests == 1 + 1 + 2 + 1 + 1
+
+    handler.script["/bare.svs"] = [(200, {}, b"", 100)]
+    with pytest.raises(StorageError, match="neither ETag nor Last-Modified"):
+        storage.open("bare.svs")
+    handler.script["/gone.svs"] = [(410, {}, b"", None)]
+    with pytest.raises(SlideNotFound):
+        storage.open("gone.svs")
+    handler.script["/down.svs"] = [(503, {}, b"", None)] * 3
+    with pytest.raises(StorageError, match="answered 503"):
+        storage.open("down.svs")
+    handler.script["/lm.svs"] = [(200, {"Last-Modified": "Wed, 02 Dec 2026 01:00:00 GMT"},
+                                  b"", 10),
+                                 (206, {"Last-Modified": "Wed, 02 Dec 2026 01:00:00 GMT",
+                                        "Content-Range": "bytes 0-3/10"}, b"abcd", None)]
+    lm = storage.open("lm.svs")
+    assert lm.read(0, 4) == b"abcd" and "#lm" in lm.identity

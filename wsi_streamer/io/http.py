@@ -211,7 +211,11 @@ class HttpStorage:
                 record_storage_request(self.stats, 0)
                 _discard(response)
                 raise _Unsatisfiable(f"{what}: range not satisfiable (empty object?)")
-            start, count, total = self._window(response, spec, want, what)
+            try:
+                start, count, total = self._window(response, spec, want, what)
+            except StorageError:
+                record_storage_request(self.stats, 0)  # a request made, no body taken
+                raise
             record_storage_request(self.stats, count)
             try:
                 data = response.read(decode_content=False)
