@@ -31,7 +31,7 @@ BASE = f"/iiif/3/{SLIDE}"
 
 
 @pytest.fixture
-def app_config(tmp_path: Path, svs4: Any, shared_slides: Path) -> Config:
+def app_config(tmp_path: Path, svs4: Any) -> Config:
     slides = tmp_path / "slides"
     slides.mkdir()
     (slides / SLIDE).write_bytes(svs4.data)
