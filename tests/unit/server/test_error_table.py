@@ -29,6 +29,7 @@ DOCUMENTED: dict[str, tuple[int, str]] = {
     "AuthError": (401, "invalid_signature"),
     "SlideNotFound": (404, "not_found"),
     "InvalidSlideId": (404, "not_found"),
+    "AssociatedImageNotFound": (404, "not_found"),
     "UnsupportedFormat": (415, "unsupported_format"),
     "InvalidTiff": (415, "unsupported_format"),
     "LimitExceeded": (415, "unsupported_format"),
@@ -59,7 +60,7 @@ def make(cls: type[errors.WsiError]) -> errors.WsiError:
     samples: dict[str, Any] = {"slide_id": "/srv/secret/a.svs", "level": 3, "level_count": 2,
                                "x": 1, "y": 2, "tiles_x": 1, "tiles_y": 1, "raw": "x",
                                "limit": "MAX_X", "message": "at /srv/secret/a.svs",
-                               "retry_after": 2}
+                               "retry_after": 2, "name": "label"}
     params = list(inspect.signature(cls.__init__).parameters)[1:]
     if params in (["args", "kwargs"], []):
         return cls("failed at /srv/secret/a.svs")
