@@ -65,3 +65,13 @@ class PyramidGeometry:
             if info.downsample <= downsample * 1.001:
                 best = info.level
         return best
+
+
+def positive_number(text: str | None) -> float | None:
+    """A vendor property such as ``aperio.MPP`` or ``openslide.mpp-x`` as a number, None when
+    absent, not a number or not in (0, 1e6)."""
+    try:
+        value = float(text) if text is not None else None
+    except ValueError:
+        return None
+    return value if value is not None and 0 < value < 1e6 else None

@@ -19,7 +19,7 @@ from PIL import Image
 from ..errors import AssociatedImageNotFound, DecodeError, UnsupportedFormat
 from ..io.range_reader import RangeReader
 from ..records import CacheEntryError, Doc
-from .base import PyramidGeometry
+from .base import PyramidGeometry, positive_number
 from .contract import LevelTables
 from .info import LevelGeometry, SlideInfo
 from .spans import Spans
@@ -43,9 +43,9 @@ class OpenSlideStructure:
         levels = tuple(LevelGeometry(i, w, h, TILE, TILE, -(-w // TILE), -(-h // TILE), ds)
                        for i, (w, h, ds) in enumerate(self.levels))
         return SlideInfo(f"OpenSlide ({self.vendor})", self.vendor, levels, self.properties,
-                         _positive(props.get("openslide.mpp-x")),
-                         _positive(props.get("openslide.mpp-y")),
-                         _positive(props.get("openslide.objective-power")), self.associated,
+                         positive_number(props.get("openslide.mpp-x")),
+                         positive_number(props.get("openslide.mpp-y")),
+                         positive_number(props.get("openslide.objective-power")), self.associated,
                          self.has_icc_profile)
 
 
@@ -236,14 +236,6 @@ def on_white(image: Image.Image) -> Image.Image:
         return image.convert("RGB")
     white = Image.new("RGBA", image.size, (*WHITE, 255))
     return Image.alpha_composite(white, image).convert("RGB")
-
-
-def _positive(text: str | None) -> float | None:
-    try:
-        value = float(text) if text is not None else None
-    except ValueError:
-        return None
-    return value if value is not None and 0 < value < 1e6 else None
 
 
 DRIVER = OpenSlideDriver()

@@ -75,8 +75,9 @@ def _level(doc: Doc) -> TiffLevel:
     doc.keys({*_LEVEL_INTS, "downsample", "jpeg_tables", "tile_offsets", "tile_byte_counts"})
     n = doc.integer
     tables = doc.raw("jpeg_tables")
-    level = TiffLevel(n("level"), n("ifd_index"), n("width"), n("height"), n("tile_width"),
-                      n("tile_height"), n("tiles_x"), n("tiles_y"),
+    level = TiffLevel(level=n("level"), ifd_index=n("ifd_index"), width=n("width"),
+                      height=n("height"), tile_width=n("tile_width"),
+                      tile_height=n("tile_height"), tiles_x=n("tiles_x"), tiles_y=n("tiles_y"),
                       downsample=doc.number("downsample"), compression=n("compression"),
                       photometric=n("photometric"),
                       jpeg_tables=_entry(Doc(tables, doc.where)) if tables is not None else None,

@@ -7,7 +7,7 @@ Validated here: tiling, sample layout and compression, with the reason named on 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from ...errors import InvalidTiff, LimitExceeded, UnsupportedFormat
 from ...limits import (
@@ -29,19 +29,10 @@ from .tags import (
 
 
 @dataclass(frozen=True, slots=True)
-class TiffLevel:
-    """One pyramid level in the TIFF: its geometry plus where its tiles are described.
-    ``downsample`` is relative to level 0 (average of x and y)."""
+class TiffLevel(LevelGeometry):
+    """One pyramid level in the TIFF: its geometry plus where its tiles are described."""
 
-    level: int
     ifd_index: int
-    width: int
-    height: int
-    tile_width: int
-    tile_height: int
-    tiles_x: int
-    tiles_y: int
-    downsample: float
     compression: int
     photometric: int
     jpeg_tables: IfdEntry | None  # read with the tile arrays, on the level's first tile
@@ -49,13 +40,9 @@ class TiffLevel:
     tile_byte_counts: IfdEntry
 
     @property
-    def tile_count(self) -> int:
-        return self.tiles_x * self.tiles_y
-
-    @property
     def geometry(self) -> LevelGeometry:
-        return LevelGeometry(self.level, self.width, self.height, self.tile_width,
-                             self.tile_height, self.tiles_x, self.tiles_y, self.downsample)
+        """The neutral part alone (what ``SlideInfo`` holds)."""
+        return LevelGeometry(*(getattr(self, f.name) for f in fields(LevelGeometry)))
 
 
 def is_tiled(ifd: Ifd) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from ..base import positive_number
 from .ifd import Ifd
 from .tags import Tag
 
@@ -39,16 +40,8 @@ def is_associated(index: int, ifd: Ifd) -> bool:
 
 def scan_properties(props: dict[str, str]) -> tuple[float | None, float | None, float | None]:
     """``(mpp_x, mpp_y, magnification)`` from ``aperio.MPP`` and ``aperio.AppMag``."""
-    mpp = _positive(props.get("aperio.MPP"))
-    return mpp, mpp, _positive(props.get("aperio.AppMag"))
-
-
-def _positive(text: str | None) -> float | None:
-    try:
-        value = float(text) if text is not None else None
-    except ValueError:
-        return None
-    return value if value is not None and 0 < value < 1e6 else None
+    mpp = positive_number(props.get("aperio.MPP"))
+    return mpp, mpp, positive_number(props.get("aperio.AppMag"))
 
 
 def associated_ifds(ifds: tuple[Ifd, ...]) -> list[tuple[str, int]]:
