@@ -14,7 +14,7 @@ import pwd
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -117,11 +117,16 @@ class Nginx:
 
     def wait_log(self, uri_prefix: str, count: int, timeout: float = 20.0) -> list[Logged]:
         """The log lines of ``uri_prefix`` once there are ``count`` (nginx writes a line
-        when the request ends: for a refused body, when it notices the client left)."""
+        after the answer is sent, so possibly after the client has read it; for a refused
+        body, when it notices the client left)."""
+        return self.wait_until(uri_prefix, lambda found: len(found) >= count, timeout)
+
+    def wait_until(self, uri_prefix: str, done: Callable[[list[Logged]], bool],
+                   timeout: float = 20.0) -> list[Logged]:
         deadline = time.monotonic() + timeout
         while True:
             found = self.log(uri_prefix)
-            if len(found) >= count or time.monotonic() > deadline:
+            if done(found) or time.monotonic() > deadline:
                 return found
             time.sleep(0.05)
 
@@ -179,7 +184,7 @@ def test_open_and_first_tile_take_the_round_trips_of_s3(nginx: Nginx, s3_bucket:
             counts.append(storage.stats.requests)
         seen[name] = (tuple(counts), storage.stats.requests, storage.stats.bytes,
                       np.asarray(tile))
-    logged = nginx.log("/rt/")
+    logged = nginx.wait_log("/rt/", http.stats.requests)
     message = (f"requests after open, first tile, a middle tile of each level: "
                f"S3 {seen['s3'][0]}, HTTP {seen['http'][0]}; bytes S3 {seen['s3'][2]}, "
                f"HTTP {seen['http'][2]} of {len(data)}")
@@ -200,10 +205,11 @@ def test_open_and_first_tile_take_the_round_trips_of_s3(nginx: Nginx, s3_bucket:
     assert {e.if_match for e in logged[2:]} <= {etag}
 
     # a tile outside everything a fresh open read: one GET of exactly its bytes
-    mark = len(nginx.log("/rt/"))
+    mark, counted = len(logged), http.stats.requests
     tiff: Any = SlideRegistry(http, BlockStore()).get(key)  # the TIFF driver's slide
     tiff.tile_range(0, 0, 0)  # level 0's tile arrays are loaded now (one request)
-    fetched = [_start(e, len(data)) for e in nginx.log("/rt/")[mark:]]
+    opening = nginx.wait_log("/rt/", mark + http.stats.requests - counted)[mark:]
+    fetched = [_start(e, len(data)) for e in opening]
     info = tiff.level(0)
 
     def outside(x: int, y: int) -> bool:
@@ -219,7 +225,7 @@ def test_open_and_first_tile_take_the_round_trips_of_s3(nginx: Nginx, s3_bucket:
     now = http.stats.snapshot()
     assert (now["requests"] - before["requests"], now["bytes"] - before["bytes"]) == (
         1, length)
-    last = nginx.log("/rt/")[-1]
+    last = nginx.wait_log("/rt/", mark + http.stats.requests - counted)[-1]
     assert (last.range, last.sent, last.status, last.if_match) == (
         f"bytes={offset}-{offset + length - 1}", length, 206, etag)
     print(f"tile ({x}, {y}) of level 0: 1 request, {last.sent} bytes sent for a "
@@ -332,8 +338,9 @@ def test_replaced_object_over_http_serves_the_new_content(nginx: Nginx,
     assert Image.open(io.BytesIO(response.data)).size == (256, 256)  # new: 1300 - 768 > 256
     assert client.get("/tiles/case.svs/0/4/0.jpg").status_code == 200  # reopened
     assert client.get("/slides/case.svs").get_json()["width"] == 1300
-    statuses = [e.status for e in nginx.log("/replaced/case.svs")]
-    assert 412 in statuses  # the pinned read found the object replaced
+    logged = nginx.wait_until("/replaced/case.svs", lambda found: any(
+        e.status == 412 for e in found))
+    assert 412 in [e.status for e in logged]  # the pinned read found the object replaced
 
 
 KWARGS: dict[str, Any] = {"sampler": RandomSampler(224, target_mpp=0.5), "seed": 7,
@@ -359,8 +366,9 @@ def test_patch_pipeline_streams_patches_over_http(nginx: Nginx, tmp_path: Path) 
             b.coordinate.x, b.coordinate.y, b.coordinate.level)
         assert np.array_equal(a.image, b.image)  # type: ignore[arg-type]
     stats = remote.stats_dict()
-    gets = [e for e in nginx.log("/train/") if e.method == "GET"]
-    assert stats["io/requests"] == len(nginx.log("/train/")) and gets
+    logged = nginx.wait_log("/train/", int(stats["io/requests"]))
+    gets = [e for e in logged if e.method == "GET"]
+    assert stats["io/requests"] == len(logged) and gets
     assert stats["io/bytes"] == sum(e.sent for e in gets)
     with pytest.raises(ValueError, match="cannot be listed"):
         PatchPipeline(nginx.url("train/"), **KWARGS)
