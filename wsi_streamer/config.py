@@ -88,6 +88,8 @@ class Config:
     s3_region: str = "us-east-1"
     slides_dir: str = "./slides"
     openslide_fallback: bool = False  # local folders: OpenSlide reads what we refuse
+    associated_images: bool = False  # labels can carry patient identifiers
+    color_mode: str = "embed"  # embed | srgb | ignore: what to do with a slide's ICC profile
     auth_enabled: bool = False
     auth_secret: str | None = None
     auth_secret_file: str | None = None
@@ -221,6 +223,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("openslide_fallback", "WSI_OPENSLIDE_FALLBACK", parse_bool, "false",
             "local folder only: serve slides the native readers refuse (NDPI, MRXS, SCN, "
             "...) through OpenSlide (the [openslide] extra)", boolean=True),
+    Setting("associated_images", "WSI_ASSOCIATED_IMAGES", parse_bool, "false",
+            "serve label, macro and thumbnail images (/slides/{id}/associated); labels can "
+            "carry patient identifiers", boolean=True),
+    Setting("color_mode", "WSI_COLOR_MODE", _choice("embed", "srgb", "ignore"), "embed",
+            "a slide's ICC profile: embed it in every image, convert pixels to sRGB, or "
+            "ignore it"),
     Setting("auth_enabled", "WSI_AUTH_ENABLED", parse_bool, "false",
             "require signed URLs (needs a secret)", boolean=True),
     Setting("auth_secret", "WSI_AUTH_SECRET", str, "none",

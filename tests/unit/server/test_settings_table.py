@@ -26,7 +26,7 @@ SAMPLES = {
     "host": "127.0.0.2", "port": "3456", "storage": "https://tiles.example.org/slides",
     "s3_bucket": "my-bucket", "s3_prefix": "cases/2024", "s3_endpoint": "http://minio:9000",
     "s3_region": "eu-west-3", "slides_dir": "/srv/slides", "openslide_fallback": "true",
-    "auth_enabled": "true",
+    "associated_images": "true", "color_mode": "srgb", "auth_enabled": "true",
     "auth_secret": "s3cr3t", "auth_secret_file": "SECRET_FILE", "signature_ttl": "120",
     "cache_slides": "7", "cache_blocks": "64MB", "block_size": "64KB", "cache_tiles": "1GB",
     "tile_cache_dir": "/var/cache/wsi", "jpeg_quality": "55", "cache_max_age": "77",
