@@ -31,7 +31,7 @@ from ..slide.hostcache import HostCache
 from ..slide.reader import SlideReader
 from ..slide.region import read_level0_anchored, render_region
 from ..slide.registry import SlideRegistry
-from .sources import S3Options, is_remote, is_s3, remote_object
+from .sources import S3Options, is_remote, remote_object
 from .types import SlideProperties
 
 logger = logging.getLogger(__name__)
@@ -378,7 +378,7 @@ class OpenSlideBackend:
         return None
 
     def open_slide(self, path: str) -> OpenSlideSlide:
-        if is_s3(path):
+        if is_remote(path):
             raise ValueError(f"OpenSlideBackend reads local files only, not {path}")
         return OpenSlideSlide(path)
 

@@ -9,6 +9,8 @@ from flask import Flask, current_app
 
 from ..config import Config
 from ..errors import ConfigError
+from ..format import drivers
+from ..format.contract import FormatDriver
 from ..io.block_cache import BlockStore
 from ..io.factory import open_storage, storage_spec
 from ..io.location import StorageSpec
@@ -50,8 +52,26 @@ def storage_of(config: Config) -> tuple[StorageSpec, dict[str, Any]]:
     return spec, options
 
 
+def formats_of(config: Config, spec: StorageSpec) -> tuple[FormatDriver, ...]:
+    """The format drivers: the native ones, plus OpenSlide with ``WSI_OPENSLIDE_FALLBACK``
+    over a local folder (``ConfigError`` for another store or without the extra)."""
+    if not config.openslide_fallback:
+        return drivers.NATIVE
+    if spec.scheme != "file":
+        raise ConfigError(f"WSI_OPENSLIDE_FALLBACK needs a local folder: OpenSlide reads "
+                          f"files, not {spec.scheme}:// ranges (slides there stay native-only)")
+    try:
+        return drivers.with_openslide()
+    except ImportError as exc:
+        raise ConfigError(f"WSI_OPENSLIDE_FALLBACK: {exc}") from None
+
+
 def build_services(config: Config) -> Services:
     spec, options = storage_of(config)
+    formats = formats_of(config, spec)
+    if spec.scheme == "file":
+        options.update(extensions=drivers.extensions(formats),
+                       openable=drivers.recognised(formats))
     storage: Storage = open_storage(spec, **options)
     store = BlockStore(config.block_size, config.cache_blocks)
     # A folder that is not private to this user is a ConfigError here, at startup; a broken
@@ -59,7 +79,8 @@ def build_services(config: Config) -> Services:
     tile_cache = TileCache(config.resolved_tile_cache_dir, config.cache_tiles,
                            setting="WSI_TILE_CACHE_DIR", default_dir=config.tile_cache_dir is None)
     registry = SlideRegistry(storage, store, max_slides=config.cache_slides,
-                             revalidate_s=config.revalidate_s, structures=tile_cache)
+                             revalidate_s=config.revalidate_s, structures=tile_cache,
+                             formats=formats)
     tiles = TileService(registry, tile_cache, default_quality=config.jpeg_quality)
     # Create the storage client now (in the worker, after fork), not in a first request.
     getattr(storage, "client" if spec.scheme == "s3" else "pool", None)

@@ -18,13 +18,15 @@ __all__ = ["SlideReader", "open_slide"]
 def open_slide(source: str | RangeReader, *, store: BlockStore | None = None,
                parsed: Parsed | None = None, openslide: bool = False,
                **storage_options: Any) -> SlideReader:
-    """Open a slide from ``s3://bucket/key``, a local file path or a ``RangeReader``.
+    """Open a slide from a URL (``s3://bucket/key``, ``https://host/path``), a local file path
+    or a ``RangeReader``.
 
     Reads go through a block cache (``store``, or a private one). ``parsed`` skips parsing
     when the caller already has it for this reader's identity. ``openslide=True`` lets
     OpenSlide read local files the native drivers refuse (the ``[openslide]`` extra).
-    ``storage_options`` go to ``S3Storage`` (``endpoint_url``, ``region``, ``profile_name``,
-    ``anonymous``, ``requester_pays``, timeouts); credentials come from boto3's usual chain.
+    ``storage_options`` go to the URL's storage backend (``io.factory``): for ``s3://``
+    ``endpoint_url``, ``region``, ``profile_name``, ``anonymous``, ``requester_pays`` and
+    timeouts, credentials from boto3's usual chain; for ``https://`` timeouts and headers.
     Raises ``SlideNotFound``, ``UnsupportedFormat`` (with the reason) or a ``StorageError``."""
     if isinstance(source, str):
         reader: RangeReader = open_url_reader(source, **storage_options)
