@@ -164,6 +164,14 @@ def test_base_uri_redirects_to_info_json(client: Any) -> None:
     assert response.headers["Location"].endswith(f"{BASE}/info.json")
 
 
+def test_canonical_and_profile_link_headers(client: Any) -> None:
+    links = client.get(f"{BASE}/pct:0,0,50,50/^!900,900/!90/gray.png").headers["Link"]
+    assert f'<http://localhost{BASE}/0,0,768,576/^900,675/!90/gray.png>;rel="canonical"' in links
+    assert '<http://iiif.io/api/image/3/level2.json>;rel="profile"' in links
+    full = client.get(f"{BASE}/full/max/0/default.jpg").headers["Link"]
+    assert f"{BASE}/full/max/0/default.jpg>" in full
+
+
 def test_cors_and_media_types(client: Any) -> None:
     for fmt, media in (("jpg", "image/jpeg"), ("png", "image/png"), ("webp", "image/webp")):
         response = client.get(f"{BASE}/full/128,/0/default.{fmt}",
@@ -275,6 +283,9 @@ def test_signed_info_json_hands_out_a_path_token(auth_client: Any) -> None:
     token = _local(base).split("/")[5]
     forged = _local(base).replace(token, "0" * len(token))
     assert auth_client.get(forged + "/full/64,/0/default.jpg").status_code == 401
+    # Shared caches keep the image no longer than the token lives.
+    max_age = int(tile.headers["Cache-Control"].rsplit("=", 1)[1])
+    assert 0 < max_age <= 600
     # A path token authorises no query parameter.
     assert auth_client.get(_local(base) + "/full/64,/0/default.jpg?x=1").status_code == 400
 

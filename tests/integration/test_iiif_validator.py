@@ -91,3 +91,11 @@ def test_validator_on_a_real_slide(server: Server, shared_slides: Path) -> None:
     output = validate(server, REAL, IMAGE_FREE)
     passed = [line for line in output.splitlines() if line.endswith(" PASS")]
     assert len(passed) == len(IMAGE_FREE), output
+
+
+def test_validator_level3_tests_of_implemented_features(server: Server) -> None:
+    """Beyond level 2: mirroring, upscaling (^) and the canonical/profile Link headers."""
+    tests = ("rot_mirror", "rot_mirror_180", "size_up", "linkheader_canonical",
+             "linkheader_profile")
+    output = validate(server, TEST_IMAGE, tests)
+    assert len([line for line in output.splitlines() if line.endswith(" PASS")]) == len(tests)

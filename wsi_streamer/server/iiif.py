@@ -45,8 +45,9 @@ def image(rest: str) -> Response:
     width, height = slide.dimensions
     image_request = iiif.image_request(params, width, height, svc.config.jpeg_quality)
     result = svc.tiles.image(route.slide_id, image_request, if_none_match())
-    response = image_response(result)
-    response.headers["Link"] = PROFILE_LINK
+    response = image_response(result, exp=route.token[0] if route.token else None)
+    canonical = base_id(route) + "/" + iiif.canonical_path(image_request, width, height)
+    response.headers["Link"] = f'<{canonical}>;rel="canonical", {PROFILE_LINK}'
     return response
 
 

@@ -11,10 +11,13 @@ from ..tile.service import ImageResult
 from .services import services
 
 
-def image_response(result: ImageResult, extra: dict[str, str] | None = None) -> Response:
+def image_response(result: ImageResult, extra: dict[str, str] | None = None,
+                   exp: str | None = None) -> Response:
+    """``exp``: the expiry that authorised the request when it is not the query's (an IIIF
+    path token)."""
     config = services().config
     max_age = config.cache_max_age
-    exp = request.args.get("exp", "")
+    exp = request.args.get("exp", "") if exp is None else exp
     if config.auth_enabled and exp.isdigit():
         # A shared cache must not keep serving an image after its signed URL has expired.
         max_age = max(0, min(max_age, int(exp) - int(time.time())))

@@ -176,6 +176,21 @@ def image_request(params: Parameters, width: int, height: int, jpeg_quality: int
                         what="IIIF image")
 
 
+def canonical_path(request: ImageRequest, width: int, height: int) -> str:
+    """``{region}/{size}/{rotation}/{quality}.{format}`` in IIIF's canonical form (section
+    4.7 of 3.0): ``full`` or ``x,y,w,h``; ``max`` when the output is the whole region within
+    the limits, else ``w,h`` (``^w,h`` when larger than the region)."""
+    x, y, w, h = (int(v) for v in request.region)
+    region = "full" if (x, y, w, h) == (0, 0, width, height) else f"{x},{y},{w},{h}"
+    ow, oh = request.size
+    if (ow, oh) == resolve_size("max", w, h):
+        size = "max"
+    else:
+        size = ("^" if ow > w or oh > h else "") + f"{ow},{oh}"
+    rotation = ("!" if request.mirror else "") + str(request.rotation)
+    return f"{region}/{size}/{rotation}/{request.quality}.{request.format}"
+
+
 def scale_factors(width: int, height: int, tile: int) -> list[int]:
     """1, 2, 4, ... until the whole image fits in one tile."""
     factors = [1]
