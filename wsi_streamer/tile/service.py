@@ -1,4 +1,8 @@
-"""The tile service: validated requests in, encoded JPEG out, through the shared tile cache.
+"""The image service: an ``ImageRequest`` (``tile.request``: a level-0 region at an output
+size, mirrored, rotated, reduced to a quality, in a format) in, encoded bytes and their media
+type out, through the shared tile cache. Native tiles, Deep Zoom tiles, thumbnails and IIIF
+images are all request builders on ``image``; a request that is exactly one stored tile is
+served from it (``stats.native``) with no region render.
 
 Every image goes cache -> (per-process singleflight) -> registry -> decode -> encode -> cache,
 so concurrent requests for one cold image cost one source read per process, and a tile made
