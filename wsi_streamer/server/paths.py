@@ -12,6 +12,9 @@ from ..errors import InvalidLevel, InvalidParameter, TileOutOfBounds
 from .params import path_int
 
 _TILE = re.compile(r"^(?P<id>.+)/(?P<level>[^/]+)/(?P<x>[^/]+)/(?P<y>[^/]+?)(?:\.jpe?g)?$")
+_ASSOCIATED = re.compile(
+    r"^(?P<id>.+)/associated/(?P<name>[a-z][a-z0-9_-]{0,31})(?:\.(?P<ext>jpe?g|png))?$",
+    re.IGNORECASE)
 _DZI_TILE = re.compile(
     r"^(?P<id>.+)/dzi_files/(?P<level>[^/]+)/(?P<x>[^/_]+)_(?P<y>[^/.]+)\.(?:jpe?g)$")
 
@@ -26,9 +29,11 @@ class TileAddress:
 
 @dataclass(frozen=True, slots=True)
 class SlideRoute:
-    kind: str  # "metadata", "dzi", "thumbnail" or "dzi_tile"
+    kind: str  # "metadata", "dzi", "thumbnail", "dzi_tile", "associated", "associated_image"
     slide_id: str
     tile: TileAddress | None = None
+    name: str = ""  # associated_image: "label", "macro"...
+    format: str = "jpg"  # associated_image: "jpg" or "png"
 
 
 def _address(match: re.Match[str]) -> TileAddress:
@@ -74,7 +79,11 @@ def parse_slide_path(rest: str) -> SlideRoute:
     if match is not None:
         tile = _address(match)
         return SlideRoute("dzi_tile", tile.slide_id, tile)
-    for suffix in ("dzi", "thumbnail"):
+    image = _ASSOCIATED.match(rest)
+    if image is not None:
+        fmt = {"png": "png"}.get((image["ext"] or "jpg").lower(), "jpg")
+        return SlideRoute("associated_image", image["id"], name=image["name"], format=fmt)
+    for suffix in ("dzi", "thumbnail", "associated"):
         if rest.endswith("/" + suffix):
             return SlideRoute(suffix, rest[: -len(suffix) - 1])
     return SlideRoute("metadata", rest)

@@ -17,6 +17,7 @@ from ..io.location import StorageSpec
 from ..io.storage import Storage
 from ..slide.registry import SlideRegistry
 from ..tile.cache import TileCache
+from ..tile.color import ColorManager
 from ..tile.service import TileService
 
 
@@ -81,7 +82,8 @@ def build_services(config: Config) -> Services:
     registry = SlideRegistry(storage, store, max_slides=config.cache_slides,
                              revalidate_s=config.revalidate_s, structures=tile_cache,
                              formats=formats)
-    tiles = TileService(registry, tile_cache, default_quality=config.jpeg_quality)
+    tiles = TileService(registry, tile_cache, default_quality=config.jpeg_quality,
+                        color=ColorManager(config.color_mode))
     # Create the storage client now (in the worker, after fork), not in a first request.
     getattr(storage, "client" if spec.scheme == "s3" else "pool", None)
     return Services(config, storage, store, registry, tile_cache, tiles)

@@ -1,4 +1,7 @@
-"""``/slides`` listing and ``/slides/{id}[/dzi|/thumbnail|/dzi_files/...]``."""
+"""``/slides`` listing and ``/slides/{id}[/dzi|/thumbnail|/dzi_files/...|/associated[/...]]``.
+
+Associated images (label, macro, thumbnail) are served only with ``WSI_ASSOCIATED_IMAGES``:
+labels can carry patient identifiers. While it is off they are 404 and not listed."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
+from ..errors import AssociatedImageNotFound
 from ..slide.reader import SlideReader
 from ..tile.service import clamp_thumbnail_size
 from .params import parse_int, parse_quality
@@ -36,6 +40,8 @@ def slide(rest: str) -> Response:
                         mimetype="application/xml")
     if route.kind == "thumbnail":
         return thumbnail(route.slide_id)
+    if route.kind in ("associated", "associated_image"):
+        return associated(route.slide_id, route.name, route.format)
     if route.kind == "dzi_tile":
         assert route.tile is not None
         quality = parse_quality(request.args.get("quality"), svc.config.jpeg_quality)
@@ -58,6 +64,17 @@ def thumbnail(slide_id: str) -> Response:
     return image_response(svc.tiles.thumbnail(slide_id, size, quality, if_none_match()), extra)
 
 
+def associated(slide_id: str, name: str, fmt: str) -> Response:
+    svc = services()
+    if not svc.config.associated_images:
+        raise AssociatedImageNotFound(slide_id, name or "(list)")
+    if not name:
+        slide = svc.tiles.slide(slide_id)
+        return jsonify({"slide_id": slide_id, "associated": list(slide.info.associated)})
+    quality = parse_quality(request.args.get("quality"), svc.config.jpeg_quality)
+    return image_response(svc.tiles.associated(slide_id, name, fmt, quality, if_none_match()))
+
+
 def metadata(slide_id: str, slide: SlideReader) -> dict[str, Any]:
     width, height = slide.dimensions
     structure = slide.info
@@ -72,7 +89,10 @@ def metadata(slide_id: str, slide: SlideReader) -> dict[str, Any]:
                     "tiles_x": lv.tiles_x, "tiles_y": lv.tiles_y,
                     "downsample": round(lv.downsample, 6)} for lv in slide.levels],
         "vendor": structure.vendor,
+        "icc_profile": structure.has_icc_profile,
     }
+    if services().config.associated_images:
+        body["associated_images"] = list(structure.associated)
     for key, value in (("mpp_x", structure.mpp_x), ("mpp_y", structure.mpp_y),
                        ("magnification", structure.magnification)):
         if value is not None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 
 from PIL import Image
 
-from ..errors import TileOutOfBounds
+from ..errors import AssociatedImageNotFound, TileOutOfBounds
 from ..io.singleflight import SingleFlight
 from ..limits import (
     HEAVY_TILES,
@@ -37,11 +37,12 @@ from ..slide.reader import SlideReader
 from ..slide.region import region_tile_count, render_region
 from ..slide.registry import SlideRegistry
 from .cache import TileCache
+from .color import ColorManager
 from .dzi import DeepZoom
 from .encoder import apply_quality, encode
 from .gate import HeavyGate
 from .overview import OverviewStore, resample_box
-from .request import ImageRequest, native_tile, scaled_level_size, tile_region
+from .request import MEDIA_TYPES, ImageRequest, native_tile, scaled_level_size, tile_region
 
 _CLOCKWISE = {90: Image.Transpose.ROTATE_270, 180: Image.Transpose.ROTATE_180,
               270: Image.Transpose.ROTATE_90}
@@ -78,8 +79,9 @@ class TileService:
 
     def __init__(self, registry: SlideRegistry, cache: TileCache, *, default_quality: int = 80,
                  tile_size: int = 254, overlap: int = 1, gate: HeavyGate | None = None,
-                 overview_size: int = OVERVIEW_SIZE) -> None:
+                 overview_size: int = OVERVIEW_SIZE, color: ColorManager | None = None) -> None:
         self.registry = registry
+        self.color = color if color is not None else ColorManager()
         self.cache = cache
         self.default_quality = default_quality
         self.dzi_tile_size, self.dzi_overlap = tile_size, overlap
@@ -135,12 +137,18 @@ class TileService:
         """The cache key (and so the ETag) of ``request``: a native tile's is
         ``tile:{identity}:{level}:{x}:{y}`` whichever endpoint asked for it."""
         native = native_tile(slide.levels, slide.dimensions, request.region, request.size)
+        suffix = request.suffix() + self._color_tag(slide)
         if native is not None:
             level, x, y = native
-            return f"tile:{slide.identity}:{level}:{x}:{y}{request.suffix()}"
+            return f"tile:{slide.identity}:{level}:{x}:{y}{suffix}"
         box = ",".join(repr(float(v)) for v in request.region)
         ow, oh = request.size
-        return f"img:{slide.identity}:{box}:{ow}x{oh}{request.suffix()}"
+        return f"img:{slide.identity}:{box}:{ow}x{oh}{suffix}"
+
+    def _color_tag(self, slide: SlideReader) -> str:
+        """Slides with an ICC profile look different in each colour mode (and the key of a
+        slide without one stays what it always was)."""
+        return f":{self.color.cache_tag}" if slide.info.has_icc_profile else ""
 
     def _request(self, slide: SlideReader, request: ImageRequest,
                  if_none_match: str | None) -> ImageResult:
@@ -150,13 +158,37 @@ class TileService:
         return replace(result, media_type=request.media_type)
 
     def _produce(self, slide: SlideReader, request: ImageRequest) -> bytes:
-        image = self.pixels(slide, request)
+        image, profile = self.color.apply(self.pixels(slide, request), slide.icc_profile())
         if request.mirror:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         if request.rotation:
             image = image.transpose(_CLOCKWISE[request.rotation])
         image = apply_quality(image, request.quality)
-        return encode(image, request.format, request.jpeg_quality)
+        if image.mode != "RGB":
+            profile = None  # an RGB profile does not describe gray or bitonal pixels
+        return encode(image, request.format, request.jpeg_quality, profile)
+
+    def associated(self, slide_id: str, name: str, fmt: str, quality: int | None = None,
+                   if_none_match: str | None = None) -> ImageResult:
+        """The slide's label, macro or thumbnail image as ``fmt`` (``jpg`` or ``png``),
+        cached and ETagged like any image, colour-managed like the slide, decoded in a heavy
+        render slot (up to ``MAX_ASSOCIATED_PIXELS``)."""
+        q = self._quality(quality)
+
+        def produce(slide: SlideReader) -> bytes:
+            with self.gate.slot(f"the {name} image of {slide.identity}"):
+                pixels = slide.associated_image(name)
+            image, profile = self.color.apply(pixels, slide.icc_profile())
+            return encode(image, fmt, q, profile)
+
+        def serve(slide: SlideReader) -> ImageResult:
+            if name not in slide.info.associated:
+                raise AssociatedImageNotFound(slide_id, name)
+            key = f"assoc:{slide.identity}:{name}:{fmt}:q{q}{self._color_tag(slide)}"
+            result = self._image(key, q, if_none_match, lambda: produce(slide))
+            return replace(result, media_type=MEDIA_TYPES[fmt])
+
+        return self.registry.using(slide_id, serve)
 
     def pixels(self, slide: SlideReader, request: ImageRequest) -> Image.Image:
         """RGB pixels of ``request.region`` at ``request.size``: the stored tile when the
