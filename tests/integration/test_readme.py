@@ -114,6 +114,11 @@ COVERAGE: dict[str, Run | Exempt | Output] = {
     # API
     "curl localhost:3000/slides": Run("test_curl_block"),
     "export WSI_AUTH_SECRET=change-me": Run("test_sign_url_block_is_accepted_by_the_server"),
+    # IIIF
+    '<div id="viewer" style="width: 100%; height: 600px"></div>': Run("test_iiif_blocks"),
+    '{"id": "http://localhost:3000/iiif/3/CMU-1-Small-Region.svs/full/max/0/default.jpg",':
+        Run("test_iiif_blocks"),
+    "import io, json, urllib.request": Run("test_iiif_blocks"),
     # Reading slides from Python
     "from wsi_streamer.slide import open_slide, read_region, SlideNotFound, UnsupportedFormat":
         Run("test_open_slide_block"),
@@ -550,6 +555,45 @@ assert isinstance(tile, Image.Image) and tile.mode == "RGB" and tile.size == (25
 assert region.size == (512, 512) and region.getpixel((0, 511)) == (255, 255, 255)
 assert overview.size == (256, 256) and level == len(slide.levels) - 1
 """
+
+
+def test_iiif_blocks(tmp_path: Path) -> None:
+    """The OpenSeadragon page's script, images and tile source answer (the Chromium test of
+    test_viewer_browser.py opens the same page: stock OpenSeadragon on info.json), the
+    Mirador body's image and service exist, and the 0.5 um/px example gives 1024 x 1024 px
+    of a 0.25 um/px slide (a 2048 px box at level 0)."""
+    from tests.fixtures.slides import make_svs
+
+    data = make_svs(2560, 2304, levels=3, tile=256, mpp=0.25).data
+    folder = slides_folder(tmp_path / "slides", data, SLIDE)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = shell_env(tmp_path, {**server_env(tmp_path, port), "WSI_SLIDES_DIR": str(folder)})
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    html = snippet('<div id="viewer" style="width: 100%; height: 600px"></div>').text
+    body = json.loads(snippet('{"id": "http://localhost:3000/iiif/3/CMU-1-Small-Region.svs'
+                              '/full/max/0/default.jpg",').text)
+    with background("exec wsi-streamer serve", cwd, env, url, tmp_path / "serve.log"):
+        links = re.findall(r'"(http://localhost:3000/[^"]+)"', html)
+        assert len(links) == 3, links
+        for link in links:
+            target = link.replace("http://localhost:3000", url)
+            if target.endswith("/images/"):
+                target += "home_rest.png"  # a folder: one of the button images in it
+            assert requests.get(target, timeout=30).status_code == 200, link
+        info = requests.get(url + "/iiif/3/" + SLIDE + "/info.json", timeout=30).json()
+        service = body["service"][0]
+        assert service["id"].replace("http://localhost:3000", url) == info["id"]
+        assert (service["type"], service["profile"]) == (info["type"], info["profile"])
+        image = requests.get(body["id"].replace("http://localhost:3000", url), timeout=60)
+        assert image.status_code == 200 and image.headers["Content-Type"] == body["format"]
+        code = snippet("import io, json, urllib.request").text.replace(
+            "http://localhost:3000", url)
+        out = run_python(code, snippet("import io, json, urllib.request").line,
+                         "assert region.size == (1024, 1024) and side == 2048", None, cwd,
+                         shell_env(tmp_path))
+    assert "(1024, 1024)" in out
 
 
 def test_open_slide_block(tmp_path: Path, s3_bucket: S3Bucket, svs_bytes: bytes) -> None:
