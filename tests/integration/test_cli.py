@@ -3,6 +3,7 @@ errors for bad configuration: clear output, non-zero exit on failure, never a tr
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -32,10 +33,17 @@ def slides_dir(tmp_path: Path, slide_bytes: bytes) -> Path:
     return root
 
 
-def cli(args: list[str], env: dict[str, str], entry: str = "flask", timeout: float = 60
-        ) -> subprocess.CompletedProcess[str]:
+def cli(args: list[str], env: dict[str, str], entry: str = "flask", timeout: float = 60,
+        drop_aws_keys: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run a command with ``env`` over the inherited environment less its ``WSI_*`` (and,
+    with ``drop_aws_keys``, less the session's fake AWS keys: ``env`` gives its own or none).
+    """
     full = {k: v for k, v in os.environ.items() if not k.startswith("WSI_")}
-    full.update(env)
+    if drop_aws_keys:
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                     "AWS_SECURITY_TOKEN"):
+            full.pop(name, None)
+    full.update({k: v for k, v in env.items() if v != "" or not k.startswith("AWS_")})
     cmd = ([str(BIN / "flask"), "--app", "wsi_streamer"] if entry == "flask"
            else [str(BIN / "wsi-streamer")])
     return subprocess.run(cmd + args, cwd=REPO_ROOT, env=full, capture_output=True, text=True,
@@ -130,3 +138,169 @@ def test_config_errors_name_the_variable(env: dict[str, str], variable: str,
                             env=full, capture_output=True, text=True, timeout=60)
     assert server.returncode != 0
     assert variable in server.stderr + server.stdout
+
+
+# --- issue 14: the console script as operators meet it --------------------------------------
+
+def _one_failure_line(result: subprocess.CompletedProcess[str], *words: str) -> str:
+    """The run failed with one line (no traceback) holding every word; that line."""
+    assert_failed(result, *words)
+    lines = [ln for ln in (result.stdout + result.stderr).splitlines()
+             if "FAILED" in ln or ln.startswith("Error:")]
+    assert len(lines) == 1, result.stdout + result.stderr
+    for word in words:
+        assert word.lower() in lines[0].lower(), lines[0]
+    return lines[0]
+
+
+def test_help_and_version_build_nothing(tmp_path: Path) -> None:
+    """With a configuration that cannot start (bad size, missing folder), help and version
+    still answer: nothing is built, nothing logged."""
+    env = {"WSI_CACHE_BLOCKS": "12XB", "WSI_SLIDES_DIR": str(tmp_path / "nowhere")}
+    top = cli(["--help"], env, "wsi-streamer")
+    assert top.returncode == 0, top.stderr
+    assert "whole-slide images" in top.stdout and "Show the Flask version" not in top.stdout
+    assert top.stderr == "" and "serving" not in top.stdout
+    for command in ("serve", "check", "sign-url", "demo"):
+        sub = cli([command, "--help"], env, "wsi-streamer")
+        assert sub.returncode == 0 and sub.stderr == "", sub.stderr
+    serve = cli(["serve", "--help"], env, "wsi-streamer").stdout
+    assert "[env WSI_JPEG_QUALITY; default: 80]" in " ".join(serve.split())
+    version = cli(["--version"], env, "wsi-streamer")
+    assert version.returncode == 0 and version.stderr == ""
+    assert version.stdout.startswith("wsi_streamer ") and "pylibjpeg" in version.stdout
+    assert not (tmp_path / "nowhere").exists()
+    flask = cli(["--help"], {"WSI_SLIDES_DIR": str(tmp_path)}, "flask")
+    assert flask.returncode == 0 and "check" in flask.stdout and "sign-url" in flask.stdout
+
+
+def _tile_headers(url: str, origin: str) -> tuple[int, dict[str, str]]:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, headers={"Origin": origin})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310 - loopback
+            return resp.status, dict(resp.headers)
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers)
+
+
+def test_serve_flags_reach_the_running_app(slides_dir: Path, tmp_path: Path) -> None:
+    """A real ``wsi-streamer serve``: each flag wins over its variable in the workers' config
+    (seen in what they serve), and the secret comes from a file, never the command line."""
+    from tests.servers import stop_process, wait_healthy
+    from wsi_streamer.server.auth import signed_url
+
+    secret = tmp_path / "secret"
+    secret.write_text("file-secret-0123\n")
+    port = free_port()
+    args = [str(slides_dir), "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+            "--threads", "2", "--jpeg-quality", "55", "--cache-max-age", "77",
+            "--cors-origins", "https://a.example", "--auth-enabled",
+            "--auth-secret-file", str(secret), "--tile-cache-dir", str(tmp_path / "tc"),
+            "--log-format", "json"]
+    full = {k: v for k, v in os.environ.items() if not k.startswith("WSI_")}
+    full.update(WSI_JPEG_QUALITY="90", WSI_CACHE_MAX_AGE="5", WSI_CORS_ORIGINS="*",
+                WSI_AUTH_SECRET="variable-secret", WSI_LOG_FORMAT="text",
+                WSI_PORT=str(free_port()))
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen([str(BIN / "wsi-streamer"), "serve", *args], cwd=REPO_ROOT,
+                                   env=full, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(process, url, log.read_text, timeout=60)
+        path = f"/tiles/{SLIDE_ID}/0/0/0.jpg"
+        status, _ = _tile_headers(url + path, "https://a.example")
+        assert status == 401  # --auth-enabled
+        assert _tile_headers(url + signed_url("variable-secret", path, 60), "x")[0] == 401
+        status, headers = _tile_headers(url + signed_url("file-secret-0123", path, 3600),
+                                        "https://a.example")
+        assert status == 200, headers
+        assert headers["X-Tile-Quality"] == "55"
+        assert headers["Cache-Control"] == "public, max-age=77"
+        assert headers["Access-Control-Allow-Origin"] == "https://a.example"
+        cmdline = Path(f"/proc/{process.pid}/cmdline").read_bytes()
+        assert b"file-secret-0123" not in cmdline
+        access = [json.loads(line) for line in log.read_text().splitlines()
+                  if '"wsi_streamer.access"' in line]
+        assert any(r["path"] == path and r["status"] == 200 for r in access)  # --log-format
+    finally:
+        stop_process(process)
+
+
+def test_serve_port_in_use(slides_dir: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = cli(["serve", str(slides_dir), "--host", "127.0.0.1", "--port", str(port)],
+                     {}, "wsi-streamer")
+    _one_failure_line(result, f"port {port}", "already in use", "--port", "WSI_PORT")
+
+
+def test_check_missing_folder_says_what_to_do(tmp_path: Path) -> None:
+    env = {"WSI_SLIDES_DIR": str(tmp_path / "nowhere"),
+           "WSI_TILE_CACHE_DIR": str(tmp_path / "tc")}
+    _one_failure_line(cli(["check"], env, "wsi-streamer"), str(tmp_path / "nowhere"),
+                      "does not exist", "WSI_SLIDES_DIR")
+
+
+def test_check_s3_one_line_errors(s3_bucket: S3Bucket, tmp_path: Path) -> None:
+    env = _s3_env(s3_bucket.name, s3_bucket.endpoint, tmp_path)
+    no_keys = dict(env, AWS_ACCESS_KEY_ID="", AWS_SECRET_ACCESS_KEY="", AWS_SESSION_TOKEN="",
+                   AWS_SECURITY_TOKEN="")
+    result = cli(["check"], no_keys, "wsi-streamer", drop_aws_keys=True)
+    _one_failure_line(result, "no AWS credentials", "AWS_ACCESS_KEY_ID",
+                      "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE")
+    _one_failure_line(cli(["check"], _s3_env("nope", s3_bucket.endpoint, tmp_path),
+                          "wsi-streamer"), "bucket nope", "does not exist", "WSI_S3_BUCKET")
+    port = free_port()
+    _one_failure_line(cli(["check"], _s3_env(s3_bucket.name, f"http://127.0.0.1:{port}",
+                                             tmp_path), "wsi-streamer"),
+                      "unreachable", f"http://127.0.0.1:{port}", "WSI_S3_ENDPOINT")
+
+
+def test_check_s3_access_denied(tmp_path: Path) -> None:
+    """A moto server that enforces IAM after its first three calls (user, key, bucket): the
+    new user's key has no policy, so reading the bucket is denied."""
+    import boto3
+
+    from tests.servers import stop_process
+
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="3")
+    server = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_listening(port, server)
+        iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1")
+        iam.create_user(UserName="reader")
+        key = iam.create_access_key(UserName="reader")["AccessKey"]
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(
+            Bucket="locked")
+        denied = dict(_s3_env("locked", endpoint, tmp_path),
+                      AWS_ACCESS_KEY_ID=key["AccessKeyId"],
+                      AWS_SECRET_ACCESS_KEY=key["SecretAccessKey"])
+        result = cli(["check"], denied, "wsi-streamer", drop_aws_keys=True)
+        _one_failure_line(result, "bucket locked", "access denied", "AWS_ACCESS_KEY_ID",
+                          "policy")
+    finally:
+        stop_process(server)  # type: ignore[arg-type]
+
+
+def _wait_listening(port: int, process: subprocess.Popen[bytes]) -> None:
+    import socket
+    import time
+
+    for _ in range(300):  # bounded: 30 s
+        assert process.poll() is None, "moto_server exited"
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise AssertionError("moto_server did not listen")
