@@ -138,10 +138,10 @@ def app_config(slides_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Co
 def counted_get(client: Any, url: str) -> Any:
     """``client.get(url)``, asserting the work it caused stays within ``WORK``."""
     svc = services(client.application)
-    storage, store = svc.storage.stats.snapshot(), svc.store.stats.snapshot()
+    storage, store = svc.storage.stats.snapshot(), svc.blocks.stats.snapshot()
     rendered = svc.tiles.stats.rendered
     response = client.get(url)
-    storage_after, store_after = svc.storage.stats.snapshot(), svc.store.stats.snapshot()
+    storage_after, store_after = svc.storage.stats.snapshot(), svc.blocks.stats.snapshot()
     work = {"storage_requests": storage_after["requests"] - storage["requests"],
             "storage_bytes": storage_after["bytes"] - storage["bytes"],
             "block_lookups": sum(store_after[k] - store[k] for k in ("hits", "misses")),

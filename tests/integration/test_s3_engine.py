@@ -106,7 +106,7 @@ def _tile_outside_first_reads(slide: Any, size: int) -> tuple[int, int]:
 
 def test_every_level_first_tile_within_budget(s3_svs) -> None:  # type: ignore
     storage, http, svs4 = s3_svs
-    slide = open_slide(storage.open(KEY), store=BlockStore(block_size=64 * 1024))
+    slide = open_slide(storage.open(KEY), blocks=BlockStore(block_size=64 * 1024))
     for level in range(slide.level_count):
         before = storage.stats.requests
         slide.read_raw_tile(level, 0, 0)
@@ -118,7 +118,7 @@ def test_every_level_first_tile_within_budget(s3_svs) -> None:  # type: ignore
 def test_32_threads_one_cold_tile_one_request_per_block(s3_svs) -> None:  # type: ignore
     storage, http, svs4 = s3_svs
     store = BlockStore(block_size=16 * 1024)
-    slide = open_slide(storage.open(KEY), store=store)
+    slide = open_slide(storage.open(KEY), blocks=store)
     assert isinstance(slide, TiffSlide)
     slide.read_raw_tile(0, 0, 0)  # offset arrays of level 0 now loaded
     x, y = _tile_outside_first_reads(slide, len(svs4.data))

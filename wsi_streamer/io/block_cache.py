@@ -1,7 +1,7 @@
 """A thread-safe LRU cache of fixed-size blocks with per-block singleflight.
 
 ``BlockStore`` holds the blocks of any number of readers (keyed by reader identity), bounded by
-total bytes. ``BlockCache`` is the ``RangeReader`` view of one reader through a store.
+total bytes. ``BlockCache`` is the ``RangeReader`` view of one reader through a block store.
 
 Guarantees:
 - N threads that want the same missing block cause exactly one storage request; the others
@@ -33,7 +33,7 @@ DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 # (identity, block index) for blocks; (identity, offset, length) for exact ranges.
 _Key = tuple[str, int] | tuple[str, int, int]
 COALESCE_GAP = 64 * 1024  # exact ranges closer than this are fetched by one request
-FETCH_THREADS = 32  # concurrent range fetches per store (one pool, made on first use)
+FETCH_THREADS = 32  # concurrent range fetches per block store (one pool, made on first use)
 
 
 class BlockStore:
@@ -61,7 +61,7 @@ class BlockStore:
         return self._bytes
 
     def view(self, reader: RangeReader) -> BlockCache:
-        return BlockCache(reader, store=self)
+        return BlockCache(reader, blocks=self)
 
     def get_blocks(self, reader: RangeReader, first: int, last: int) -> list[bytes]:
         """Return blocks ``first..last`` (inclusive) of ``reader``, fetching missing runs."""
@@ -127,7 +127,7 @@ class BlockStore:
             found[index] = flight.wait(self.wait_timeout)
 
     def _executor(self) -> ThreadPoolExecutor:
-        """The store's one bounded pool, made on first use in this process (after a fork the
+        """The block store's one bounded pool, made on first use in this process (after a fork the
         child makes its own)."""
         with self._lock:
             if self._pool is None or self._pool_pid != os.getpid():
@@ -138,10 +138,10 @@ class BlockStore:
 
     def _fan_out(self, reader: RangeReader, groups: list[list[tuple[int, int]]],
                  mine: dict[_Key, Flight[bytes]]) -> list[BaseException | None]:
-        """Fetch ``groups`` concurrently on the store's pool. Each group is claimed by the
+        """Fetch ``groups`` concurrently on the block store's pool. Each group is claimed by the
         first thread to reach it and the caller runs every group no pool thread has started,
         so the caller only ever waits for groups being fetched: no deadlock when the pool is
-        busy or when its own threads read through the store. The caller's context (the
+        busy or when its own threads read through the block store. The caller's context (the
         request's I/O counters) goes with every group. A pool that cannot take work (no thread
         can be started) only means the caller runs more groups itself."""
         claims = [threading.Lock() for _ in groups]
@@ -266,7 +266,7 @@ class BlockStore:
             self._evict()
 
     def check_invariants(self) -> None:
-        """Raise ``AssertionError`` unless the store is consistent (for tests)."""
+        """Raise ``AssertionError`` unless the block store is consistent (for tests)."""
         with self._lock:
             both = set(self._blocks) & self._flights.keys()
             assert not both, f"held and in flight: {sorted(both)[:3]}"
@@ -316,11 +316,11 @@ def _coalesce(ranges: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
 class BlockCache:
     """``RangeReader`` that serves ``reader`` through a ``BlockStore`` (its own unless given)."""
 
-    def __init__(self, reader: RangeReader, store: BlockStore | None = None, *,
+    def __init__(self, reader: RangeReader, blocks: BlockStore | None = None, *,
                  block_size: int = DEFAULT_BLOCK_SIZE,
                  max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.inner = reader
-        self.store = store if store is not None else BlockStore(block_size, max_bytes)
+        self.blocks = blocks if blocks is not None else BlockStore(block_size, max_bytes)
 
     @property
     def size(self) -> int:
@@ -332,7 +332,7 @@ class BlockCache:
 
     @property
     def stats(self) -> IoStats:
-        return self.store.stats
+        return self.blocks.stats
 
     @property
     def local_path(self) -> str | None:
@@ -341,7 +341,7 @@ class BlockCache:
         return path if isinstance(path, str) else None
 
     def close(self) -> None:
-        """Close the inner reader (its cached blocks stay in the store)."""
+        """Close the inner reader (its cached blocks stay in the block store)."""
         close = getattr(self.inner, "close", None)
         if close is not None:
             close()
@@ -350,12 +350,12 @@ class BlockCache:
         check_range(offset, length, self.inner.size)
         if length == 0:
             return b""
-        held = self.store.lookup(self.inner.identity, offset, length)
+        held = self.blocks.lookup(self.inner.identity, offset, length)
         if held is not None:
             return held
-        bs = self.store.block_size
+        bs = self.blocks.block_size
         first, last = offset // bs, (offset + length - 1) // bs
-        blocks = self.store.get_blocks(self.inner, first, last)
+        blocks = self.blocks.get_blocks(self.inner, first, last)
         skip = offset - first * bs
         if len(blocks) == 1:
             return blocks[0][skip : skip + length]
@@ -365,10 +365,10 @@ class BlockCache:
         """Like ``read`` but a miss fetches exactly this range, not whole blocks (tile data:
         bytes per tile = the tile)."""
         check_range(offset, length, self.inner.size)
-        return self.store.get_ranges(self.inner, [(offset, length)])[0]
+        return self.blocks.get_ranges(self.inner, [(offset, length)])[0]
 
     def read_exact_many(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         """Several exact ranges; missing neighbours are coalesced, groups fetched concurrently."""
         for offset, length in ranges:
             check_range(offset, length, self.inner.size)
-        return self.store.get_ranges(self.inner, ranges)
+        return self.blocks.get_ranges(self.inner, ranges)

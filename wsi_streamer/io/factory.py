@@ -1,4 +1,5 @@
-"""The one place that turns a storage URL into a store: a table from URL scheme to backend.
+"""The one place that turns a storage URL into a ``Storage`` backend: a table from URL
+scheme to backend.
 
 Adding a storage backend is one module (a class with the ``Storage`` protocol of
 ``io/storage.py``) plus one entry in ``BACKENDS`` below; URLs of the usual
@@ -57,7 +58,7 @@ def storage_spec(url: str | StorageSpec) -> StorageSpec:
 
 
 def open_storage(spec: str | StorageSpec, **options: Any) -> Storage:
-    """The store at ``spec`` (a URL or a parsed ``StorageSpec``). Creates no connection:
+    """The storage at ``spec`` (a URL or a parsed ``StorageSpec``). Creates no connection:
     clients and pools are made on first use. ``ValueError`` for a bad URL, ``TypeError`` for
     options the backend does not take."""
     parsed = storage_spec(spec)
@@ -66,7 +67,7 @@ def open_storage(spec: str | StorageSpec, **options: Any) -> Storage:
 
 def open_url_reader(url: str, **options: Any) -> RangeReader:
     """A reader of the one object ``url`` names (``s3://b/key``, ``https://host/path``, a
-    file path); the store is made at the URL's root and the rest is the id. A local path is
+    file path); the storage is made at the URL's root and the rest is the id. A local path is
     read as given (any file name; ``LocalStorage`` opens only what it would list). Raises
     ``SlideNotFound`` or a ``StorageError``; ``ValueError`` for a URL naming no object."""
     if "://" not in url:  # a path, read as given

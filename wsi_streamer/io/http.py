@@ -1,10 +1,10 @@
 """Slides behind plain HTTP(S) (a CDN, a public bucket's website endpoint, nginx): ranged GETs
-over one pooled urllib3 client per store, no listing (ids are paths under the URL prefix).
+over one pooled urllib3 client per storage, no listing (ids are paths under the URL prefix).
 
 Every read is a ``Range: bytes=a-b`` GET pinned to the version seen when the slide was opened:
 ``If-Match`` with a strong ``ETag``, else ``If-Unmodified-Since`` with ``Last-Modified``; the
 answer's ``Content-Range`` total and validators are checked too, for servers that ignore
-preconditions. A store that sends neither validator is refused (versions could not be told
+preconditions. A server that sends neither validator is refused (versions could not be told
 apart). Errors, as in ``io/s3.py``: 404/410 -> ``SlideNotFound``; 412 (or a changed size or
 ETag) -> ``ObjectChanged``; refused, timed out or reset connections -> ``StorageConnectionError``;
 anything else -> ``StorageError``. 429/5xx and connection failures are retried with backoff

@@ -1,9 +1,9 @@
 """Storage URLs parsed once into a ``StorageSpec``.
 
-One grammar for every store: ``scheme://host/prefix`` (``s3://bucket/prefix``,
+One grammar for every storage URL: ``scheme://host/prefix`` (``s3://bucket/prefix``,
 ``https://host[:port]/prefix``) or a folder (``file:///abs/path``, a plain path). Which
 schemes have a backend is the factory's table (``io/factory.py``), not this module's business,
-so a new store with the usual grammar needs no edit here. Everything that is not a
+so a new backend with the usual grammar needs no edit here. Everything that is not a
 well-formed storage URL is a ``ValueError`` naming what is wrong (never echoing credentials).
 """
 
@@ -59,7 +59,7 @@ def parse_storage_url(url: str) -> StorageSpec:
                          "supported")
     if "@" in parts.netloc:
         raise ValueError(f"storage URL {_shown(url)!r}: credentials do not belong in the URL "
-                         "(use the store's usual credential chain)")
+                         "(use the storage's usual credential chain)")
     if scheme == "file":
         if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
             raise ValueError(f"storage URL {_shown(url)!r}: expected file:///absolute/path")
@@ -74,7 +74,7 @@ def parse_storage_url(url: str) -> StorageSpec:
 
 
 def split_object_url(url: str) -> tuple[StorageSpec, str]:
-    """A single object's URL -> (the store at its root, the object's id under it):
+    """A single object's URL -> (the storage at its root, the object's id under it):
     ``s3://b/k/x.svs`` -> (``s3://b/``, ``k/x.svs``); ``https://h/a%20b/x.svs`` ->
     (``https://h/``, ``a b/x.svs``); a path -> (its folder, its file name). ``ValueError``
     when the URL names no object (no key, or a trailing slash)."""

@@ -1,4 +1,4 @@
-"""Slides in S3 (or any S3-compatible store): ``HeadObject`` once, ranged ``GetObject`` reads.
+"""Slides in S3 (or any S3-compatible storage): ``HeadObject`` once, ranged ``GetObject`` reads.
 
 botocore exceptions are translated here and nowhere else:
 ``NoSuchKey``/404 -> ``SlideNotFound``; 412 on a read pinned with ``IfMatch`` (the object
@@ -74,7 +74,7 @@ def _client_hint(exc: bex.ClientError, code: str, status: Any,
     """The advice for an S3 answer a misconfiguration causes, or None."""
     if code == "NoSuchBucket" or (slide_id is None and code in _NOT_FOUND):
         return ("the bucket does not exist: check WSI_S3_BUCKET (and WSI_S3_ENDPOINT for a "
-                "non-AWS store)")
+                "non-AWS storage)")
     if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch"):
         return (f"access denied ({code}): the key is not valid here: check "
                 "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or AWS_PROFILE")

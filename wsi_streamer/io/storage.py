@@ -1,4 +1,5 @@
-"""What a slide store offers besides range reads: opening by id and listing, plus id rules."""
+"""What slide storage (a backend: S3, HTTP, a folder) offers besides range reads: opening by
+id and listing, plus id rules. (The block store, ``io.block_cache``, caches byte ranges.)"""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ class SlidePage:
 
 
 class Storage(Protocol):
-    stats: IoStats  # every storage request this store made, in this process
+    stats: IoStats  # every storage request this storage made, in this process
 
     def open(self, slide_id: str) -> RangeReader:
         """Return a reader for the slide; raise ``SlideNotFound`` or a ``StorageError``."""
@@ -28,7 +29,7 @@ class Storage(Protocol):
     def open_probed(self, slide_id: str, head: int, tail: int
                     ) -> tuple[RangeReader, list[tuple[int, bytes]]]:
         """``open`` plus the first ``head`` and last ``tail`` bytes, with as few serial round
-        trips as the store allows; returns the reader and the ``(offset, bytes)`` read."""
+        trips as the backend allows; returns the reader and the ``(offset, bytes)`` read."""
         ...
 
     def list_slides(self, *, prefix: str = "", search: str = "", cursor: str | None = None,
@@ -37,7 +38,7 @@ class Storage(Protocol):
         ...
 
     def check(self) -> str:
-        """Raise unless the store is reachable; return a one-line description."""
+        """Raise unless the storage is reachable; return a one-line description."""
         ...
 
 

@@ -211,7 +211,7 @@ class _CountingStructures:
 @dataclass
 class _Resources:
     pid: int
-    store: BlockStore
+    blocks: BlockStore
     cache: HostCache | None
     registries: dict[str, tuple[Storage, SlideRegistry]] = field(default_factory=dict)
     structure_hits: IoStats = field(default_factory=IoStats)
@@ -287,7 +287,7 @@ class NativeBackend:
                 storage: Storage = make()
                 structures = (_CountingStructures(res.cache, root, res.structure_hits)
                               if res.cache is not None else None)
-                registry = SlideRegistry(storage, res.store, max_slides=self.max_open_slides,
+                registry = SlideRegistry(storage, res.blocks, max_slides=self.max_open_slides,
                                          revalidate_s=float("inf"), structures=structures)
                 found = (storage, registry)
                 res.registries[root] = found
@@ -319,9 +319,9 @@ class NativeBackend:
             snap = storage.stats.snapshot()
             requests += snap["requests"]
             nbytes += snap["bytes"]
-        store = res.store.stats.snapshot()
-        return {"io/requests": requests, "io/bytes": nbytes, "io/cache_hits": store["hits"],
-                "io/cache_misses": store["misses"], "io/slide_opens": res.opens,
+        blocks = res.blocks.stats.snapshot()
+        return {"io/requests": requests, "io/bytes": nbytes, "io/cache_hits": blocks["hits"],
+                "io/cache_misses": blocks["misses"], "io/slide_opens": res.opens,
                 "io/structure_cache_hits": res.structure_hits.snapshot()["hits"]}
 
 

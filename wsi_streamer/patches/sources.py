@@ -76,13 +76,13 @@ def is_http(path: str) -> bool:
 
 
 def is_remote(path: str) -> bool:
-    """An object URL the native backend reads through a store (``s3://``, ``http(s)://``)."""
+    """An object URL the native backend reads through a storage backend (``s3://``, ``http(s)://``)."""
     return is_s3(path) or is_http(path)
 
 
 def remote_object(url: str, options: S3Options) -> tuple[str, Callable[[], Storage], str]:
-    """``(store key, store maker, slide id)`` of one object URL: the store sits at the URL's
-    root (bucket or host) and the id is the rest, so one store serves every slide there.
+    """``(storage key, storage maker, slide id)`` of one object URL: the storage sits at the URL's
+    root (bucket or host) and the id is the rest, so one storage serves every slide there.
     ``ValueError`` for a URL naming no object."""
     spec, slide_id = split_object_url(url)
     if spec.scheme == "s3":

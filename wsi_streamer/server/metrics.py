@@ -105,10 +105,10 @@ class _Synced:
 
 def _totals(svc: Services) -> dict[str, int]:
     storage = svc.storage.stats.snapshot()
-    store = svc.store.stats.snapshot()
+    blocks = svc.blocks.stats.snapshot()
     tiles = svc.tiles.stats
     return {"storage_requests": storage["requests"], "storage_bytes": storage["bytes"],
-            "block_hits": store["hits"], "block_misses": store["misses"],
+            "block_hits": blocks["hits"], "block_misses": blocks["misses"],
             "tiles_rendered": tiles.rendered, "tile_hits": tiles.cache_hits,
             "tile_misses": tiles.cache_misses}
 
@@ -129,7 +129,7 @@ def sync(app: Flask) -> None:
                 found.counters[name].inc(grown)
         state.last = totals
         found.open_slides.set(len(svc.registry))
-        found.block_cache_bytes.set(svc.store.cached_bytes)
+        found.block_cache_bytes.set(svc.blocks.cached_bytes)
 
 
 def observe_request(endpoint: str | None, status: int, seconds: float,

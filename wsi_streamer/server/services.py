@@ -25,7 +25,7 @@ from ..tile.service import TileService
 class Services:
     config: Config
     storage: Storage
-    store: BlockStore
+    blocks: BlockStore  # the block store (cached byte ranges); storage is the backend
     registry: SlideRegistry
     tile_cache: TileCache
     tiles: TileService
@@ -34,7 +34,7 @@ class Services:
 def storage_of(config: Config) -> tuple[StorageSpec, dict[str, Any]]:
     """Where the slides are and the backend's options: ``WSI_STORAGE`` when set, else the
     aliases ``WSI_S3_BUCKET``/``WSI_S3_PREFIX``, else ``WSI_SLIDES_DIR``. ``WSI_S3_ENDPOINT``
-    and ``WSI_S3_REGION`` apply to any ``s3://`` store (GCS and others through their S3 API).
+    and ``WSI_S3_REGION`` apply to any ``s3://`` storage (GCS and others through their S3 API).
     ``ConfigError`` naming ``WSI_STORAGE`` for a URL no backend serves."""
     if config.storage:
         try:
@@ -55,7 +55,7 @@ def storage_of(config: Config) -> tuple[StorageSpec, dict[str, Any]]:
 
 def formats_of(config: Config, spec: StorageSpec) -> tuple[FormatDriver, ...]:
     """The format drivers: the native ones, plus OpenSlide with ``WSI_OPENSLIDE_FALLBACK``
-    over a local folder (``ConfigError`` for another store or without the extra)."""
+    over a local folder (``ConfigError`` for other storage or without the extra)."""
     if not config.openslide_fallback:
         return drivers.NATIVE
     if spec.scheme != "file":
@@ -74,19 +74,19 @@ def build_services(config: Config) -> Services:
         options.update(extensions=drivers.extensions(formats),
                        openable=drivers.recognised(formats))
     storage: Storage = open_storage(spec, **options)
-    store = BlockStore(config.block_size, config.cache_blocks)
+    blocks = BlockStore(config.block_size, config.cache_blocks)
     # A folder that is not private to this user is a ConfigError here, at startup; a broken
     # database is not (the cache degrades to misses).
     tile_cache = TileCache(config.resolved_tile_cache_dir, config.cache_tiles,
                            setting="WSI_TILE_CACHE_DIR", default_dir=config.tile_cache_dir is None)
-    registry = SlideRegistry(storage, store, max_slides=config.cache_slides,
+    registry = SlideRegistry(storage, blocks, max_slides=config.cache_slides,
                              revalidate_s=config.revalidate_s, structures=tile_cache,
                              formats=formats)
     tiles = TileService(registry, tile_cache, default_quality=config.jpeg_quality,
                         color=ColorManager(config.color_mode))
     # Create the storage client now (in the worker, after fork), not in a first request.
     getattr(storage, "client" if spec.scheme == "s3" else "pool", None)
-    return Services(config, storage, store, registry, tile_cache, tiles)
+    return Services(config, storage, blocks, registry, tile_cache, tiles)
 
 
 def services(app: Flask | None = None) -> Services:

@@ -15,14 +15,14 @@ from ..io.range_reader import RangeReader
 __all__ = ["SlideReader", "open_slide"]
 
 
-def open_slide(source: str | RangeReader, *, store: BlockStore | None = None,
+def open_slide(source: str | RangeReader, *, blocks: BlockStore | None = None,
                parsed: Parsed | None = None, openslide: bool = False,
                **storage_options: Any) -> SlideReader:
     """Open a slide from a URL (``s3://bucket/key``, ``https://host/path``), a local file path
     or a ``RangeReader``.
 
-    Reads go through a block cache (``store``, or a private one). ``parsed`` skips parsing
-    when the caller already has it for this reader's identity. ``openslide=True`` lets
+    Reads go through a block cache (the block store ``blocks``, or a private one). ``parsed``
+    skips parsing when the caller already has it for this reader's identity. ``openslide=True`` lets
     OpenSlide read local files the native drivers refuse (the ``[openslide]`` extra).
     ``storage_options`` go to the URL's storage backend (``io.factory``): for ``s3://``
     ``endpoint_url``, ``region``, ``profile_name``, ``anonymous``, ``requester_pays`` and
@@ -32,6 +32,6 @@ def open_slide(source: str | RangeReader, *, store: BlockStore | None = None,
         reader: RangeReader = open_url_reader(source, **storage_options)
     else:
         reader = source
-    cached = reader if isinstance(reader, BlockCache) else BlockCache(reader, store)
+    cached = reader if isinstance(reader, BlockCache) else BlockCache(reader, blocks)
     table: tuple[FormatDriver, ...] = drivers.with_openslide() if openslide else drivers.NATIVE
     return (parsed or drivers.parse(cached, table)).open(cached)

@@ -76,7 +76,7 @@ class SlideRegistry:
     ``SlideNotFound``/``UnsupportedFormat``/``StorageError``. Slides are parsed and opened
     by the first of ``formats`` (``format.drivers``) that reads them."""
 
-    def __init__(self, storage: Storage, store: BlockStore, *, max_slides: int = 100,
+    def __init__(self, storage: Storage, blocks: BlockStore, *, max_slides: int = 100,
                  max_bytes: int = DEFAULT_MAX_BYTES, revalidate_s: float = 60.0,
                  negative_ttl_s: float = NEGATIVE_TTL_S,
                  structures: StructureCache | None = None,
@@ -84,7 +84,7 @@ class SlideRegistry:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.storage = storage
         self.formats = formats
-        self.store = store
+        self.blocks = blocks
         self.max_slides = max_slides
         self.max_bytes = max_bytes
         self.revalidate_s = revalidate_s
@@ -209,7 +209,7 @@ class SlideRegistry:
                 raw = self.storage.open(slide_id)
             else:
                 raw, first_reads = self.storage.open_probed(slide_id, OPEN_HEAD, OPEN_TAIL)
-                self.store.put_ranges(raw.identity, first_reads)
+                self.blocks.put_ranges(raw.identity, first_reads)
         with self._lock:
             verdict = self._verdicts.get(raw.identity)
         if verdict is not None:
@@ -217,7 +217,7 @@ class SlideRegistry:
             self._remember(slide_id, _Failure(verdict, self._clock() + self.revalidate_s,
                                               raw.identity))
             raise own_copy(verdict)
-        reader = self.store.view(raw)
+        reader = self.blocks.view(raw)
         parsed = (self.structures.get_structure(reader.identity, self.formats)
                   if self.structures else None)
         if parsed is None:

@@ -128,7 +128,7 @@ def test_failed_fetch_wakes_all_waiters_and_caches_nothing() -> None:
     results = run_together(lambda _: cache.read(BS, 10), range(32))
     assert len(inner.calls) == 1
     assert all(isinstance(r, StorageError) for r in results), results
-    assert cache.store.cached_bytes == 0
+    assert cache.blocks.cached_bytes == 0
     assert cache.read(BS, 10) == DATA[BS : BS + 10]  # retry after failure works
     assert len(inner.calls) == 2
 
@@ -143,7 +143,7 @@ def test_failure_of_one_run_does_not_poison_others() -> None:
 
 def test_exact_ranges_and_put_ranges_serve_any_range_inside_them() -> None:
     inner, cache = make()
-    cache.store.put_ranges(inner.identity, [(5 * BS + 7, DATA[5 * BS + 7 : 8 * BS])])
+    cache.blocks.put_ranges(inner.identity, [(5 * BS + 7, DATA[5 * BS + 7 : 8 * BS])])
     assert cache.read(6 * BS, 100) == DATA[6 * BS : 6 * BS + 100]  # read() sees held ranges
     assert cache.read_exact(5 * BS + 7, 3) == DATA[5 * BS + 7 : 5 * BS + 10]
     assert cache.read_exact_many([(7 * BS, BS)]) == [DATA[7 * BS : 8 * BS]]
@@ -193,9 +193,9 @@ def test_nested_and_overlapping_ranges_in_one_batch_are_exact(
     assert cache.read_exact_many(batch) == [DATA[o : o + n] for o, n in batch]
     assert len(inner.calls) == 1  # neighbours coalesced into one request
     distinct = set(batch)
-    assert cache.store.cached_bytes == sum(n for _, n in distinct)  # one entry per range
+    assert cache.blocks.cached_bytes == sum(n for _, n in distinct)  # one entry per range
     for offset, length in distinct:  # each held exactly, not the request that fetched it
-        assert cache.store.lookup(inner.identity, offset, length) == DATA[
+        assert cache.blocks.lookup(inner.identity, offset, length) == DATA[
             offset : offset + length]
     assert cache.read_exact_many(batch) == [DATA[o : o + n] for o, n in batch]
     assert [cache.read_exact(o, n) for o, n in batch] == [DATA[o : o + n] for o, n in batch]

@@ -150,7 +150,7 @@ def test_an_error_before_any_fetch_fails_the_flights_instead_of_hanging_waiters(
     monkeypatch.setattr(block_cache, "_runs", broken)
     with pytest.raises(LookupError):
         cache.read(0, 10)
-    assert len(cache.store._flights) == 0
+    assert len(cache.blocks._flights) == 0
     monkeypatch.undo()
     assert cache.read(0, 10) == DATA[:10]  # nothing stuck: the next read fetches
 

@@ -151,5 +151,5 @@ def test_shared_structure_cache_skips_parsing() -> None:
     reg = registry(other, structures=structures)
     slide = reg.get("a.svs")
     assert slide.dimensions == (300, 200)
-    assert reg.store.stats.snapshot()["misses"] == 0  # nothing parsed: no block fetched
+    assert reg.blocks.stats.snapshot()["misses"] == 0  # nothing parsed: no block fetched
     assert slide.read_tile(0, 0, 0).size == (128, 128)

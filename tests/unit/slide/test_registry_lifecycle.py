@@ -68,7 +68,7 @@ def test_an_unsupported_slide_is_judged_once_per_content() -> None:
     reg = registry(storage, revalidate_s=60, clock=clock)
     with pytest.raises(UnsupportedFormat):
         reg.get("bad.svs")
-    misses = reg.store.stats.snapshot()["misses"]
+    misses = reg.blocks.stats.snapshot()["misses"]
     for _ in range(50):
         with pytest.raises(UnsupportedFormat):
             reg.get("bad.svs")
@@ -76,7 +76,7 @@ def test_an_unsupported_slide_is_judged_once_per_content() -> None:
     clock.now = 61  # the verdict is re-checked by identity: one open, no parse
     with pytest.raises(UnsupportedFormat):
         reg.get("bad.svs")
-    assert len(storage.opens) == 2 and reg.store.stats.snapshot()["misses"] == misses
+    assert len(storage.opens) == 2 and reg.blocks.stats.snapshot()["misses"] == misses
     storage.replace("bad.svs", svs_a())  # new content: judged again
     clock.now = 200
     assert reg.get("bad.svs").dimensions == (300, 200)
