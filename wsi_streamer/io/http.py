@@ -30,7 +30,7 @@ import urllib3
 import urllib3.exceptions as uex
 
 from ..errors import ObjectChanged, SlideNotFound, StorageConnectionError, StorageError
-from .range_reader import IoStats, check_range, record_storage_request
+from .range_reader import IoStats, check_range, in_flight, record_storage_request
 from .storage import SlidePage, validate_slide_id
 
 logger = logging.getLogger(__name__)
@@ -292,8 +292,9 @@ class HttpStorage:
         """The request, with the pool's retries; the response unread (``preload_content``
         off) when its status is in ``accept``, else released and translated."""
         try:
-            response = self.pool.request(method, url, headers=dict(headers),
-                                         preload_content=False, redirect=True)
+            with in_flight():
+                response = self.pool.request(method, url, headers=dict(headers),
+                                             preload_content=False, redirect=True)
         except uex.HTTPError as exc:
             raise _translate(exc, what) from exc
         if response.status in accept:

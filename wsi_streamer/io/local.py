@@ -6,7 +6,7 @@ import os
 import threading
 
 from ..errors import ObjectChanged, SlideNotFound, StorageError
-from .range_reader import IoStats, check_range, record_storage_request
+from .range_reader import IoStats, check_range, in_flight, record_storage_request
 from .storage import SLIDE_EXTENSIONS, SlidePage, page_of, probe_reads, validate_slide_id
 
 
@@ -59,7 +59,8 @@ class LocalReader:
         record_storage_request(self.stats, length)
         fd = self._acquire()
         try:
-            data = os.pread(fd, length, offset)
+            with in_flight():
+                data = os.pread(fd, length, offset)
         except OSError as exc:
             raise StorageError(f"read failed: {exc.strerror}") from exc
         finally:

@@ -89,6 +89,31 @@ def record_storage_request(global_stats: IoStats, nbytes: int) -> None:
         current.add(requests=1, nbytes=nbytes)
 
 
+# Who wants to know when a storage request is sent and answered (the server's in-flight gauge);
+# backends without their own event hooks (HTTP, local files) report through ``in_flight``.
+_in_flight_listeners: list[tuple[Callable[[], None], Callable[[], None]]] = []
+
+
+def listen_in_flight(sent: Callable[[], None], answered: Callable[[], None]) -> None:
+    """Call ``sent`` before and ``answered`` after every storage request reported through
+    ``in_flight`` (registered once per pair)."""
+    if (sent, answered) not in _in_flight_listeners:
+        _in_flight_listeners.append((sent, answered))
+
+
+@contextmanager
+def in_flight() -> Iterator[None]:
+    """Around one storage request: tells the listeners, answered or failed alike."""
+    listeners = list(_in_flight_listeners)
+    for sent, _ in listeners:
+        sent()
+    try:
+        yield
+    finally:
+        for _, answered in listeners:
+            answered()
+
+
 @contextmanager
 def track_request() -> Iterator[IoStats]:
     """Collect the storage requests made by this thread (and the work it hands to helpers)."""

@@ -43,7 +43,8 @@ ENDPOINT_AUTH: dict[str, str | ViewerScope] = {
 }
 PUBLIC_ENDPOINTS = frozenset(k for k, v in ENDPOINT_AUTH.items() if v == PUBLIC)
 CORS_EXPOSED = ("ETag, X-Tile-Cache-Hit, X-Tile-Quality, X-Thumbnail-Size-Clamped, "
-                "X-Thumbnail-Requested-Size, X-Thumbnail-Actual-Size, Server-Timing")
+                "X-Thumbnail-Requested-Size, X-Thumbnail-Actual-Size, Server-Timing, "
+                "X-Request-Id")
 
 
 def create_app(config: Config | None = None) -> Flask:

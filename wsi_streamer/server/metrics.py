@@ -28,6 +28,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from ..io.range_reader import listen_in_flight
 from .services import Services, services
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -84,7 +85,7 @@ def instruments() -> Instruments:
         in_flight=Gauge("wsi_http_requests_in_flight", "HTTP requests being served",
                         registry=registry, multiprocess_mode="livesum"),
         storage_in_flight=Gauge("wsi_storage_requests_in_flight",
-                                "S3 requests sent and not yet answered",
+                                "storage requests (S3, HTTP, file reads) sent and not yet answered",
                                 registry=registry, multiprocess_mode="livesum"),
         counters=counters,
         open_slides=Gauge("wsi_open_slides", "slides held open (parsed structure)",
@@ -150,9 +151,10 @@ def _storage_answered(**_: Any) -> None:
 
 
 def init_metrics(app: Flask) -> None:
-    """Start counting for ``app`` (after its services are built): the per-app sync state and,
-    for S3 storage, botocore hooks that count requests in flight (``before-send`` /
-    ``response-received``, which botocore emits for answers and errors alike)."""
+    """Start counting for ``app`` (after its services are built): the per-app sync state and
+    the requests in flight: for S3 botocore's hooks (``before-send`` / ``response-received``,
+    emitted for answers and errors alike, retries included), for the other backends the
+    ``io.range_reader.in_flight`` listeners."""
     app.extensions[EXTENSION] = _Synced()
     svc = services(app)
     sync(app)  # the starting totals (e.g. reads made while building) count too
@@ -161,6 +163,8 @@ def init_metrics(app: Flask) -> None:
     if events is not None:
         events.register("before-send.s3", _storage_sent)
         events.register("response-received.s3", _storage_answered)
+    else:
+        listen_in_flight(_storage_sent, _storage_answered)
 
 
 class _WithRatios:

@@ -11,31 +11,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+
+from ..format.info import LevelGeometry
 
 ROTATIONS = (0, 90, 180, 270)
 QUALITIES = ("default", "color", "gray", "bitonal")
 MEDIA_TYPES = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 NATIVE_TOLERANCE = 1.0  # level pixels a native tile's origin may differ from the request's
-
-
-class LevelGeometry(Protocol):
-    """What this module needs of a pyramid level (``SlideReader.levels`` items)."""
-
-    @property
-    def level(self) -> int: ...
-    @property
-    def width(self) -> int: ...
-    @property
-    def height(self) -> int: ...
-    @property
-    def tile_width(self) -> int: ...
-    @property
-    def tile_height(self) -> int: ...
-    @property
-    def tiles_x(self) -> int: ...
-    @property
-    def tiles_y(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)

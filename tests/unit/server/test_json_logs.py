@@ -81,3 +81,10 @@ def test_metrics_count_this_process_without_a_folder(client: FlaskClient,
     for _ in range(3):
         client.get("/health")
     assert count() == before + 3
+
+
+def test_the_request_id_is_readable_cross_origin(client: FlaskClient) -> None:
+    """Browsers expose only the listed headers to scripts of another origin."""
+    reply = client.get("/health", headers={"Origin": "https://viewer.example"})
+    exposed = {h.strip() for h in reply.headers["Access-Control-Expose-Headers"].split(",")}
+    assert "X-Request-Id" in exposed and reply.headers["X-Request-Id"]
