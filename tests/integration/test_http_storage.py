@@ -15,6 +15,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -470,3 +471,77 @@ def test_5xx_retried_short_body_retried_broken_answers_refused(
                                         "Content-Range": "bytes 0-3/10"}, b"abcd", None)]
     lm = storage.open("lm.svs")
     assert lm.read(0, 4) == b"abcd" and "#lm" in lm.identity
+
+
+class _Recording(BaseHTTPRequestHandler):
+    """``/moved/...`` redirects (302) to ``target`` + the rest; anything else is a 10-byte
+    object answered in ranges. Every request's headers are recorded."""
+
+    target = ""
+    seen: list[dict[str, str]] = []
+
+    def _answer(self) -> None:
+        self.seen.append({**dict(self.headers), "path": self.path})
+        if self.path.startswith("/moved/"):
+            self.send_response(302)
+            self.send_header("Location", self.target + self.path[len("/moved"):])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if self.command == "HEAD":
+            self.send_response(200)
+            self.send_header("ETag", '"r1"')
+            self.send_header("Content-Length", "10")
+            self.end_headers()
+            return
+        self.send_response(206)
+        self.send_header("ETag", '"r1"')
+        self.send_header("Content-Range", "bytes 0-3/10")
+        self.send_header("Content-Length", "4")
+        self.end_headers()
+        self.wfile.write(b"0123")
+
+    do_GET = do_HEAD = _answer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def _recording(target: str = "") -> Iterator[tuple[str, type[_Recording]]]:
+    handler = type("Recording", (_Recording,), {"target": target, "seen": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", handler
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def test_headers_are_sent_and_never_follow_a_redirect_elsewhere() -> None:
+    """``headers`` (an API key a CDN wants) go with every request, with our User-Agent; a
+    redirect to another origin gets neither the key nor the pin of this server's version."""
+    with _recording() as (other, elsewhere), _recording(other) as (base, here):
+        storage = HttpStorage(base, headers={"X-Api-Key": "k-123"})
+        reader = storage.open("a.svs")
+        assert reader.read(0, 4) == b"0123"
+        assert here.seen and all(h.get("X-Api-Key") == "k-123" for h in here.seen)
+        assert all(h.get("User-Agent") == "wsi_streamer" for h in here.seen)
+        moved = storage.open("moved/b.svs")
+        assert moved.read(0, 4) == b"0123"
+        assert elsewhere.seen, "the redirect was not followed"
+        assert all("X-Api-Key" not in h for h in elsewhere.seen), elsewhere.seen
+
+
+def test_a_body_longer_than_its_range_is_refused(
+        scripted: tuple[str, type[_Scripted]]) -> None:
+    base, handler = scripted
+    handler.script["/long.svs"] = [
+        (200, {"ETag": '"v1"'}, b"", 10),
+        (206, {"ETag": '"v1"', "Content-Range": "bytes 0-3/10"}, b"0123456789", None)]
+    reader = HttpStorage(base).open("long.svs")
+    with pytest.raises(StorageError, match="more bytes than the range"):
+        reader.read(0, 4)

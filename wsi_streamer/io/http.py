@@ -121,11 +121,15 @@ class HttpStorage:
         self.stats = IoStats()
         self._max_connections = max_connections
         self._timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
+        self._headers = {"User-Agent": "wsi_streamer", **dict(headers or {})}
+        # A redirect to another origin (host, port or scheme) must not carry the caller's
+        # headers (an API key): urllib3 strips only its default three unless told.
+        private = {name.lower() for name in headers or {}}
         self._retries = urllib3.Retry(
             total=max_attempts - 1, redirect=5, status_forcelist=_RETRY_STATUS,
             allowed_methods=frozenset({"GET", "HEAD"}), backoff_factor=0.1, backoff_max=2.0,
-            raise_on_status=False, respect_retry_after_header=False)
-        self._headers = {"User-Agent": "wsi_streamer", **dict(headers or {})}
+            raise_on_status=False, respect_retry_after_header=False,
+            remove_headers_on_redirect=urllib3.Retry.DEFAULT_REMOVE_HEADERS_ON_REDIRECT | private)
         self._pool: urllib3.PoolManager | None = None
         self._pid = -1
         self._lock = threading.Lock()
@@ -218,13 +222,18 @@ class HttpStorage:
                 raise
             record_storage_request(self.stats, count)
             try:
-                data = response.read(decode_content=False)
+                data = response.read(amt=count + 1, decode_content=False)  # bounded
             except (uex.HTTPError, OSError) as exc:
                 response.close()
+                response.release_conn()
                 if attempt == _BODY_ATTEMPTS:
                     raise _translate(exc, what) from exc
                 data = b""
-            finally:
+            else:
+                if len(data) > count:  # more than its Content-Range: never reuse that socket
+                    _refuse(response)
+                    raise StorageError(f"{what}: {self.base_url} sent more bytes than the "
+                                       f"range it announced ({count})")
                 response.release_conn()
             if len(data) == count:
                 seen = _version_of(response, total, what)
@@ -292,8 +301,8 @@ class HttpStorage:
         """The request, with the pool's retries; the response unread (``preload_content``
         off) when its status is in ``accept``, else released and translated."""
         try:
-            with in_flight():
-                response = self.pool.request(method, url, headers=dict(headers),
+            with in_flight():  # per-request headers replace the pool's: send both
+                response = self.pool.request(method, url, headers={**self._headers, **headers},
                                              preload_content=False, redirect=True)
         except uex.HTTPError as exc:
             raise _translate(exc, what) from exc
