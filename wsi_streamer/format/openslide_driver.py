@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,6 +145,8 @@ class OpenSlideReader(PyramidGeometry):
         self._path = path
         self._lock = threading.Lock()
         self._slide: Any = None
+        self._users = 0
+        self._closing = False
 
     @property
     def identity(self) -> str:
@@ -159,18 +162,34 @@ class OpenSlideReader(PyramidGeometry):
     def adopt_level_tables(self, tables: LevelTables) -> None:
         """Nothing to adopt: OpenSlide reads its own indexes."""
 
-    def _handle(self) -> Any:
+    @contextmanager
+    def _handle(self) -> Iterator[Any]:
+        """The OpenSlide handle (opened on first use) for one read. ``close`` while reads
+        are in progress is deferred to the last of them: closing a handle inside a native
+        call would be a use-after-free, a crashed worker instead of an error."""
         with self._lock:
             if self._slide is None:
                 self._slide = _openslide().OpenSlide(self._path)
-            return self._slide
+            self._closing = False
+            self._users += 1
+            slide = self._slide
+        try:
+            yield slide
+        finally:
+            with self._lock:
+                self._users -= 1
+                last = self._closing and self._users == 0
+            if last:
+                self._close_handle()
 
     def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]
                     ) -> Image.Image:
         """OpenSlide's own ``read_region`` (top left in level-0 pixels), on white, as RGB."""
         self.level(level)
         try:
-            return on_white(self._handle().read_region(location, level, size))
+            with self._handle() as slide:
+                region = slide.read_region(location, level, size)
+            return on_white(region)
         except Exception as exc:  # OpenSlideError: a damaged file
             raise DecodeError(f"OpenSlide could not read {size} at {location} of level "
                               f"{level}: {exc}") from None
@@ -179,22 +198,27 @@ class OpenSlideReader(PyramidGeometry):
         if name not in self.info.associated:
             raise AssociatedImageNotFound(self.identity, name)
         try:
-            return on_white(self._handle().associated_images[name])
+            with self._handle() as slide:
+                image = slide.associated_images[name]
+            return on_white(image)
         except Exception as exc:  # OpenSlideError
             raise DecodeError(f"OpenSlide could not read the {name} image: {exc}") from None
 
     def icc_profile(self) -> bytes | None:
-        profile = getattr(self._handle(), "color_profile", None)  # openslide-python >= 1.3
-        if profile is None:
-            return None
-        data: bytes = profile.tobytes()
+        with self._handle() as slide:
+            profile = getattr(slide, "color_profile", None)  # openslide-python >= 1.3
+            if profile is None:
+                return None
+            data: bytes = profile.tobytes()
         return data
 
     def thumbnail(self, size: tuple[int, int]) -> Image.Image:
         """OpenSlide's ``get_thumbnail`` (what wsistream's OpenSlide backend detects tissue
         on), on white."""
         try:
-            return on_white(self._handle().get_thumbnail(size))
+            with self._handle() as slide:
+                image = slide.get_thumbnail(size)
+            return on_white(image)
         except Exception as exc:  # OpenSlideError
             raise DecodeError(f"OpenSlide could not make a thumbnail: {exc}") from None
 
@@ -207,9 +231,19 @@ class OpenSlideReader(PyramidGeometry):
             yield self.read_region(location, level, (TILE, TILE))
 
     def close(self) -> None:
-        """Close the OpenSlide handle and the file (a later read opens them again)."""
+        """Close the OpenSlide handle and the file now, or after the reads in progress (a
+        later read opens them again)."""
         with self._lock:
-            slide, self._slide = self._slide, None
+            if self._users:
+                self._closing = True
+                return
+        self._close_handle()
+
+    def _close_handle(self) -> None:
+        with self._lock:
+            if self._users:
+                return  # a read started meanwhile: it reopened nothing, it uses this one
+            slide, self._slide, self._closing = self._slide, None, False
         if slide is not None:
             slide.close()
         close = getattr(self.reader, "close", None)
