@@ -8,6 +8,7 @@ error: OpenSlide cannot read ranges."""
 from __future__ import annotations
 
 import io
+import logging
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -17,11 +18,12 @@ import pytest
 from flask.testing import FlaskClient
 from PIL import Image
 
+from tests.conftest import S3Bucket
 from tests.fixtures.images import psnr
 from tests.fixtures.oracle import openslide_reference
 from wsi_streamer import create_app
 from wsi_streamer.config import Config
-from wsi_streamer.errors import ConfigError, UnsupportedFormat
+from wsi_streamer.errors import UnsupportedFormat
 from wsi_streamer.format import drivers
 from wsi_streamer.format.openslide_driver import TILE
 from wsi_streamer.slide.reader import open_slide
@@ -122,9 +124,18 @@ def test_the_native_refusal_stays_the_error_without_the_fallback(folder: Path) -
         open_slide(str(not_a_slide), openslide=True)
 
 
-def test_the_fallback_needs_a_local_folder(app_config: Config) -> None:
-    with pytest.raises(ConfigError, match="WSI_OPENSLIDE_FALLBACK needs a local folder"):
-        create_app(replace(app_config, openslide_fallback=True, s3_bucket="slides"))
+def test_over_s3_the_fallback_stays_native_with_a_warning(
+        app_config: Config, s3_bucket: S3Bucket, shared_slides: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """OpenSlide cannot read ranges: over S3 a refused slide keeps its 415 and reason."""
+    s3_bucket.client.put_object(Bucket=s3_bucket.name, Key=NDPI,
+                                Body=(shared_slides / NDPI).read_bytes())
+    with caplog.at_level(logging.WARNING, "wsi_streamer.server.services"):
+        app = create_app(replace(app_config, openslide_fallback=True, s3_bucket=s3_bucket.name,
+                                 s3_endpoint=s3_bucket.endpoint))
+    assert any("local folders only" in r.getMessage() for r in caplog.records)
+    reply = app.test_client().get(f"/slides/{NDPI}")
+    assert reply.status_code == 415 and "NDPI" in reply.get_json()["message"]
 
 
 def test_structures_round_trip_through_the_shared_cache(folder: Path) -> None:

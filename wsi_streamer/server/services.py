@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ from ..tile.cache import TileCache
 from ..tile.color import ColorManager
 from ..tile.service import TileService
 
+logger = logging.getLogger(__name__)
 
 @dataclass
 class Services:
@@ -55,12 +57,15 @@ def storage_of(config: Config) -> tuple[StorageSpec, dict[str, Any]]:
 
 def formats_of(config: Config, spec: StorageSpec) -> tuple[FormatDriver, ...]:
     """The format drivers: the native ones, plus OpenSlide with ``WSI_OPENSLIDE_FALLBACK``
-    over a local folder (``ConfigError`` for other storage or without the extra)."""
+    over a local folder. Over other storage the fallback cannot apply (OpenSlide reads
+    files, not ranges): a warning, and refused slides keep their 415 with the reason.
+    ``ConfigError`` when the extra is not installed."""
     if not config.openslide_fallback:
         return drivers.NATIVE
     if spec.scheme != "file":
-        raise ConfigError(f"WSI_OPENSLIDE_FALLBACK needs a local folder: OpenSlide reads "
-                          f"files, not {spec.scheme}:// ranges (slides there stay native-only)")
+        logger.warning("WSI_OPENSLIDE_FALLBACK applies to local folders only: OpenSlide reads "
+                       "files, not %s:// ranges; slides there are read natively", spec.scheme)
+        return drivers.NATIVE
     try:
         return drivers.with_openslide()
     except ImportError as exc:
