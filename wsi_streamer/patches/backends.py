@@ -19,16 +19,14 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
-from ..format import drivers
-from ..format.contract import FormatDriver
-from ..format.drivers import Parsed
 from ..io.block_cache import BlockStore
 from ..io.local import LocalStorage
 from ..io.range_reader import IoStats
 from ..io.storage import Storage
+from ..slide import NATIVE_FORMATS, FormatDriver, Parsed
 from ..slide.cachedir import ensure_private_dir
 from ..slide.hostcache import HostCache
-from ..slide.reader import SlideReader
+from ..slide.reader import SlideReader, open_with_openslide
 from ..slide.region import read_level0_anchored, render_region
 from ..slide.registry import SlideRegistry
 from .sources import S3Options, is_remote, remote_object
@@ -191,7 +189,7 @@ class _CountingStructures:
     def __init__(self, cache: HostCache, namespace: str, counters: IoStats) -> None:
         self._cache, self._ns, self._counters = cache, namespace, counters
 
-    def get_structure(self, identity: str, table: tuple[FormatDriver, ...] = drivers.NATIVE
+    def get_structure(self, identity: str, table: tuple[FormatDriver, ...] = NATIVE_FORMATS
                       ) -> Parsed | None:
         found = self._cache.get_structure(identity, table)
         if found is not None:
@@ -330,9 +328,7 @@ class OpenSlideSlide:
     server's fallback uses), regions read by OpenSlide directly (composited on white)."""
 
     def __init__(self, path: str) -> None:
-        from ..format.openslide_driver import open_local
-
-        self._slide = open_local(path)
+        self._slide = open_with_openslide(path)
         self._properties = properties_of(path, self._slide)
 
     @property

@@ -19,6 +19,9 @@ from ..errors import (
     UnsupportedFormat,
     WsiError,
 )
+from ..format.contract import FormatDriver
+from ..format.drivers import NATIVE as NATIVE_FORMATS
+from ..format.drivers import Parsed
 from ..format.info import LevelGeometry, SlideInfo
 from .reader import SlideReader, open_slide
 from .region import read_level0_anchored, read_region, render_region
@@ -26,8 +29,8 @@ from .region import read_level0_anchored, read_region, render_region
 LevelInfo = LevelGeometry  # the name before format drivers (0.x)
 
 __all__ = [
-    "DecodeError", "InvalidLevel", "LevelGeometry", "LevelInfo", "ObjectChanged",
-    "SlideInfo", "SlideNotFound", "SlideReader",
+    "DecodeError", "FormatDriver", "InvalidLevel", "LevelGeometry", "LevelInfo",
+    "NATIVE_FORMATS", "ObjectChanged", "Parsed", "SlideInfo", "SlideNotFound", "SlideReader",
     "StorageConnectionError", "StorageError", "TileOutOfBounds", "UnsupportedFormat",
     "WsiError", "open_slide", "read_level0_anchored", "read_region", "render_region",
 ]

@@ -8,11 +8,12 @@ from typing import Any
 from ..format import drivers
 from ..format.contract import FormatDriver, SlideReader
 from ..format.drivers import Parsed
+from ..format.openslide_driver import OpenSlideReader
 from ..io.block_cache import BlockCache, BlockStore
 from ..io.factory import open_url_reader
 from ..io.range_reader import RangeReader
 
-__all__ = ["SlideReader", "open_slide"]
+__all__ = ["OpenSlideReader", "SlideReader", "open_slide", "open_with_openslide"]
 
 
 def open_slide(source: str | RangeReader, *, blocks: BlockStore | None = None,
@@ -35,3 +36,14 @@ def open_slide(source: str | RangeReader, *, blocks: BlockStore | None = None,
     cached = reader if isinstance(reader, BlockCache) else BlockCache(reader, blocks)
     table: tuple[FormatDriver, ...] = drivers.with_openslide() if openslide else drivers.NATIVE
     return (parsed or drivers.parse(cached, table)).open(cached)
+
+
+def open_with_openslide(path: str) -> OpenSlideReader:
+    """``path`` read by OpenSlide whatever the native drivers make of it (the patch
+    pipeline's ``OpenSlideBackend``, for wsistream's pixels): the OpenSlide driver's reader,
+    with OpenSlide's own ``read_region`` and ``thumbnail``. ``UnsupportedFormat`` when
+    OpenSlide cannot read it; ``ImportError`` naming the extra without OpenSlide."""
+    from ..format.openslide_driver import open_local, require_openslide
+
+    require_openslide()
+    return open_local(path)
