@@ -234,6 +234,25 @@ def test_native_tile_requests_are_served_without_a_render(app: Flask, client: An
     assert len(renders) == 1  # not a native tile: rendered
 
 
+def test_regions_a_pixel_off_a_tile_are_rendered(app: Flask, client: Any,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Level-0 tile (1, 0) is 256,0,256,256: a box one pixel off is other pixels, so it is
+    rendered under its own key, never served as that tile (nor as its cache entry)."""
+    renders: list[object] = []
+    real = service_module.render_region
+    monkeypatch.setattr(service_module, "render_region",
+                        lambda *a, **k: renders.append(a) or real(*a, **k))
+    tile = client.get(f"/tiles/{SLIDE}/0/1/0.jpg")
+    assert tile.status_code == 200
+    for region in ("257,0,256,256", "255,1,256,256", "256,0,257,256", "511,0,512,512"):
+        iiif = client.get(f"{BASE}/{region}/256,/0/default.jpg")
+        assert iiif.status_code == 200, region
+        assert iiif.headers["ETag"] != tile.headers["ETag"], region
+        assert iiif.headers.get("X-Tile-Cache-Hit") != "true", region
+    assert len(renders) == 4
+    assert services(app).tiles.stats.native == 1  # the /tiles request only
+
+
 def test_a_region_reads_only_the_tiles_it_covers(app: Flask, client: Any,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """A 700x500 box at half resolution is read from level 1 (downsample 2): the four

@@ -17,7 +17,10 @@ from ..format.info import LevelGeometry
 ROTATIONS = (0, 90, 180, 270)
 QUALITIES = ("default", "color", "gray", "bitonal")
 MEDIA_TYPES = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
-NATIVE_TOLERANCE = 1.0  # level pixels a native tile's origin may differ from the request's
+ORIGIN_ROUNDING = 0.5
+"""Level-0 pixels a native tile's region origin may be from the request's when that origin is
+fractional (a reduced level whose downsample is not an integer): the rounding of it."""
+_EXACT = 1e-6  # float noise in level-0 pixels
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,27 +83,37 @@ def tile_region(info: LevelGeometry, base: tuple[int, int], x: int, y: int
 def native_tile(levels: Sequence[LevelGeometry], base: tuple[int, int],
                 region: tuple[float, float, float, float], size: tuple[int, int]
                 ) -> tuple[int, int, int] | None:
-    """``(level, x, y)`` when ``region`` at ``size`` is one native tile (cropped at the
-    level's edge): the level's scale matches ``size / region`` within one pixel per side and
-    the tile's origin is within ``NATIVE_TOLERANCE`` level pixels of the region's. Else
-    None. Such a request is served from the stored tile, with no region render."""
+    """``(level, x, y)`` when ``region`` at ``size`` is the stored tile ``(x, y)`` of
+    ``level`` (cropped at the level's edge), else None; such a request is served from that
+    tile, with no render. The tolerance absorbs only what integer level-0 coordinates cannot
+    say: each side of ``region`` starts within ``ORIGIN_ROUNDING`` level-0 px of the tile's
+    level-0 origin when that origin is fractional (exactly on it when it is an integer, as
+    at level 0), and its length is within less than one level pixel (``1 / f`` level-0 px,
+    ``f`` the level's size over level 0's) of the tile's level-0 length (exactly it at level
+    0); ``size`` is the tile's own size."""
     rx, ry, rw, rh = region
     for info in levels:
         fx, fy = info.width / base[0], info.height / base[1]
-        lx, ly = rx * fx, ry * fy
-        tx, ty = round(lx / info.tile_width), round(ly / info.tile_height)
+        tx, ty = round(rx * fx / info.tile_width), round(ry * fy / info.tile_height)
         if not (0 <= tx < info.tiles_x and 0 <= ty < info.tiles_y):
             continue
-        if (abs(lx - tx * info.tile_width) > NATIVE_TOLERANCE
-                or abs(ly - ty * info.tile_height) > NATIVE_TOLERANCE):
-            continue
-        w = min(info.tile_width, info.width - tx * info.tile_width)
-        h = min(info.tile_height, info.height - ty * info.tile_height)
-        if size != (w, h):
-            continue
-        if abs(rw * fx - w) <= NATIVE_TOLERANCE + 1 and abs(rh * fy - h) <= NATIVE_TOLERANCE + 1:
+        (x0, y0, w0, h0), tile_size = tile_region(info, base, tx, ty)
+        if (size == tile_size and _origin_matches(rx, x0) and _origin_matches(ry, y0)
+                and _length_matches(rw, w0, fx) and _length_matches(rh, h0, fy)):
             return info.level, tx, ty
     return None
+
+
+def _origin_matches(requested: float, origin: float) -> bool:
+    tolerance = _EXACT if abs(origin - round(origin)) <= _EXACT else ORIGIN_ROUNDING + _EXACT
+    return abs(requested - origin) <= tolerance
+
+
+def _length_matches(requested: float, length: float, factor: float) -> bool:
+    """``factor``: level pixels per level-0 pixel (1 at level 0: exact)."""
+    if abs(factor - 1) <= _EXACT:
+        return abs(requested - length) <= _EXACT
+    return abs(requested - length) < 1 / factor
 
 
 def scaled_level_size(base: tuple[int, int], region: tuple[float, float, float, float],

@@ -8,6 +8,7 @@ import pytest
 
 from wsi_streamer.errors import InvalidParameter, NotImplementedFeature
 from wsi_streamer.tile import iiif
+from wsi_streamer.tile.dzi import DeepZoom
 from wsi_streamer.tile.request import ImageRequest, native_tile, tile_region
 
 
@@ -79,15 +80,96 @@ def test_every_native_tile_is_found_from_its_region() -> None:
 
 
 def test_iiif_tiles_at_scale_factors_are_native_tiles() -> None:
-    """What OpenSeadragon asks for at scale factor 4: integer level-0 boxes of 1024 px,
-    within a pixel of level 1's tiles (downsample 4.0004 x 4.0017)."""
-    assert native_tile(LEVELS, BASE, (1024.0, 2048.0, 1024.0, 1024.0), (256, 256)) == (1, 1, 2)
-    # The last column: 10001 - 9216 = 785 level-0 px; level 1 has 2500 - 2304 = 196 px there,
-    # OpenSeadragon asks for ceil(785 / 4) = 197: only the stored tile's own size matches.
-    assert native_tile(LEVELS, BASE, (9216.0, 0.0, 785.0, 1024.0), (196, 256)) == (1, 9, 0)
-    assert native_tile(LEVELS, BASE, (9216.0, 0.0, 785.0, 1024.0), (197, 256)) is None
+    """What OpenSeadragon asks for at scale factor 4: integer level-0 boxes of 1024 px. Level
+    1's downsample is 4.0004 x 4.0017, so its tile (1, 2) starts at (1024.10, 2048.88): a box
+    at y 2049 is that tile (the rounding of its origin), one at 2048 is not (0.88 px off)."""
+    assert native_tile(LEVELS, BASE, (1024.0, 1024.0, 1024.0, 1024.0), (256, 256)) == (1, 1, 1)
+    assert native_tile(LEVELS, BASE, (1024.0, 2049.0, 1024.0, 1024.0), (256, 256)) == (1, 1, 2)
+    assert native_tile(LEVELS, BASE, (1024.0, 2048.0, 1024.0, 1024.0), (256, 256)) is None
+    # The last column starts at 2304 * 4.0004 = 9216.92 and ends at the image's edge, 10001:
+    # level 1 has 2500 - 2304 = 196 px there; only the stored tile's own size matches.
+    assert native_tile(LEVELS, BASE, (9217.0, 0.0, 784.0, 1024.0), (196, 256)) == (1, 9, 0)
+    assert native_tile(LEVELS, BASE, (9217.0, 0.0, 784.0, 1024.0), (197, 256)) is None
+    assert native_tile(LEVELS, BASE, (9216.0, 0.0, 785.0, 1024.0), (196, 256)) is None
     assert native_tile(LEVELS, BASE, (1000.0, 0.0, 1024.0, 1024.0), (256, 256)) is None
     assert native_tile(LEVELS, BASE, (1024.0, 0.0, 1024.0, 1024.0), (255, 255)) is None
+
+
+# A power-of-two pyramid (the integration tests' a.svs): every level's origins are integers.
+POW2 = (Level(0, 1536, 1152), Level(1, 768, 576), Level(2, 384, 288), Level(3, 192, 144))
+POW2_BASE = (1536, 1152)
+
+
+@pytest.mark.parametrize(("region", "size"), [
+    ((257.0, 0.0, 256.0, 256.0), (256, 256)), ((255.0, 1.0, 256.0, 256.0), (256, 256)),
+    ((256.0, 0.0, 257.0, 256.0), (256, 256)), ((256.0, 0.0, 256.0, 255.0), (256, 256)),
+    ((256.5, 0.0, 256.0, 256.0), (256, 256)), ((1281.0, 1024.0, 255.0, 128.0), (256, 128)),
+])
+def test_level0_regions_off_by_a_pixel_are_not_native(
+        region: tuple[float, float, float, float], size: tuple[int, int]) -> None:
+    """At level 0 a tile is served natively only for its exact region: one pixel off in
+    origin or size is other pixels."""
+    assert native_tile(POW2, POW2_BASE, region, size) is None
+
+
+@pytest.mark.parametrize(("region", "size"), [
+    ((511.0, 0.0, 512.0, 512.0), (256, 256)), ((512.0, 1.0, 512.0, 512.0), (256, 256)),
+    ((512.0, 0.0, 514.0, 512.0), (256, 256)), ((1023.0, 1024.0, 513.0, 128.0), (256, 64)),
+    ((1023.0, 0.0, 513.0, 1024.0), (128, 256)),
+])
+def test_reduced_level_regions_off_by_a_level0_pixel_are_not_native(
+        region: tuple[float, float, float, float], size: tuple[int, int]) -> None:
+    """Level 1 of ``POW2`` starts its tiles at exact level-0 pixels: nothing to round."""
+    assert native_tile(POW2, POW2_BASE, region, size) is None
+
+
+def test_exact_tiles_are_native_at_every_level_including_edges() -> None:
+    for levels, base in ((POW2, POW2_BASE), (LEVELS, BASE)):
+        for info in levels:
+            for ty in range(info.tiles_y):
+                for tx in range(info.tiles_x):
+                    (x, y, w, h), size = tile_region(info, base, tx, ty)
+                    # What a client sending integers asks for: the edges rounded.
+                    rounded = (round(x), round(y), round(x + w) - round(x),
+                               round(y + h) - round(y))
+                    expected = (info.level, tx, ty)
+                    assert native_tile(levels, base, rounded, size) == expected, rounded
+
+
+def test_deep_zoom_tiles_with_overlap_are_not_native() -> None:
+    """A Deep Zoom tile (254 px + 1 px overlap) is never a stored 256 px tile, even where its
+    box is one pixel from one: column and row 127 start at 32257, tile 126 at 32256."""
+    levels = (Level(0, 40000, 36000), Level(1, 10000, 9000), Level(2, 2500, 2250))
+    base = (40000, 36000)
+    dz = DeepZoom(*base, tile_size=254, overlap=1)
+    top = dz.level_count - 1
+    x, y, w, h = dz.tile_bounds(top, 127, 127)
+    assert (x, y, w, h) == (32257, 32257, 256, 256)
+    assert native_tile(levels, base, (x, y, w, h), (w, h)) is None
+    for level in (top, top - 2, top - 4):
+        scale = dz.scale(level)
+        cols, rows = dz.tile_grid(level)
+        for col in range(0, cols, 7):
+            for row in range(0, rows, 7):
+                x, y, w, h = dz.tile_bounds(level, col, row)
+                region = (x * scale, y * scale, w * scale, h * scale)
+                assert native_tile(levels, base, region, (w, h)) is None, (level, col, row)
+
+
+def test_deep_zoom_tiles_that_are_stored_tiles_are_native() -> None:
+    """With 256 px tiles and no overlap, Deep Zoom levels at the pyramid's downsamples are
+    exactly its tiles."""
+    dz = DeepZoom(*POW2_BASE, tile_size=256, overlap=0)
+    top = dz.level_count - 1
+    for info in POW2:
+        level = top - info.level
+        scale = dz.scale(level)
+        cols, rows = dz.tile_grid(level)
+        for col in range(cols):
+            for row in range(rows):
+                x, y, w, h = dz.tile_bounds(level, col, row)
+                region = (x * scale, y * scale, w * scale, h * scale)
+                assert native_tile(POW2, POW2_BASE, region, (w, h)) == (info.level, col, row)
 
 
 def test_canonical_path() -> None:
