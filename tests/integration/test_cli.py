@@ -230,6 +230,57 @@ def test_serve_flags_reach_the_running_app(slides_dir: Path, tmp_path: Path) -> 
         stop_process(process)
 
 
+def test_serve_source_wins_over_storage_variables(tmp_path: Path) -> None:
+    """``WSI_STORAGE=<a CDN> WSI_S3_BUCKET=prod wsi-streamer serve <empty folder>`` serves
+    the folder (with its demo slide), not the CDN or the bucket."""
+    import urllib.request
+
+    from tests.servers import stop_process, wait_healthy
+
+    folder = tmp_path / "empty"
+    port = free_port()
+    full = {k: v for k, v in os.environ.items() if not k.startswith("WSI_")}
+    full.update(WSI_STORAGE=f"http://127.0.0.1:{free_port()}/cdn", WSI_S3_BUCKET="prod",
+                WSI_TILE_CACHE_DIR=str(tmp_path / "tc"), PROMETHEUS_MULTIPROC_DIR="")
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [str(BIN / "wsi-streamer"), "serve", str(folder), "--host", "127.0.0.1",
+             "--port", str(port), "--workers", "1", "--threads", "2"],
+            cwd=REPO_ROOT, env=full, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(process, url, log.read_text, timeout=60)
+        with urllib.request.urlopen(url + "/slides", timeout=30) as resp:  # noqa: S310
+            listing = json.loads(resp.read())
+        assert "demo-slide.tif" in json.dumps(listing), listing
+        assert (folder / "demo-slide.tif").is_file()
+        assert f"{folder} was empty" in log.read_text()
+    finally:
+        stop_process(process)
+
+
+@pytest.mark.parametrize("problem", ["shared", "holds cache.db"])
+def test_serve_refuses_an_unsafe_metrics_folder(problem: str, tmp_path: Path) -> None:
+    """An explicit PROMETHEUS_MULTIPROC_DIR that others can write, or that holds another
+    program's ``*.db`` (a diskcache ``cache.db``), is refused in one line naming the
+    variable, and nothing in it is deleted."""
+    folder = tmp_path / "metrics"
+    folder.mkdir(mode=0o700)
+    if problem == "shared":
+        folder.chmod(0o777)
+        kept, words = folder / "counter_1.db", ["writable by group"]
+    else:
+        kept, words = folder / "cache.db", ["cache.db", "folder of their own"]
+    kept.write_bytes(b"someone else's")
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(folder), "WSI_TILE_CACHE_DIR": str(tmp_path / "tc"),
+           "WSI_HOST": "127.0.0.1", "WSI_PORT": str(free_port())}
+    # (Before the fix the server started instead, and the 30 s subprocess timeout ended it.)
+    result = cli(["serve", str(tmp_path / "slides")], env, "wsi-streamer", timeout=30)
+    _one_failure_line(result, "PROMETHEUS_MULTIPROC_DIR", str(folder), *words)
+    assert kept.read_bytes() == b"someone else's"
+
+
 def test_serve_port_in_use(slides_dir: Path) -> None:
     import socket
 

@@ -25,9 +25,11 @@ from flask.cli import ScriptInfo, with_appcontext
 from .. import __version__
 from ..config import SETTINGS, Config, Setting, read_secret_file, setting_from_env
 from ..errors import ConfigError, StorageConnectionError, WsiError
+from ..io.factory import storage_spec
+from ..io.location import parse_storage_url
 from ..patches.cli import patches_group
 from .auth import signed_query, signed_url
-from .services import services
+from .services import services, storage_of
 
 DEMO_NAME = "demo-slide.tif"
 
@@ -126,9 +128,13 @@ def storage_advice(exc: WsiError, config: Config) -> str:
                     or config.s3_endpoint or "the S3 endpoint")
         return (f"{exc}: cannot connect to {endpoint}: check WSI_S3_ENDPOINT (or "
                 "--s3-endpoint) and that the server is up")
-    if not (config.s3_bucket or config.storage) and not os.path.isdir(config.slides_dir):
-        return (f"the slides folder {os.path.abspath(config.slides_dir)} does not exist: "
-                "create it, or set WSI_SLIDES_DIR (or WSI_S3_BUCKET for S3)")
+    try:
+        local = served_folder(config)
+    except ConfigError:
+        local = None
+    if local and not os.path.isdir(local[0]):
+        return (f"the slides folder {os.path.abspath(local[0])} does not exist: "
+                f"create it, or set {local[1]} (or WSI_S3_BUCKET for S3)")
     return str(exc)
 
 
@@ -180,19 +186,32 @@ def settings_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
+# Where the command line can say the slides are: (hint, flag field; None for SOURCE).
+LOCATION_ARGS = (("SOURCE", None), ("--storage", "storage"), ("--s3-bucket", "s3_bucket"),
+                 ("--slides-dir", "slides_dir"))
+
+
 def flags_environ(flags: Mapping[str, Any], source: str | None,
                   base: Mapping[str, str]) -> dict[str, str]:
     """``base`` with each given flag (and SOURCE) written over its variable, so the workers
     gunicorn forks read them through ``Config.from_env``. A bad value is a
-    ``click.BadParameter`` naming the flag and the variable."""
+    ``click.BadParameter`` naming the flag and the variable.
+
+    The storage the command line names wins over every storage variable of ``base``
+    (``services.storage_of`` ranks WSI_STORAGE, then WSI_S3_BUCKET, then WSI_SLIDES_DIR):
+    SOURCE and ``--storage`` become WSI_STORAGE; ``--s3-bucket`` drops WSI_STORAGE,
+    ``--slides-dir`` drops it and WSI_S3_BUCKET; ``--s3-prefix`` re-roots an ``s3://``
+    WSI_STORAGE (its bucket kept) and does nothing for other storage. Two of SOURCE,
+    ``--storage``, ``--s3-bucket``, ``--slides-dir`` are a ``click.UsageError``."""
+    named = [hint for hint, field in LOCATION_ARGS
+             if (flags.get(field) if field else source) is not None]
+    if len(named) > 1:
+        raise click.UsageError(f"{named[0]} and {named[1]} both say where the slides are: "
+                               "give one")
     env = dict(base)
-    if source and source.startswith("s3://"):
-        bucket, _, prefix = source[5:].partition("/")
-        env.update({"WSI_S3_BUCKET": bucket, "WSI_S3_PREFIX": prefix})
-    elif source and "://" in source:
+    if source is not None:
+        _check_storage_url(source, "SOURCE", "")
         env["WSI_STORAGE"] = source
-    elif source:
-        env["WSI_SLIDES_DIR"] = source
     for setting in SETTINGS:
         value = flags.get(setting.field)
         if value is None or setting.option is None:
@@ -203,8 +222,41 @@ def flags_environ(flags: Mapping[str, Any], source: str | None,
         except ValueError as exc:
             raise click.BadParameter(f"{exc} (variable {setting.env})",
                                      param_hint=setting.option) from None
+        if setting.field == "storage":
+            _check_storage_url(raw, setting.option, f" (variable {setting.env})")
         env[setting.env] = raw
+    if flags.get("s3_bucket") is not None:
+        env.pop("WSI_STORAGE", None)
+    if flags.get("slides_dir") is not None:
+        env.pop("WSI_STORAGE", None)
+        env.pop("WSI_S3_BUCKET", None)
+    if flags.get("s3_prefix") is not None and env.get("WSI_STORAGE"):
+        try:
+            spec = parse_storage_url(env["WSI_STORAGE"])
+        except ValueError:
+            spec = None  # left for Config/storage_of to report, naming WSI_STORAGE
+        if spec is not None and spec.scheme == "s3":
+            del env["WSI_STORAGE"]
+            env["WSI_S3_BUCKET"] = spec.host
     return env
+
+
+def _check_storage_url(url: str, hint: str, suffix: str) -> None:
+    """``click.BadParameter`` (``hint``, the problem, ``suffix``) for a storage URL or
+    folder that no backend serves."""
+    try:
+        storage_spec(url)
+    except ValueError as exc:
+        raise click.BadParameter(f"{exc}{suffix}", param_hint=hint) from None
+
+
+def served_folder(config: Config) -> tuple[str, str] | None:
+    """(folder, the variable that named it) when ``config``'s storage is a local folder
+    (``services.storage_of``), else None. ``ConfigError`` for a bad WSI_STORAGE."""
+    spec, _ = storage_of(config)
+    if spec.scheme != "file":
+        return None
+    return spec.prefix, "WSI_STORAGE" if config.storage else "WSI_SLIDES_DIR"
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -230,16 +282,17 @@ def check_port_free(host: str, port: int) -> None:
 def serve_command(source: str | None, **flags: Any) -> None:
     """Run the service under gunicorn.
 
-    SOURCE: s3://bucket[/prefix], another storage URL (WSI_STORAGE), or a folder
-    (WSI_SLIDES_DIR). With no bucket the local folder is used, and a demo slide is written
-    there if it is empty. Each flag overrides its environment variable."""
+    SOURCE: s3://bucket[/prefix], another storage URL or a folder; it is WSI_STORAGE, and
+    wins over every storage variable (as each storage flag does). A local folder that holds
+    no slide gets a demo slide. Each flag overrides its environment variable."""
     environ = flags_environ(flags, source, os.environ)
     try:
         config = Config.from_env(environ)
+        local = served_folder(config)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
-    if not (config.s3_bucket or config.storage) and ensure_demo_slide(config.slides_dir):
-        click.echo(f"{config.slides_dir} was empty: wrote {DEMO_NAME}")
+    if local and ensure_demo_slide(local[0]):
+        click.echo(f"{local[0]} was empty: wrote {DEMO_NAME}")
     check_port_free(config.host, config.port)
     run_gunicorn(environ)
 

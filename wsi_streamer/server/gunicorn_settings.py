@@ -5,15 +5,16 @@ network-related is created before fork.
 
 Metrics (``metrics``): prometheus_client's multiprocess mode needs ``PROMETHEUS_MULTIPROC_DIR``
 set before a worker imports it. ``settings`` sets it, to ``Config.metrics_dir`` or a new
-private folder (``wsi_streamer-metrics-*`` in the temp dir, removed at exit); ``on_starting``
-wipes the folder's files (a fresh master starts from zero: Prometheus sees a counter reset);
-``child_exit`` marks a dead worker (its live gauges go, its counters stay, so host totals
-never go backwards when a worker is replaced)."""
+private folder (``wsi_streamer-metrics-*`` in the temp dir, removed at exit); a given folder
+must be private to this user (``slide.cachedir.ensure_private_dir``). ``on_starting`` deletes
+prometheus_client's files there, and only those (a fresh master starts from zero: Prometheus
+sees a counter reset); ``child_exit`` marks a dead worker (its live gauges go, its counters
+stay, so host totals never go backwards when a worker is replaced)."""
 
 from __future__ import annotations
 
-import glob
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -22,9 +23,13 @@ from typing import Any
 from gunicorn.glogging import Logger as _GunicornLogger
 
 from ..config import Config
+from ..errors import ConfigError
+from ..slide.cachedir import ensure_private_dir
 from .memory import tune_malloc
 
 _PRIVATE_METRICS: list[str] = []  # folders settings() created, removed by on_exit
+METRICS_SETTING = "PROMETHEUS_MULTIPROC_DIR"
+METRIC_FILE = re.compile(r"(?:counter|histogram|summary|gauge_[a-z]+)_[0-9]+\.db")
 
 
 def settings(config: Config | None = None) -> dict[str, Any]:
@@ -63,22 +68,45 @@ def settings(config: Config | None = None) -> dict[str, Any]:
 
 def metrics_dir(config: Config) -> str:
     """``config.metrics_dir`` (created 0700 if missing), else the folder already chosen for
-    this process (a config reload keeps it), else a new private one."""
-    if config.metrics_dir:
-        os.makedirs(config.metrics_dir, mode=0o700, exist_ok=True)
-        return config.metrics_dir
+    this process (a config reload keeps it), else a new private one. ``ConfigError`` naming
+    ``PROMETHEUS_MULTIPROC_DIR`` when the given folder is not private to this user (another
+    user could plant or swap metric files, and ``on_starting`` deletes files there), cannot
+    be created, or holds a ``*.db`` that is not a metric file (a diskcache ``cache.db``:
+    prometheus_client reads every ``*.db`` there, so ``/metrics`` would fail)."""
+    folder = config.metrics_dir
+    if folder:
+        try:
+            ensure_private_dir(folder, setting=METRICS_SETTING)
+            foreign = sorted(name for name in os.listdir(folder)
+                             if name.endswith(".db") and not is_metric_file(name))
+        except OSError as exc:
+            raise ConfigError(f"{METRICS_SETTING}: cannot use {folder}: "
+                              f"{exc.strerror or exc}") from None
+        if foreign:
+            raise ConfigError(f"{METRICS_SETTING}: {folder} holds {', '.join(foreign[:3])}, "
+                              "not prometheus_client's files (it reads every *.db there): "
+                              "give the metrics a folder of their own")
+        return folder
     if not _PRIVATE_METRICS:
         _PRIVATE_METRICS.append(tempfile.mkdtemp(prefix="wsi_streamer-metrics-"))
     return _PRIVATE_METRICS[0]
 
 
+def is_metric_file(name: str) -> bool:
+    """Whether ``name`` is one of prometheus_client's multiprocess files: ``<type>_<pid>.db``
+    with type ``counter``, ``histogram``, ``summary`` or ``gauge_<mode>`` (its
+    ``values.MultiProcessValue``). Anything else in the folder (a ``cache.db``) is not."""
+    return METRIC_FILE.fullmatch(name) is not None
+
+
 def on_starting(server: Any) -> None:
     """gunicorn hook, in the master before the first fork: no metric file of an earlier run
-    is left (they would be summed with this run's)."""
+    is left (they would be summed with this run's); other files in the folder are kept."""
     folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if folder:
-        for path in glob.glob(os.path.join(folder, "*.db")):
-            os.remove(path)
+        for entry in os.scandir(folder):
+            if is_metric_file(entry.name) and entry.is_file(follow_symlinks=False):
+                os.remove(entry.path)
 
 
 def child_exit(server: Any, worker: Any) -> None:

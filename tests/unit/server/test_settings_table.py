@@ -16,9 +16,12 @@ from click.testing import CliRunner
 
 from wsi_streamer.config import SETTINGS, SETTINGS_BY_FIELD, Config, setting_from_env
 from wsi_streamer.errors import ConfigError
+from wsi_streamer.io.location import StorageSpec
 from wsi_streamer.server import cli
 from wsi_streamer.server.gunicorn_settings import settings as gunicorn_settings
+from wsi_streamer.server.services import storage_of
 
+ENSURE_DEMO = cli.ensure_demo_slide  # the real one, before Captured replaces it
 README = Path(__file__).resolve().parents[3] / "README.md"
 
 # A valid value, other than the default, for every setting (as a user would type it).
@@ -90,16 +93,24 @@ class Captured:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.environ: dict[str, str] | None = None
+        self.demo_folders: list[str] = []  # where serve wrote (here: would write) a demo slide
         monkeypatch.setattr(cli, "run_gunicorn", self._run)
         monkeypatch.setattr(cli, "check_port_free", lambda host, port: None)
-        monkeypatch.setattr(cli, "ensure_demo_slide", lambda folder: None)
+        monkeypatch.setattr(cli, "ensure_demo_slide", self._demo)
 
     def _run(self, environ: dict[str, str]) -> None:
         self.environ = dict(environ)
 
+    def _demo(self, folder: str) -> None:
+        self.demo_folders.append(folder)
+
     def config(self) -> Config:
         assert self.environ is not None
         return Config.from_env(self.environ)
+
+    def served(self) -> StorageSpec:
+        """Where the workers would read slides (``services.storage_of``, as they do)."""
+        return storage_of(self.config())[0]
 
 
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -108,6 +119,22 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("WSI_") or name == "PROMETHEUS_MULTIPROC_DIR":
             monkeypatch.delenv(name)
+
+
+# Variables that outrank a location flag in ``services.storage_of`` (WSI_STORAGE over the
+# aliases, WSI_S3_BUCKET over WSI_SLIDES_DIR): set too, the flag must still win.
+COMPETING = {
+    "storage": {"WSI_S3_BUCKET": "env-bucket", "WSI_SLIDES_DIR": "/env/slides"},
+    "s3_bucket": {"WSI_STORAGE": "https://env.example/p", "WSI_SLIDES_DIR": "/env/slides"},
+    "s3_prefix": {"WSI_STORAGE": "s3://env-bucket/env-prefix", "WSI_SLIDES_DIR": "/env/slides"},
+    "slides_dir": {"WSI_STORAGE": "https://env.example/p", "WSI_S3_BUCKET": "env-bucket"},
+}
+SERVED = {
+    "storage": StorageSpec("https", "tiles.example.org", "slides"),
+    "s3_bucket": StorageSpec("s3", "my-bucket", ""),
+    "s3_prefix": StorageSpec("s3", "env-bucket", "cases/2024"),  # the variable's bucket
+    "slides_dir": StorageSpec("file", "", "/srv/slides"),
+}
 
 
 @pytest.mark.parametrize("setting", [s for s in SETTINGS if s.option], ids=lambda s: s.option)
@@ -125,6 +152,7 @@ def test_each_flag_overrides_its_variable(setting: Any, monkeypatch: pytest.Monk
         env[setting.env] = setting.default if setting.default[0] not in "n$me" else "x"
         if setting.field in ("workers",):
             env[setting.env] = "5"
+    env.update(COMPETING.get(setting.field, {}))
     args = ["serve", setting.option if setting.boolean else f"{setting.option}={sample}"]
     result = CliRunner().invoke(cli.main, args, env=env, catch_exceptions=False)
     assert result.exit_code == 0, result.output
@@ -133,6 +161,8 @@ def test_each_flag_overrides_its_variable(setting: Any, monkeypatch: pytest.Monk
     if setting.field == "auth_secret_file":
         assert config.auth_secret == "from-the-file"  # the file wins over the variable
     assert getattr(config, setting.field) == expected
+    if setting.field in SERVED:  # the storage the workers open is the flag's
+        assert captured.served() == SERVED[setting.field]
 
 
 def test_booleans_have_a_negative_flag(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -147,12 +177,92 @@ def test_booleans_have_a_negative_flag(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_source_argument(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     _clean_env(monkeypatch)
     captured = Captured(monkeypatch)
-    for source, field, value in (("s3://bkt/a/b", "s3_bucket", "bkt"),
-                                 ("https://h.example/p", "storage", "https://h.example/p"),
-                                 (str(tmp_path), "slides_dir", str(tmp_path))):
-        assert CliRunner().invoke(cli.main, ["serve", source]).exit_code == 0
-        assert getattr(captured.config(), field) == value
-    assert captured.config().s3_prefix == ""
+    for source, served in (("s3://bkt/a/b", StorageSpec("s3", "bkt", "a/b")),
+                           ("https://h.example/p", StorageSpec("https", "h.example", "p")),
+                           (str(tmp_path), StorageSpec("file", "", str(tmp_path)))):
+        result = CliRunner().invoke(cli.main, ["serve", source])
+        assert result.exit_code == 0, result.output
+        assert captured.served() == served
+    assert captured.demo_folders == [str(tmp_path)]  # only the folder gets a demo slide
+
+
+@pytest.mark.parametrize(("env", "source", "served"), [
+    ({"WSI_STORAGE": "https://cdn.example/p"}, "FOLDER", StorageSpec("file", "", "FOLDER")),
+    ({"WSI_S3_BUCKET": "prod"}, "FOLDER", StorageSpec("file", "", "FOLDER")),
+    ({"WSI_STORAGE": "file:///srv"}, "s3://other/x", StorageSpec("s3", "other", "x")),
+    ({"WSI_S3_BUCKET": "prod", "WSI_S3_PREFIX": "old", "WSI_SLIDES_DIR": "/env"},
+     "https://h.example/p", StorageSpec("https", "h.example", "p")),
+    ({"WSI_STORAGE": "s3://prod/p", "WSI_SLIDES_DIR": "/env"}, "s3://other",
+     StorageSpec("s3", "other", "")),
+], ids=["cdn-vs-folder", "bucket-vs-folder", "file-vs-s3", "bucket-vs-https", "s3-vs-s3"])
+def test_source_wins_over_the_environment(env: dict[str, str], source: str,
+                                          served: StorageSpec, monkeypatch: pytest.MonkeyPatch,
+                                          tmp_path: Path) -> None:
+    """``WSI_STORAGE=https://cdn.example/p wsi-streamer serve /tmp`` serves /tmp: SOURCE is
+    WSI_STORAGE, above every storage variable of the environment."""
+    _clean_env(monkeypatch)
+    captured = Captured(monkeypatch)
+    folder = str(tmp_path / "slides")
+    source = source.replace("FOLDER", folder)
+    served = dataclasses.replace(served, prefix=served.prefix.replace("FOLDER", folder))
+    result = CliRunner().invoke(cli.main, ["serve", source], env=env)
+    assert result.exit_code == 0, result.output
+    assert captured.served() == served
+    assert captured.demo_folders == ([folder] if served.scheme == "file" else [])
+
+
+@pytest.mark.parametrize("env", [{"WSI_S3_BUCKET": "prod"}, {"WSI_STORAGE": "s3://prod/p"},
+                                 {"WSI_STORAGE": "file:///srv"}])
+def test_storage_flag_wins_over_source_variables(env: dict[str, str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    _clean_env(monkeypatch)
+    captured = Captured(monkeypatch)
+    result = CliRunner().invoke(cli.main, ["serve", "--storage", "https://h.example/q"],
+                                env=env)
+    assert result.exit_code == 0, result.output
+    assert captured.served() == StorageSpec("https", "h.example", "q")
+    assert captured.demo_folders == []
+
+
+@pytest.mark.parametrize(("args", "env"), [
+    (["FOLDER"], {"WSI_STORAGE": "https://cdn.example/p"}),  # SOURCE
+    (["--slides-dir", "FOLDER"], {"WSI_S3_BUCKET": "prod"}),  # --slides-dir
+    ([], {"WSI_SLIDES_DIR": "FOLDER"}),  # WSI_SLIDES_DIR
+    ([], {"WSI_STORAGE": "file://FOLDER", "WSI_SLIDES_DIR": "/elsewhere"}),  # file:// URL
+], ids=["source", "slides-dir", "WSI_SLIDES_DIR", "file-url"])
+def test_a_local_folder_gets_the_demo_slide(args: list[str], env: dict[str, str],
+                                            monkeypatch: pytest.MonkeyPatch,
+                                            tmp_path: Path) -> None:
+    """However the folder is named, an empty one gets the demo slide (the real
+    ``ensure_demo_slide``: the file is written) and is what the workers serve."""
+    _clean_env(monkeypatch)
+    captured = Captured(monkeypatch)
+    monkeypatch.setattr(cli, "ensure_demo_slide", ENSURE_DEMO)
+    folder = str(tmp_path / "empty")
+    args = [a.replace("FOLDER", folder) for a in args]
+    env = {k: v.replace("FOLDER", folder) for k, v in env.items()}
+    result = CliRunner().invoke(cli.main, ["serve", *args], env=env)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "empty" / cli.DEMO_NAME).is_file(), result.output
+    assert f"wrote {cli.DEMO_NAME}" in result.output
+    assert captured.served() == StorageSpec("file", "", folder)
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["s3://a", "--storage", "https://h.example/p"], ["SOURCE", "--storage"]),
+    (["--s3-bucket", "b", "--slides-dir", "/x"], ["--s3-bucket", "--slides-dir"]),
+    (["gopher://h/p"], ["SOURCE", "gopher"]),
+    (["--storage", "https://u:p@h/x"], ["--storage", "WSI_STORAGE", "credentials"]),
+])
+def test_conflicting_or_bad_storage_on_the_command_line(args: list[str], words: list[str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    _clean_env(monkeypatch)
+    captured = Captured(monkeypatch)
+    result = CliRunner().invoke(cli.main, ["serve", *args])
+    assert result.exit_code != 0 and captured.environ is None, result.output
+    (error,) = [ln for ln in result.output.splitlines() if ln.startswith("Error: ")]
+    for word in words:
+        assert word in error, result.output
 
 
 @pytest.mark.parametrize(("args", "words"), [
@@ -257,3 +367,75 @@ def test_setting_from_env_names_the_variable() -> None:
     with pytest.raises(ConfigError, match="WSI_SIGNATURE_TTL"):
         setting_from_env("signature_ttl", {"WSI_SIGNATURE_TTL": "soon"})
     assert SETTINGS_BY_FIELD["auth_secret"].secret
+
+
+def test_metrics_wipe_deletes_only_prometheus_files(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """``on_starting`` deletes an earlier run's prometheus_client files (every type and
+    gauge mode, named as prometheus_client names them) and nothing else: a diskcache
+    ``cache.db`` sharing the folder survives."""
+    from prometheus_client import values
+
+    from wsi_streamer.server.gunicorn_settings import on_starting
+
+    folder = tmp_path / "metrics"
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")  # restored after the test
+    gunicorn_settings(Config(metrics_dir=str(folder)))
+    # Real files, written by prometheus_client itself for a "pid" of 4242.
+    value_class = values.MultiProcessValue(lambda: 4242)
+    monkeypatch.setattr(values, "ValueClass", value_class)
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary
+
+    registry = CollectorRegistry()
+    try:
+        Counter("c", "c", registry=registry).inc()
+        Histogram("h", "h", registry=registry).observe(1)
+        Summary("s", "s", registry=registry).observe(1)
+        for mode in ("all", "livesum", "mostrecent"):
+            Gauge(f"g_{mode}", "g", registry=registry, multiprocess_mode=mode).set(1)
+    finally:
+        value_class.close_all_files()
+    written = sorted(p.name for p in folder.iterdir())
+    assert written == ["counter_4242.db", "gauge_all_4242.db", "gauge_livesum_4242.db",
+                       "gauge_mostrecent_4242.db", "histogram_4242.db", "summary_4242.db"]
+    kept = ["cache.db", "counter.db", "counter_12.db.bak", "gauge_12.txt", "notes_12.db",
+            "counter_x.db"]
+    for name in kept:
+        (folder / name).write_bytes(b"not a metric file")
+    (folder / "sub").mkdir()
+    (folder / "sub" / "counter_1.db").write_bytes(b"")
+    on_starting(None)
+    assert sorted(p.name for p in folder.iterdir()) == sorted([*kept, "sub"])
+    assert (folder / "sub" / "counter_1.db").exists()
+
+
+@pytest.mark.parametrize("problem", ["group-writable", "world-writable", "a file",
+                                     "foreign db"])
+def test_shared_metrics_folder_is_refused(problem: str, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")  # restored after the test
+    folder = tmp_path / "metrics"
+    if problem == "a file":
+        folder.write_text("")
+    else:
+        folder.mkdir(mode=0o700)
+        if problem.endswith("writable"):
+            folder.chmod(0o770 if problem == "group-writable" else 0o777)
+        else:  # diskcache's database: prometheus_client would try to read it
+            (folder / "cache.db").write_bytes(b"")
+        (folder / "counter_1.db").write_bytes(b"")
+    with pytest.raises(ConfigError) as caught:
+        gunicorn_settings(Config(metrics_dir=str(folder)))
+    message = str(caught.value)
+    assert message.startswith("PROMETHEUS_MULTIPROC_DIR: ") and "\n" not in message
+    assert str(folder) in message
+    if problem != "a file":
+        assert (folder / "counter_1.db").exists()
+
+
+def test_private_metrics_folder_is_made_0700(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")  # restored after the test
+    folder = tmp_path / "a" / "metrics"
+    gunicorn_settings(Config(metrics_dir=str(folder)))
+    assert folder.stat().st_mode & 0o777 == 0o700
