@@ -305,10 +305,10 @@ def test_signed_info_json_hands_out_a_path_token(auth_client: Any) -> None:
     assert auth_client.get(_local(base) + "/info.json").status_code == 200
     # The token is scoped to its slide, and cannot be altered.
     other = _local(base).replace(f"/{SLIDE}", "/b.svs")
-    assert auth_client.get(other + "/full/64,/0/default.jpg").status_code == 401
+    assert auth_client.get(other + "/full/96,72/0/default.jpg").status_code == 401
     token = _local(base).split("/")[5]
     forged = _local(base).replace(token, "0" * len(token))
-    assert auth_client.get(forged + "/full/64,/0/default.jpg").status_code == 401
+    assert auth_client.get(forged + "/full/96,72/0/default.jpg").status_code == 401
     # Shared caches keep the image no longer than the token lives.
     max_age = int(tile.headers["Cache-Control"].rsplit("=", 1)[1])
     assert 0 < max_age <= 600
@@ -321,13 +321,84 @@ def test_query_viewer_token_covers_iiif_of_its_slide(auth_client: Any) -> None:
     vt = viewer_token(SECRET, SLIDE, exp)
     query = f"?exp={exp}&vt={vt}"
     assert auth_client.get(f"{BASE}/info.json{query}").status_code == 200
-    assert auth_client.get(f"{BASE}/full/64,/0/default.jpg{query}").status_code == 200
+    assert auth_client.get(f"{BASE}/full/96,72/0/default.jpg{query}").status_code == 200
     assert auth_client.get(f"/iiif/3/b.svs/info.json{query}").status_code == 401
     expired = int(time.time()) - 10
     old = f"?exp={expired}&vt={viewer_token(SECRET, SLIDE, expired)}"
     assert auth_client.get(f"{BASE}/info.json{old}").status_code == 401
     path = f"/iiif/3/vt/{expired}/{viewer_token(SECRET, SLIDE, expired)}/{SLIDE}/info.json"
     assert auth_client.get(path).status_code == 401
+
+
+def _grid(info: dict[str, Any]) -> list[str]:
+    """Every ``{region}/{size}`` of the tile grid info.json advertises, as OpenSeadragon and
+    Mirador ask for it (IIIF 3.0 implementation notes, section 3): edge tiles clipped, the size
+    rounded up, ``full`` for a box that is the whole image."""
+    width, height = info["width"], info["height"]
+    (tiles,) = info["tiles"]
+    tw, th = tiles["width"], tiles["height"]
+    paths = []
+    for s in tiles["scaleFactors"]:
+        for y in range(0, height, th * s):
+            for x in range(0, width, tw * s):
+                w, h = min(tw * s, width - x), min(th * s, height - y)
+                region = "full" if (x, y, w, h) == (0, 0, width, height) else f"{x},{y},{w},{h}"
+                paths.append(f"{region}/{-(-w // s)},{-(-h // s)}")
+    return paths
+
+
+def test_viewer_token_reaches_the_advertised_tile_grid_and_sizes(auth_client: Any) -> None:
+    info = auth_client.get(signed_url(SECRET, f"{BASE}/info.json", 600)).get_json()
+    base = _local(info["id"])
+    grid = _grid(info)
+    assert len(grid) == 6 * 5 + 3 * 3 + 2 * 2 + 1 and "full/192,144" in grid
+    for path in grid:
+        response = auth_client.get(f"{base}/{path}/0/default.jpg")
+        assert response.status_code == 200, (path, response.get_data(as_text=True))
+    sizes = [f"full/{s['width']},{s['height']}" for s in info["sizes"]]
+    for path in sizes:
+        response = auth_client.get(f"{base}/{path}/0/default.jpg")
+        assert response.status_code == 200, (path, response.get_data(as_text=True))
+    # Any quality and format of a grid tile; the same URL with the token in the query.
+    assert auth_client.get(f"{base}/512,0,512,512/256,256/0/gray.png").status_code == 200
+    assert auth_client.get(f"{base}/1280,1024,256,128/256,128/0/bitonal.webp").status_code == 200
+    exp = int(time.time()) + 600
+    query = f"?exp={exp}&vt={viewer_token(SECRET, SLIDE, exp)}"
+    assert auth_client.get(f"{BASE}/1024,0,512,512/256,256/0/default.jpg{query}"
+                           ).status_code == 200
+    assert auth_client.get(f"{BASE}{query}").status_code == 303  # the base URI redirect
+
+
+REFUSED_TO_A_TOKEN = [
+    "100,100,300,200/max",  # not on the grid
+    "257,0,256,256/256,256",  # a pixel off a tile
+    "0,0,256,256/128,128",  # a tile at another size
+    "256,0,512,512/256,256",  # not a multiple of the scale factor's box
+    "full/1000,",  # full, not at one of the sizes
+    "full/^max",  # 2364 x 1773: larger than any size (a viewer token gets no such render)
+    "square/max",
+    "0,0,256,256/256,256/90",  # rotated
+    "0,0,256,256/256,256/!0",  # mirrored
+]
+
+
+@pytest.mark.parametrize("path", REFUSED_TO_A_TOKEN)
+def test_viewer_token_is_refused_off_the_grid(auth_client: Any, path: str) -> None:
+    """Each other region or size would be one more render under its own cache key: only a
+    signed URL may ask for it."""
+    rotation = "" if path.count("/") == 2 else "/0"
+    image = f"{path}{rotation}/default.jpg"
+    exp = int(time.time()) + 600
+    token = viewer_token(SECRET, SLIDE, exp)
+    for url in (f"/iiif/3/vt/{exp}/{token}/{SLIDE}/{image}",
+                f"{BASE}/{image}?exp={exp}&vt={token}"):
+        response = auth_client.get(url)
+        assert response.status_code == 401, (url, response.status_code)
+        body = response.get_json()
+        assert body["error"] == "missing_signature" and body["status"] == 401, body
+        assert "signed URL" in body["message"], body
+    signed = auth_client.get(signed_url(SECRET, f"{BASE}/{image}", 600))
+    assert signed.status_code == 200, signed.get_data(as_text=True)
 
 
 # --- pixels against OpenSlide ------------------------------------------------------------

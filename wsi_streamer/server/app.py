@@ -14,6 +14,7 @@ from ..config import Config
 from ..errors import ConfigError, InvalidRequest, InvalidSignature, WsiError
 from .auth import verify
 from .errors import register_error_handlers
+from .iiif import require_viewer_scope
 from .logs import configure_logging, init_access_log
 from .paths import (
     iiif_viewer_slide,
@@ -30,7 +31,8 @@ ViewerScope = Callable[[str], "str | None"]
 # Every endpoint's auth, in one table (``create_app`` refuses an endpoint missing here):
 # PUBLIC never needs a signature; SIGNED needs ``exp`` + ``sig``; a function accepts, besides
 # a signature, the viewer token of the slide it returns for the route's ``rest`` (None: only a
-# signature). /metrics needs auth (API.md).
+# signature; a IIIF image so authorised must also be one info.json advertises:
+# ``iiif.require_viewer_scope``). /metrics needs auth (API.md).
 ENDPOINT_AUTH: dict[str, str | ViewerScope] = {
     "health.health": PUBLIC,
     "static": PUBLIC,
@@ -125,6 +127,9 @@ def _require_signature() -> None:
             params = [("exp", token[0]), ("vt", token[1]), *params]
     verify(config.auth_secret, params, path=_signed_path,
            viewer_slide=_viewer_slide() if callable(scope) else None)
+    if request.endpoint == "iiif.image" and isinstance(rest, str) and not any(
+            name == "sig" for name, _ in params):  # authorised by the slide's viewer token
+        require_viewer_scope(rest)
 
 
 def _signed_path() -> str:

@@ -12,7 +12,8 @@ The path is the request path exactly as sent (percent escapes kept, as in the Ru
 query is compared decoded, so to keep that canonical a signed request whose decoded names or
 values hold ``&`` or ``=`` is refused (``?a=1%26b%3D2`` would sign like ``?a=1&b=2``), and
 ``sig``, ``vt`` and ``exp`` may each appear once. A viewer token authorises ``exp`` and ``vt``
-and no other parameter, so it cannot mint unbounded cache keys."""
+and no other parameter, so it cannot mint unbounded cache keys (IIIF puts region and size in
+the path: ``server.iiif.require_viewer_scope`` bounds those to what info.json advertises)."""
 
 from __future__ import annotations
 

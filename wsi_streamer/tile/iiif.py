@@ -209,20 +209,49 @@ def scale_factors(width: int, height: int, tile: int) -> list[int]:
     return factors
 
 
-def info(base_id: str, width: int, height: int, tile_width: int, tile_height: int
-         ) -> dict[str, Any]:
-    """The image information document (``info.json``) of a ``width x height`` slide whose
-    level 0 has ``tile_width x tile_height`` tiles; ``base_id`` is the image's base URI."""
-    sizes = []
+def sizes(width: int, height: int) -> list[tuple[int, int]]:
+    """``info.json``'s ``sizes``, smallest first: the image halved (rounding up) from the
+    first size within ``OVERVIEW_SIZE`` down to 64 px (or 1 px), at most 8 of them."""
+    found = []
     factor = 1
     while True:
         w, h = math.ceil(width / factor), math.ceil(height / factor)
         if max(w, h) <= OVERVIEW_SIZE:
-            sizes.append({"width": w, "height": h})
+            found.append((w, h))
         if w <= 64 and h <= 64 or w == 1 and h == 1:
             break
         factor *= 2
-    sizes.reverse()
+    found.reverse()
+    return found[:8]
+
+
+def advertised(request: ImageRequest, width: int, height: int, tile_width: int,
+               tile_height: int) -> bool:
+    """Whether ``request`` (resolved, on a ``width x height`` image whose level 0 has
+    ``tile_width x tile_height`` tiles) is one that ``info.json`` leads a viewer to: a tile of
+    the advertised grid at one of its ``scaleFactors`` ``s`` (region ``col*tw*s, row*th*s,
+    tw*s, th*s`` clipped to the image, size that region over ``s`` rounded up, as in section 3
+    of the implementation notes and as OpenSeadragon and Mirador ask), or the full image at
+    one of ``sizes``; unrotated and unmirrored, any quality and format. A bounded set: each
+    is one cache entry per quality and format."""
+    if request.rotation or request.mirror:
+        return False
+    x, y, w, h = request.region
+    if (x, y, w, h) == (0, 0, width, height) and request.size in sizes(width, height):
+        return True
+    for s in scale_factors(width, height, max(tile_width, tile_height)):
+        box_w, box_h = tile_width * s, tile_height * s
+        if (x % box_w == 0 and y % box_h == 0 and x < width and y < height
+                and w == min(box_w, width - x) and h == min(box_h, height - y)
+                and request.size == (math.ceil(w / s), math.ceil(h / s))):
+            return True
+    return False
+
+
+def info(base_id: str, width: int, height: int, tile_width: int, tile_height: int
+         ) -> dict[str, Any]:
+    """The image information document (``info.json``) of a ``width x height`` slide whose
+    level 0 has ``tile_width x tile_height`` tiles; ``base_id`` is the image's base URI."""
     return {
         "@context": CONTEXT,
         "id": base_id,
@@ -234,7 +263,7 @@ def info(base_id: str, width: int, height: int, tile_width: int, tile_height: in
         "maxWidth": MAX_WIDTH,
         "maxHeight": MAX_HEIGHT,
         "maxArea": MAX_AREA,
-        "sizes": sizes[:8],
+        "sizes": [{"width": w, "height": h} for w, h in sizes(width, height)],
         "tiles": [{"width": tile_width, "height": tile_height,
                    "scaleFactors": scale_factors(width, height, max(tile_width, tile_height))}],
         "extraFormats": list(EXTRA_FORMATS),
