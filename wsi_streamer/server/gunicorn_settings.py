@@ -76,7 +76,7 @@ def metrics_dir(config: Config) -> str:
     folder = config.metrics_dir
     if folder:
         try:
-            ensure_private_dir(folder, setting=METRICS_SETTING)
+            ensure_private_dir(folder, setting=METRICS_SETTING, what="metrics folder")
             foreign = sorted(name for name in os.listdir(folder)
                              if name.endswith(".db") and not is_metric_file(name))
         except OSError as exc:

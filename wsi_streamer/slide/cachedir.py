@@ -15,13 +15,14 @@ logger = logging.getLogger(__name__)
 PRIVATE_MODE = 0o700
 
 
-def ensure_private_dir(path: str, *, setting: str, default: bool = False) -> None:
+def ensure_private_dir(path: str, *, setting: str, default: bool = False,
+                       what: str = "cache directory") -> None:
     """Create ``path`` and its missing parents with mode 0700, then check it.
 
-    Raises ``ConfigError`` (one line naming ``setting``, the folder and the fix) when it is not
-    a directory, is owned by another uid, or is writable by group or others; a ``default``
-    folder (a predictable name in the shared temp dir) is also refused when it is a symbolic
-    link, and tightened to 0700 when it is ours but readable by others. ``OSError`` when it
+    Raises ``ConfigError`` (one line naming ``setting``, the folder (``what``) and the fix)
+    when it is not a directory, is owned by another uid, or is writable by group or others; a
+    ``default`` folder (a predictable name in the shared temp dir) is also refused when it is a
+    symbolic link, and tightened to 0700 when it is ours but readable by others. ``OSError`` when it
     cannot be created or examined (full or read-only disk): the caller runs without a cache."""
     _make_private_dirs(path)
     if not hasattr(os, "getuid"):  # no uids to compare (Windows)
@@ -30,23 +31,23 @@ def ensure_private_dir(path: str, *, setting: str, default: bool = False) -> Non
     uid = os.getuid()
     fix = f"or set {setting} to a private directory of this user"
     if stat.S_ISLNK(st.st_mode):
-        _refuse(setting, path, "a symbolic link", f"remove it {fix}")
+        _refuse(setting, path, "a symbolic link", f"remove it {fix}", what)
     if not stat.S_ISDIR(st.st_mode):
-        _refuse(setting, path, "not a directory", f"remove it {fix}")
+        _refuse(setting, path, "not a directory", f"remove it {fix}", what)
     if st.st_uid != uid:
         _refuse(setting, path, f"owned by uid {st.st_uid}, not by this user (uid {uid})",
-                f"chown it to uid {uid} and chmod it 0700, {fix}")
+                f"chown it to uid {uid} and chmod it 0700, {fix}", what)
     mode = stat.S_IMODE(st.st_mode)
     if mode & (stat.S_IWGRP | stat.S_IWOTH):
         _refuse(setting, path, f"writable by group or others (mode {mode:04o})",
-                f"chmod it 0700, {fix}")
+                f"chmod it 0700, {fix}", what)
     if default and mode & 0o077:
         os.chmod(path, PRIVATE_MODE)
         logger.info("host cache %s: mode %04o tightened to 0700", path, mode)
 
 
-def _refuse(setting: str, path: str, problem: str, fix: str) -> NoReturn:
-    raise ConfigError(f"{setting}: cache directory {path} is {problem}; {fix}")
+def _refuse(setting: str, path: str, problem: str, fix: str, what: str) -> NoReturn:
+    raise ConfigError(f"{setting}: {what} {path} is {problem}; {fix}")
 
 
 def _make_private_dirs(path: str) -> None:
