@@ -121,16 +121,12 @@ def resolve_region(region: str, width: int, height: int) -> tuple[int, int, int,
 
 
 def resolve_size(size: str, rw: int, rh: int) -> tuple[int, int]:
-    """The output ``(w, h)`` for a region of ``rw x rh`` (IIIF 3.0, section 4.4):
-    ``InvalidParameter`` for an upscale without ``^`` or an empty result, ``OverLimit`` beyond
-    the maxima. ``max`` and ``!w,h`` keep the aspect ratio and are never larger than the
-    region (so never an upscale); ``^max`` and ``^!w,h`` may be, up to the maxima."""
+    """The output ``(w, h)`` for a region of ``rw x rh``: ``InvalidParameter`` for an
+    upscale without ``^`` or an empty result, ``OverLimit`` beyond the maxima."""
     upscale = size.startswith("^")
     body = size.removeprefix("^")
-    if body == "max":  # the limits' largest (rounded down), at most the region unless ^max
-        scale = min(MAX_WIDTH / rw, MAX_HEIGHT / rh, math.sqrt(MAX_AREA / (rw * rh)))
-        if not upscale:
-            scale = min(1.0, scale)
+    if body == "max":
+        scale = min(1.0, MAX_WIDTH / rw, MAX_HEIGHT / rh, math.sqrt(MAX_AREA / (rw * rh)))
         return max(1, math.floor(rw * scale)), max(1, math.floor(rh * scale))
     if (m := _SIZE_W.fullmatch(body)) is not None:
         w = int(m[1])
@@ -147,7 +143,15 @@ def resolve_size(size: str, rw: int, rh: int) -> tuple[int, int]:
         w, h = int(m[2]), int(m[3])
         if w == 0 or h == 0:
             raise InvalidParameter(f"IIIF size {size[:40]} is empty")
-        out = _largest(rw, rh, w, h, upscale) if m[1] else (w, h)
+        if m[1]:  # !w,h: the largest that fits (in the limits too), keeping the aspect
+            scale = min(w / rw, h / rh, MAX_WIDTH / rw, MAX_HEIGHT / rh,
+                        math.sqrt(MAX_AREA / (rw * rh)))
+            out = (max(1, round(rw * scale)), max(1, round(rh * scale)))
+            if out[0] > min(w, MAX_WIDTH) or out[1] > min(h, MAX_HEIGHT) or (
+                    out[0] * out[1] > MAX_AREA):  # rounded up past a bound
+                out = (max(1, math.floor(rw * scale)), max(1, math.floor(rh * scale)))
+        else:
+            out = (w, h)
     if out[0] <= 0 or out[1] <= 0:
         raise InvalidParameter(f"IIIF size {size[:40]} of a {rw}x{rh} region is empty")
     if not upscale and (out[0] > rw or out[1] > rh):
@@ -159,20 +163,6 @@ def resolve_size(size: str, rw: int, rh: int) -> tuple[int, int]:
     if out[0] * out[1] > MAX_AREA:
         raise OverLimit(f"IIIF size {out[0]}x{out[1]} exceeds maxArea {MAX_AREA} "
                         "(limit MAX_AREA)")
-    return out
-
-
-def _largest(rw: int, rh: int, w: int, h: int, upscale: bool) -> tuple[int, int]:
-    """The largest size of a ``rw x rh`` region's aspect ratio within ``w x h``, the maxima
-    and, unless ``upscale``, the region itself: rounded to the nearest pixel unless that
-    passes a bound, then down."""
-    bound_w, bound_h = min(w, MAX_WIDTH), min(h, MAX_HEIGHT)
-    if not upscale:
-        bound_w, bound_h = min(bound_w, rw), min(bound_h, rh)
-    scale = min(bound_w / rw, bound_h / rh, math.sqrt(MAX_AREA / (rw * rh)))
-    out = (max(1, round(rw * scale)), max(1, round(rh * scale)))
-    if out[0] > bound_w or out[1] > bound_h or out[0] * out[1] > MAX_AREA:
-        out = (max(1, math.floor(rw * scale)), max(1, math.floor(rh * scale)))
     return out
 
 
