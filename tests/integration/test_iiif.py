@@ -368,7 +368,7 @@ REFUSED_TO_A_TOKEN = [
     "0,0,256,256/128,128",  # a tile at another size
     "256,0,512,512/256,256",  # not a multiple of the scale factor's box
     "full/1000,",  # full, not at one of the sizes
-    "full/^max",  # 2364 x 1773: larger than any size (a viewer token gets no such render)
+    "full/^2000,",  # upscaled: larger than any size (a viewer token gets no such render)
     "square/max",
     "0,0,256,256/256,256/90",  # rotated
     "0,0,256,256/256,256/!0",  # mirrored
