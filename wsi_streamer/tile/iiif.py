@@ -199,9 +199,22 @@ def scale_factors(width: int, height: int, tile: int) -> list[int]:
     return factors
 
 
-def sizes(width: int, height: int) -> list[tuple[int, int]]:
+def sizes(width: int, height: int, tile: int) -> list[tuple[int, int]]:
     """``info.json``'s ``sizes``, smallest first: the image halved (rounding up) from the
-    first size within ``OVERVIEW_SIZE`` down to 64 px (or 1 px), at most 8 of them."""
+    first size within ``OVERVIEW_SIZE`` down to 64 px (or 1 px), at most 8 of them.
+
+    OpenSeadragon takes ``sizes`` for the sizes of its zoom levels when there are as many as
+    its levels (``log2`` of the largest scale factor) or one fewer: they are not (the large
+    levels are left out), so its tiles came out distorted (slides of about 4k-16k px with
+    256 px tiles). The smallest sizes are dropped until the count differs."""
+    levels = round(math.log2(scale_factors(width, height, tile)[-1]))
+    found = _halvings(width, height)
+    while found and len(found) in (levels, levels + 1):
+        found.pop(0)
+    return found
+
+
+def _halvings(width: int, height: int) -> list[tuple[int, int]]:
     found = []
     factor = 1
     while True:
@@ -227,7 +240,8 @@ def advertised(request: ImageRequest, width: int, height: int, tile_width: int,
     if request.rotation or request.mirror:
         return False
     x, y, w, h = request.region
-    if (x, y, w, h) == (0, 0, width, height) and request.size in sizes(width, height):
+    if (x, y, w, h) == (0, 0, width, height) and request.size in sizes(
+            width, height, max(tile_width, tile_height)):
         return True
     for s in scale_factors(width, height, max(tile_width, tile_height)):
         box_w, box_h = tile_width * s, tile_height * s
@@ -253,7 +267,8 @@ def info(base_id: str, width: int, height: int, tile_width: int, tile_height: in
         "maxWidth": MAX_WIDTH,
         "maxHeight": MAX_HEIGHT,
         "maxArea": MAX_AREA,
-        "sizes": [{"width": w, "height": h} for w, h in sizes(width, height)],
+        "sizes": [{"width": w, "height": h}
+                  for w, h in sizes(width, height, max(tile_width, tile_height))],
         "tiles": [{"width": tile_width, "height": tile_height,
                    "scaleFactors": scale_factors(width, height, max(tile_width, tile_height))}],
         "extraFormats": list(EXTRA_FORMATS),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import pytest
@@ -178,3 +179,19 @@ def test_canonical_path() -> None:
     part = ImageRequest((10, 20, 300, 200), (150, 100), 80, rotation=90, mirror=True,
                         quality="gray", format="png")
     assert iiif.canonical_path(part, 1000, 800) == "10,20,300,200/150,100/!90/gray.png"
+
+
+@pytest.mark.parametrize("width,height,tile", [
+    (10000, 7500, 256), (8192, 6144, 256), (4096, 4096, 256), (16000, 12000, 256),
+    (2220, 2967, 240), (46000, 32914, 240), (1000, 1000, 100), (500, 300, 256), (64, 64, 256)])
+def test_sizes_are_never_taken_for_openseadragon_levels(width: int, height: int,
+                                                        tile: int) -> None:
+    """OpenSeadragon's IIIF tile source uses ``sizes`` as its level sizes when their count is
+    its maxLevel (log2 of the largest scale factor) or maxLevel + 1; ours leave the large
+    levels out, so that would distort its tiles (10000 px with 256 px tiles had 6 of 6)."""
+    max_level = round(math.log2(iiif.scale_factors(width, height, tile)[-1]))
+    found = iiif.sizes(width, height, tile)
+    if max_level:  # one level: its reading of sizes is the full image, which is right
+        assert len(found) not in (max_level, max_level + 1), found
+    assert all(max(w, h) <= 2048 for w, h in found)
+    assert found == sorted(found)
