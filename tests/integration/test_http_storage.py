@@ -15,11 +15,11 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pytest
@@ -405,9 +405,12 @@ class _Scripted(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def scripted() -> Iterator[tuple[str, type[_Scripted]]]:
-    handler = type("Handler", (_Scripted,), {"script": {}, "seen": []})
+H = TypeVar("H", bound=BaseHTTPRequestHandler)
+
+
+@contextmanager
+def _serving(handler: type[H]) -> Iterator[tuple[str, type[H]]]:
+    """``handler`` on a loopback port, in a thread, until the block ends."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -417,6 +420,12 @@ def scripted() -> Iterator[tuple[str, type[_Scripted]]]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+@pytest.fixture
+def scripted() -> Iterator[tuple[str, type[_Scripted]]]:
+    with _serving(type("Handler", (_Scripted,), {"script": {}, "seen": []})) as served:
+        yield served
 
 
 def _part(body: bytes, start: int, size: int, etag: str = '"v1"') -> tuple[
@@ -507,18 +516,8 @@ class _Recording(BaseHTTPRequestHandler):
         pass
 
 
-@contextmanager
-def _recording(target: str = "") -> Iterator[tuple[str, type[_Recording]]]:
-    handler = type("Recording", (_Recording,), {"target": target, "seen": []})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", handler
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+def _recording(target: str = "") -> AbstractContextManager[tuple[str, type[_Recording]]]:
+    return _serving(type("Recording", (_Recording,), {"target": target, "seen": []}))
 
 
 def test_headers_are_sent_and_never_follow_a_redirect_elsewhere() -> None:
