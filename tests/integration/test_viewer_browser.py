@@ -36,9 +36,11 @@ import tifffile
 from tests.integration.cdp import BrowserError, Chromium, Page
 from tests.integration.conftest_faults import Gunicorn
 from tests.servers import free_port
+from wsi_streamer.format.demo import demo_slide_bytes
 from wsi_streamer.server.auth import signed_url
 
 CHROMIUM = Path("/usr/bin/chromium")
+DEMO = "demo-slide.tif"
 SLIDE = "CMU-1-Small-Region.svs"
 BROKEN = "broken.svs"  # generated: metadata parses, every tile is a 500 decode_error
 SECRET = "viewer-test-secret"
@@ -77,6 +79,7 @@ def broken_svs() -> bytes:
 def slides_dir(shared_slides: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("viewer-slides")
     (folder / BROKEN).write_bytes(broken_svs())
+    (folder / DEMO).write_bytes(demo_slide_bytes())
     if (shared_slides / SLIDE).is_file():
         shutil.copy(shared_slides / SLIDE, folder / SLIDE)
     return folder
@@ -260,6 +263,24 @@ def test_stock_openseadragon_iiif_signed_and_unsigned(chromium: Chromium,
         pixels = page.screenshot()
     assert tissue_fraction(pixels) < 0.005
     assert (f"/iiif/3/{cmu}/info.json", 401) in statuses(auth_server, "/iiif/3/")
+
+
+def test_stock_openseadragon_iiif_on_the_demo_slide_stays_on_the_grid(
+        chromium: Chromium, auth_server: Gunicorn, tmp_path: Path) -> None:
+    """The demo slide (8192 x 6144, 256 px tiles): OpenSeadragon reads info.json's ``sizes``
+    as its level sizes when there are as many as its levels, and asked for tiles off the
+    advertised grid, which a viewer token refuses (401). Every request must be on the grid."""
+    path = f"/iiif/3/{DEMO}/info.json"
+    site = stock_page(tmp_path, auth_server.url, signed_url(SECRET, path, 600,
+                                                            base_url=auth_server.url))
+    with serve_folder(site) as origin, chromium.page() as page:
+        page.goto(f"{origin}/index.html")
+        page.wait_for(FULLY_LOADED.format(viewer="window.osd"), LOAD_TIMEOUT)
+        pixels = shows_tissue(page)
+    assert tissue_fraction(pixels) >= MIN_TISSUE, "the demo slide through IIIF shows no tissue"
+    requests = [r for r in statuses(auth_server, "/iiif/3/") if DEMO in r[0]]
+    images = [p for p, _ in requests if p.endswith("/default.jpg")]
+    assert images and all(code == 200 for _, code in requests), requests
 
 
 def test_viewer_loads_through_iiif(chromium: Chromium, server: Gunicorn, cmu: str) -> None:
