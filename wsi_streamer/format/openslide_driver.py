@@ -147,6 +147,7 @@ class OpenSlideReader(PyramidGeometry):
         self._slide: Any = None
         self._users = 0
         self._closing = False
+        self._icc: bytes | None = None
 
     @property
     def identity(self) -> str:
@@ -205,12 +206,14 @@ class OpenSlideReader(PyramidGeometry):
             raise DecodeError(f"OpenSlide could not read the {name} image: {exc}") from None
 
     def icc_profile(self) -> bytes | None:
-        with self._handle() as slide:
-            profile = getattr(slide, "color_profile", None)  # openslide-python >= 1.3
-            if profile is None:
-                return None
-            data: bytes = profile.tobytes()
-        return data
+        """Read once (``tobytes`` serialises the profile each time it is asked)."""
+        if not self.info.has_icc_profile:
+            return None
+        if self._icc is None:
+            with self._handle() as slide:
+                profile = getattr(slide, "color_profile", None)  # openslide-python >= 1.3
+                self._icc = profile.tobytes() if profile is not None else b""
+        return self._icc or None
 
     def thumbnail(self, size: tuple[int, int]) -> Image.Image:
         """OpenSlide's ``get_thumbnail`` (what wsistream's OpenSlide backend detects tissue

@@ -145,6 +145,13 @@ class TileService:
         ow, oh = request.size
         return f"img:{slide.identity}:{box}:{ow}x{oh}{suffix}"
 
+    def _profile(self, slide: SlideReader) -> bytes | None:
+        """The slide's ICC profile when the colour mode uses it (never read for ``ignore`` or
+        a slide without one: no storage request for nothing)."""
+        if self.color.mode == "ignore" or not slide.info.has_icc_profile:
+            return None
+        return slide.icc_profile()
+
     def _color_tag(self, slide: SlideReader) -> str:
         """Slides with an ICC profile look different in each colour mode (and the key of a
         slide without one stays what it always was)."""
@@ -158,7 +165,7 @@ class TileService:
         return replace(result, media_type=request.media_type)
 
     def _produce(self, slide: SlideReader, request: ImageRequest) -> bytes:
-        image, profile = self.color.apply(self.pixels(slide, request), slide.icc_profile())
+        image, profile = self.color.apply(self.pixels(slide, request), self._profile(slide))
         if request.mirror:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         if request.rotation:
@@ -178,7 +185,7 @@ class TileService:
         def produce(slide: SlideReader) -> bytes:
             with self.gate.slot(f"the {name} image of {slide.identity}"):
                 pixels = slide.associated_image(name)
-            image, profile = self.color.apply(pixels, slide.icc_profile())
+            image, profile = self.color.apply(pixels, self._profile(slide))
             return encode(image, fmt, q, profile)
 
         def serve(slide: SlideReader) -> ImageResult:

@@ -4,13 +4,22 @@ and carries sRGB, ignore does neither; a profile LittleCMS refuses is ignored.""
 
 from __future__ import annotations
 
+import io
 import logging
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from tests.fixtures.fakes import FakeStorage
 from tests.fixtures.icc import SRGB, SWAPPED
+from tests.fixtures.slides import make_svs
+from wsi_streamer.format.tiff.slide import TiffSlide
+from wsi_streamer.io.block_cache import BlockStore
+from wsi_streamer.slide.registry import SlideRegistry
+from wsi_streamer.tile.cache import TileCache
 from wsi_streamer.tile.color import SRGB_PROFILE, ColorManager
+from wsi_streamer.tile.service import TileService
 
 RED = (200, 30, 30)
 
@@ -54,3 +63,29 @@ def test_an_unreadable_profile_is_ignored_with_one_warning(
 def test_unknown_mode_is_refused() -> None:
     with pytest.raises(ValueError, match="embed, srgb, ignore"):
         ColorManager("vivid")
+
+
+@pytest.mark.parametrize("mode,profiled,reads", [
+    ("ignore", True, 0), ("embed", True, 1), ("srgb", True, 1), ("embed", False, 0)])
+def test_the_profile_is_read_only_when_the_mode_uses_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str, profiled: bool,
+        reads: int) -> None:
+    """``ignore`` (or a slide without a profile) never asks the slide for its profile, so no
+    storage request is made for it."""
+    data = make_svs(512, 384, levels=2, tile=128, associated=False,
+                    icc_profile=SWAPPED if profiled else None).data
+    calls: list[int] = []
+    original = TiffSlide.icc_profile
+
+    def counting(self: TiffSlide) -> bytes | None:
+        calls.append(1)
+        return original(self)
+
+    monkeypatch.setattr(TiffSlide, "icc_profile", counting)
+    registry = SlideRegistry(FakeStorage({"a.svs": data}), BlockStore(4096, 1 << 24))  # type: ignore[arg-type]
+    service = TileService(registry, TileCache(str(tmp_path / "tiles"), 1 << 26),
+                          color=ColorManager(mode))
+    result = service.tile("a.svs", 0, 1, 1)
+    assert result.data and len(calls) == reads
+    embedded = Image.open(io.BytesIO(result.data)).info.get("icc_profile")
+    assert embedded == ({"embed": SWAPPED, "srgb": SRGB_PROFILE}.get(mode) if profiled else None)
