@@ -12,7 +12,7 @@ import pytest
 
 from bench.tiffwrite import LONG, SHORT, Page, write_tiff
 from tests.fixtures.fakes import CountingReader
-from wsi_streamer.format import spans as detect
+from wsi_streamer.format import spans
 from wsi_streamer.format.tiff.driver import parse_structure
 from wsi_streamer.io.block_cache import BlockCache
 
@@ -57,8 +57,8 @@ def test_open_round_trips(slides: dict[str, bytes], layout: str, budget: int,
                           monkeypatch: pytest.MonkeyPatch) -> None:
     # First reads shrunk (the file is ~3 MB) so that four of the six IFDs of the libvips
     # layout lie outside them, as in a 60000x40000 slide with the real 256 KiB + 1 MiB.
-    monkeypatch.setattr(detect, "OPEN_HEAD", 16 * 1024)
-    monkeypatch.setattr(detect, "OPEN_TAIL", 8 * 1024 if layout == "libvips" else 64 * 1024)
+    monkeypatch.setattr(spans, "OPEN_HEAD", 16 * 1024)
+    monkeypatch.setattr(spans, "OPEN_TAIL", 8 * 1024 if layout == "libvips" else 64 * 1024)
     data = slides[layout]
     reader = CountingReader(data, delay=0.02)
     structure = parse_structure(BlockCache(reader))
@@ -71,8 +71,8 @@ def test_libvips_layout_without_guessing_takes_a_round_trip_per_ifd(
         slides: dict[str, bytes], monkeypatch: pytest.MonkeyPatch) -> None:
     """The control: with speculation off the same open is 5 serial round trips."""
     from wsi_streamer.format.tiff import chain
-    monkeypatch.setattr(detect, "OPEN_HEAD", 16 * 1024)
-    monkeypatch.setattr(detect, "OPEN_TAIL", 8 * 1024)
+    monkeypatch.setattr(spans, "OPEN_HEAD", 16 * 1024)
+    monkeypatch.setattr(spans, "OPEN_TAIL", 8 * 1024)
     monkeypatch.setattr(chain, "GUESS_BUDGET", 0)
     reader = CountingReader(slides["libvips"], delay=0.02)
     parse_structure(BlockCache(reader))
@@ -83,8 +83,8 @@ def test_ifd_before_data_layout_opens_correctly(slides: dict[str, bytes],
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """No guess helps here (each IFD is found only through its predecessor); what matters is
     that wrong guesses cost bounded bytes and change nothing."""
-    monkeypatch.setattr(detect, "OPEN_HEAD", 16 * 1024)
-    monkeypatch.setattr(detect, "OPEN_TAIL", 8 * 1024)
+    monkeypatch.setattr(spans, "OPEN_HEAD", 16 * 1024)
+    monkeypatch.setattr(spans, "OPEN_TAIL", 8 * 1024)
     reader = CountingReader(slides["ifd-before-data"], delay=0.0)
     structure = parse_structure(BlockCache(reader))
     assert len(structure.levels) == LEVELS

@@ -9,7 +9,7 @@ from tests.fixtures.images import abbreviated_jpeg_tiles, tissue
 from tests.fixtures.slides import make_generic, make_simple, make_svs
 from tests.fixtures.tiffpack import Field, pack_tiff, payload_offset, tiled_fields
 from wsi_streamer.errors import UnsupportedFormat
-from wsi_streamer.format import spans as detect
+from wsi_streamer.format import spans
 from wsi_streamer.format.tiff.chain import IFD_WINDOW
 from wsi_streamer.format.tiff.driver import parse_structure
 from wsi_streamer.format.tiff.ifd import read_fields
@@ -102,8 +102,8 @@ def _many_tiles_slide() -> tuple[bytes, int]:
 
 def test_open_does_not_read_tile_offset_arrays(monkeypatch: pytest.MonkeyPatch) -> None:
     # First reads shrunk to 16 bytes each, so that they do not hold the whole small file.
-    monkeypatch.setattr(detect, "OPEN_HEAD", 16)
-    monkeypatch.setattr(detect, "OPEN_TAIL", 16)
+    monkeypatch.setattr(spans, "OPEN_HEAD", 16)
+    monkeypatch.setattr(spans, "OPEN_TAIL", 16)
     data, tile_len = _many_tiles_slide()
     reader = BytesReader(data)
     st = parse_structure(reader)
