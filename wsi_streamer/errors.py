@@ -93,6 +93,20 @@ class Overloaded(WsiError):
         self.retry_after = retry_after
 
 
+class DeadlineExceeded(WsiError):
+    """Work ran past its budget (``budget.within``): a request, an overview build or a slide
+    open in the patch pipeline. ``what`` names the work, ``seconds`` its budget."""
+
+    def __init__(self, what: str, seconds: float) -> None:
+        super().__init__(f"{what} exceeded its budget of {seconds:g} s")
+        self.what = what
+        self.seconds = seconds
+
+
+class WorkAbandoned(WsiError):
+    """The work's consumer went away (a client that disconnected): stopped at the next tile."""
+
+
 class DecodeError(WsiError):
     """Tile bytes could not be decoded into pixels."""
 

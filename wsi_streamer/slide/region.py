@@ -19,6 +19,7 @@ import math
 
 from PIL import Image
 
+from ..budget import checkpoint
 from ..errors import InvalidParameter, LimitExceeded
 from ..format.info import LevelGeometry
 from ..limits import MAX_CANVAS_PIXELS, MAX_OUTPUT_PIXELS
@@ -98,6 +99,7 @@ def render_region(slide: SlideReader, level: int, x: float, y: float, width: flo
     target = (math.ceil(tw / reduce), math.ceil(th / reduce))
     decoded = slide.tile_images(level, tiles, target if reduce > 1 else None)
     for (tx, ty), tile in zip(tiles, decoded, strict=True):
+        checkpoint()  # the request's (or the open's) budget, after each tile
         if tile.size != target:
             tile = tile.resize(target, Image.Resampling.BOX)
         canvas.paste(tile, ((tx * tw - left) // reduce, (ty * th - top) // reduce))
@@ -189,6 +191,7 @@ def render_overview(slide: SlideReader, level: int, out_size: tuple[int, int], *
     for ty in range(info.tiles_y):
         row = [(tx, ty) for tx in range(info.tiles_x)]
         for tx, tile in enumerate(slide.tile_images(level, row, reduce_to)):
+            checkpoint()
             if tile.size != (tw, th):
                 k = tile.width // tw
                 if k > 1 and tile.size == (tw * k, th * k):

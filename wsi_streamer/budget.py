@@ -1,0 +1,97 @@
+"""Work budgets: a deadline (and an optional "is anyone still waiting?" check) that long work
+polls between tiles, so that no request, overview build or slide open runs unbounded.
+
+A budget is entered with ``within(seconds, what)`` and applies to the current context
+(``contextvars``: the thread or task that entered it, not threads it starts; code handing work
+to another thread enters a budget there, or passes ``current()`` along and uses ``applied``).
+Nested budgets keep the tighter deadline. ``checkpoint()`` is cheap (one context lookup and a
+clock read) and is called where work is divisible: before each tile is decoded in
+``slide.region``, between the steps of an open. Importable from every layer, like ``errors``.
+
+A single step (one tile's decode) is not interrupted: its cost is bounded by the pre-decode
+checks in ``format`` (``limits.MAX_JPEG_SCANS`` and friends), so a budget overruns by at most
+one step.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+from .errors import DeadlineExceeded, WorkAbandoned
+
+__all__ = ["Budget", "applied", "checkpoint", "current", "within"]
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """``deadline`` is a ``time.monotonic()`` value; ``seconds`` the budget it came from."""
+
+    what: str
+    seconds: float
+    deadline: float
+    cancelled: Callable[[], bool] | None = None
+
+    def remaining(self) -> float:
+        """Seconds left (negative once past the deadline)."""
+        return self.deadline - time.monotonic()
+
+    def check(self) -> None:
+        """Raise ``WorkAbandoned`` when ``cancelled()`` says so, ``DeadlineExceeded`` past the
+        deadline; return otherwise."""
+        if self.cancelled is not None and self.cancelled():
+            raise WorkAbandoned(f"{self.what} abandoned: its client went away")
+        if time.monotonic() > self.deadline:
+            raise DeadlineExceeded(self.what, self.seconds)
+
+
+_current: ContextVar[Budget | None] = ContextVar("wsi_streamer_budget", default=None)
+
+
+def current() -> Budget | None:
+    """The budget in force in this context, if any."""
+    return _current.get()
+
+
+def checkpoint() -> None:
+    """Check the budget in force (no-op without one); see ``Budget.check``."""
+    budget = _current.get()
+    if budget is not None:
+        budget.check()
+
+
+@contextmanager
+def applied(budget: Budget | None) -> Iterator[Budget | None]:
+    """Put ``budget`` (e.g. another thread's ``current()``) in force for this context."""
+    token = _current.set(budget)
+    try:
+        yield budget
+    finally:
+        _current.reset(token)
+
+
+@contextmanager
+def within(seconds: float | None, what: str,
+           cancelled: Callable[[], bool] | None = None) -> Iterator[Budget | None]:
+    """Run the block under a budget of ``seconds`` (``None``: no new deadline, only
+    ``cancelled``). Inside an outer budget the earlier deadline wins, and both cancel checks
+    apply. The block's work raises ``DeadlineExceeded`` / ``WorkAbandoned`` at its next
+    ``checkpoint()``; the budget is also checked once on entry."""
+    outer = _current.get()
+    deadline = time.monotonic() + seconds if seconds is not None else float("inf")
+    name, total = what, seconds if seconds is not None else float("inf")
+    if outer is not None and outer.deadline <= deadline:
+        deadline, name, total = outer.deadline, outer.what, outer.seconds
+    checks = [c for c in (cancelled, outer.cancelled if outer else None) if c is not None]
+    cancel: Callable[[], bool] | None = None
+    if len(checks) == 1:
+        cancel = checks[0]
+    elif checks:
+        cancel = lambda: any(c() for c in checks)  # noqa: E731
+    budget = Budget(name, total, deadline, cancel)
+    with applied(budget):
+        budget.check()
+        yield budget
