@@ -93,6 +93,11 @@ class Overloaded(WsiError):
         self.retry_after = retry_after
 
 
+class MetricsOff(WsiError):
+    """Metrics are off in this process (their folder is full: ``server.metricsfiles``); the
+    warning saying why was logged once, when they went off (503, not logged again)."""
+
+
 class DeadlineExceeded(WsiError):
     """Work ran past its budget (``budget.within``): a request, an overview build or a slide
     open in the patch pipeline. ``what`` names the work, ``seconds`` its budget."""

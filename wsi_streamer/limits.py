@@ -154,3 +154,11 @@ MAX_ASSOCIATED_BYTES = 32 << 20
 
 MAX_ICC_BYTES = 4 << 20
 """An ICC profile (TIFF tag 34675) larger than this is ignored (real ones: 0.5 KB - 1 MB)."""
+
+# --- the metrics folder ------------------------------------------------------------------
+
+METRICS_FREE_MARGIN = 1 << 20
+"""Bytes that must stay free in ``PROMETHEUS_MULTIPROC_DIR`` beyond the files the starting
+workers map (4 x 64 KiB each), or metrics are off (one warning, the server runs on): room for
+new label values and for the files of workers that replace dead ones. A full folder used to kill
+every worker with SIGBUS (prometheus_client writes through a mapping of a sparse file)."""

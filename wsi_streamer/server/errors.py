@@ -17,6 +17,7 @@ from ..errors import (
     InvalidParameter,
     InvalidQuality,
     InvalidRequest,
+    MetricsOff,
     NotImplementedFeature,
     Overloaded,
     SlideNotFound,
@@ -43,6 +44,7 @@ ERRORS: dict[type[BaseException], tuple[int, str]] = {
     EncodeError: (500, "encode_error"),
     StorageConnectionError: (502, "connection_error"),
     Overloaded: (503, "overloaded"),
+    MetricsOff: (503, "metrics_off"),
     StorageError: (500, "storage_error"),
     ConfigError: (500, "io_error"),
     WsiError: (500, "io_error"),
@@ -74,7 +76,7 @@ def handle_wsi_error(exc: WsiError) -> Response:
         response = error_response(status, code, str(exc))
         response.headers["Retry-After"] = str(exc.retry_after)
         return response
-    if status >= 500:
+    if status >= 500 and not isinstance(exc, MetricsOff):  # MetricsOff: warned when it began
         logger.error("%s %s failed: %s", escape(request.method), escape(request.path),
                      escape(str(exc)), exc_info=exc)
     return error_response(status, code, str(exc))

@@ -101,12 +101,21 @@ def is_metric_file(name: str) -> bool:
 
 def on_starting(server: Any) -> None:
     """gunicorn hook, in the master before the first fork: no metric file of an earlier run
-    is left (they would be summed with this run's); other files in the folder are kept."""
+    is left (they would be summed with this run's); other files in the folder are kept. A
+    folder without room for every worker's files turns metrics off (``metricsfiles``)."""
     folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if folder:
         for entry in os.scandir(folder):
             if is_metric_file(entry.name) and entry.is_file(follow_symlinks=False):
                 os.remove(entry.path)
+        # Imported here, after settings() set the variable: prometheus_client picks its
+        # multiprocess mode when first imported, and the workers inherit the master's choice.
+        from . import metricsfiles
+
+        workers = getattr(getattr(server, "cfg", None), "workers", 1)
+        reason = metricsfiles.short_of_room(folder, workers)
+        if reason:  # one warning here; the workers forked from now on inherit "off"
+            metricsfiles.turn_off(reason)
 
 
 def child_exit(server: Any, worker: Any) -> None:

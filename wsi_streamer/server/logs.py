@@ -84,7 +84,7 @@ def _start() -> None:
     g.started = time.perf_counter()
     incoming = request.headers.get("X-Request-Id", "")
     g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
-    metrics.instruments().in_flight.inc()
+    metrics.request_started()
     g.in_flight = True
     g.cache_hit = None
     g.io_cm = track_request()
@@ -123,7 +123,7 @@ def _teardown(exc: BaseException | None) -> None:
     if cm is not None:
         cm.__exit__(None, None, None)
     if g.pop("in_flight", False):
-        metrics.instruments().in_flight.dec()
+        metrics.request_ended()
     metrics.sync(current_app)
 
 

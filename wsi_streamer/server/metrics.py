@@ -12,29 +12,36 @@ The lower layers keep plain per-process counters (``IoStats``, ``TileStats``); `
 their growth since the last call into counter increments, at the end of every request and
 before every scrape. Label sets are bounded: ``endpoint`` is the Flask endpoint name (or
 ``unmatched``), ``status`` the HTTP status code.
+
+Metrics never take the server down (``metricsfiles``): a folder short of room at start, or a
+metric file that cannot grow later, turns them off in that process with one warning; requests
+are served as before and ``/metrics`` answers 503 ``metrics_off`` with the reason.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Flask
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from ..errors import MetricsOff
 from ..io.range_reader import listen_in_flight
+from . import metricsfiles
 from .services import Services, services
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _COUNT_BUCKETS = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256)
 EXTENSION = "wsi_streamer.metrics"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -63,10 +70,35 @@ _SYNCED = (
 )
 
 
-@cache
-def instruments() -> Instruments:
+def instruments() -> Instruments | None:
     """This process's metric objects (one set per process: prometheus_client keeps a value
-    per process, in files under ``PROMETHEUS_MULTIPROC_DIR`` when it is set)."""
+    per process, in files under ``PROMETHEUS_MULTIPROC_DIR`` when it is set); None when metrics
+    are off (``metricsfiles.off_reason``)."""
+    if metricsfiles.off_reason() is None:
+        folder = multiprocess_dir()
+        reason = folder and metricsfiles.short_of_room(folder, workers=1)
+        if reason:
+            metricsfiles.turn_off(reason)
+        else:
+            return _guarded(_instruments)
+    return None
+
+
+def _guarded(work: Callable[[], T]) -> T | None:
+    """``work()``, or None with metrics turned off when writing a metric file fails."""
+    if metricsfiles.off_reason() is not None:
+        return None
+    try:
+        return work()
+    except OSError as exc:  # a full folder (ENOSPC from ReservedMmapedDict's reservation)
+        metricsfiles.turn_off(metricsfiles.failure(exc))
+        return None
+
+
+@cache
+def _instruments() -> Instruments:
+    if multiprocess_dir():
+        metricsfiles.reserve_files()
     registry = CollectorRegistry(auto_describe=True)
     counters = {name: Counter(name, text, registry=registry) for name, text, _ in _SYNCED}
     worker_up = Gauge("wsi_worker_up", "1 per live worker process (label pid)",
@@ -122,32 +154,58 @@ def sync(app: Flask) -> None:
         return
     svc = services(app)
     found = instruments()
+    if found is None:
+        return
     with state.lock:
         totals = _totals(svc)
-        for name, _, key in _SYNCED:
-            grown = totals[key] - state.last.get(key, 0)
-            if grown > 0:
-                found.counters[name].inc(grown)
-        state.last = totals
-        found.open_slides.set(len(svc.registry))
-        found.block_cache_bytes.set(svc.blocks.cached_bytes)
+        last, state.last = state.last, totals
+
+        def update() -> None:
+            for name, _, key in _SYNCED:
+                grown = totals[key] - last.get(key, 0)
+                if grown > 0:
+                    found.counters[name].inc(grown)
+            found.open_slides.set(len(svc.registry))
+            found.block_cache_bytes.set(svc.blocks.cached_bytes)
+
+        _guarded(update)
 
 
 def observe_request(endpoint: str | None, status: int, seconds: float,
                     storage_requests: int) -> None:
     found = instruments()
+    if found is None:
+        return
     name = endpoint or "unmatched"
-    found.requests.labels(name, str(status)).inc()
-    found.latency.labels(name).observe(seconds)
-    found.request_storage.labels(name).observe(storage_requests)
+
+    def observe() -> None:
+        found.requests.labels(name, str(status)).inc()
+        found.latency.labels(name).observe(seconds)
+        found.request_storage.labels(name).observe(storage_requests)
+
+    _guarded(observe)
+
+
+def _add(gauge: Callable[[Instruments], Gauge], amount: float) -> None:
+    found = instruments()
+    if found is not None:
+        _guarded(lambda: gauge(found).inc(amount))
+
+
+def request_started() -> None:
+    _add(lambda found: found.in_flight, 1)
+
+
+def request_ended() -> None:
+    _add(lambda found: found.in_flight, -1)
 
 
 def _storage_sent(**_: Any) -> None:
-    instruments().storage_in_flight.inc()
+    _add(lambda found: found.storage_in_flight, 1)
 
 
 def _storage_answered(**_: Any) -> None:
-    instruments().storage_in_flight.dec()
+    _add(lambda found: found.storage_in_flight, -1)
 
 
 def init_metrics(app: Flask) -> None:
@@ -195,11 +253,15 @@ def multiprocess_dir() -> str | None:
 
 
 def render(app: Flask) -> bytes:
-    """The Prometheus text exposition: every worker's values when in multiprocess mode."""
+    """The Prometheus text exposition: every worker's values when in multiprocess mode.
+    ``MetricsOff`` (503) when metrics are off in this process."""
     sync(app)
+    reason = metricsfiles.off_reason() if instruments() is None else None
+    if reason:
+        raise MetricsOff(f"metrics are off in this worker: {metricsfiles.SETTING}: {reason}")
     if multiprocess_dir():
         source: Any = CollectorRegistry()
         MultiProcessCollector(source)  # type: ignore[no-untyped-call]
     else:
-        source = instruments().registry
+        source = _instruments().registry
     return generate_latest(_WithRatios(source))
