@@ -565,24 +565,35 @@ def test_kubernetes_deployment(manifests: dict[str, dict[str, Any]]) -> None:
     assert volumes[mounts["/tmp"]]["emptyDir"].get("sizeLimit")
 
 
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
+                    reason="mounting a tmpfs in a private mount namespace needs root")
 def test_kubernetes_cache_folder_starts_in_a_world_writable_empty_dir(
         manifests: dict[str, dict[str, Any]], tmp_path: Path) -> None:
-    """What the pod does at startup: the emptyDir (mode 0777) at the mount path, the app's
-    cache at the ConfigMap's folder inside it."""
-    from wsi_streamer.config import Config
-    from wsi_streamer.server.app import create_app
-
+    """What the pod does at startup: the emptyDir (a root-owned mount of mode 0777, mounted
+    here in a private mount namespace) at the mount path, the app's cache at the ConfigMap's
+    folder inside it (a plain world-writable parent that is no mount point is refused:
+    ``tests/unit/slide/test_cachedir.py``)."""
     config = manifests[APP_CONFIG]["data"]
     mounts = [m["mountPath"] for m in _container(manifests["Deployment"])["volumeMounts"]]
     (mount,) = [m for m in mounts if config["WSI_TILE_CACHE_DIR"].startswith(m + "/")]
     empty_dir = tmp_path / "emptydir"
     empty_dir.mkdir()
-    empty_dir.chmod(0o777)
     inside = empty_dir / os.path.relpath(config["WSI_TILE_CACHE_DIR"], mount)
     (tmp_path / "slides").mkdir()
-    app = create_app(Config(slides_dir=str(tmp_path / "slides"), tile_cache_dir=str(inside)))
-    assert app.test_client().get("/health").status_code == 200
-    assert inside.stat().st_mode & 0o777 == 0o700
+    check = ("import os, sys\n"
+             "from wsi_streamer.config import Config\n"
+             "from wsi_streamer.server.app import create_app\n"
+             f"app = create_app(Config(slides_dir={str(tmp_path / 'slides')!r}, "
+             f"tile_cache_dir={str(inside)!r}))\n"
+             "assert app.test_client().get('/health').status_code == 200\n"
+             f"print(oct(os.stat({str(inside)!r}).st_mode & 0o777), "
+             f"oct(os.stat({str(empty_dir)!r}).st_mode & 0o7777))\n")
+    done = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                           f"mount -t tmpfs -o size=4m,mode=0777 tmpfs {empty_dir} && "
+                           f'exec "$0" -c "$1"', sys.executable, check],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["0o700", "0o777"]
 
 
 def _size(text: str) -> int:

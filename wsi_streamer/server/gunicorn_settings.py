@@ -67,7 +67,8 @@ def settings(config: Config | None = None) -> dict[str, Any]:
 
 
 def metrics_dir(config: Config) -> str:
-    """``config.metrics_dir`` (created 0700 if missing), else the folder already chosen for
+    """``config.metrics_dir`` (created 0700 if missing; its real path, checked up to ``/`` by
+    ``ensure_private_dir``), else the folder already chosen for
     this process (a config reload keeps it), else a new private one. ``ConfigError`` naming
     ``PROMETHEUS_MULTIPROC_DIR`` when the given folder is not private to this user (another
     user could plant or swap metric files, and ``on_starting`` deletes files there), cannot
@@ -76,7 +77,7 @@ def metrics_dir(config: Config) -> str:
     folder = config.metrics_dir
     if folder:
         try:
-            ensure_private_dir(folder, setting=METRICS_SETTING, what="metrics folder")
+            folder = ensure_private_dir(folder, setting=METRICS_SETTING, what="metrics folder")
             foreign = sorted(name for name in os.listdir(folder)
                              if name.endswith(".db") and not is_metric_file(name))
         except OSError as exc:

@@ -186,7 +186,9 @@ class HostCache:
 
     def _open(self, *, first: bool) -> diskcache.Cache | None:
         try:
-            ensure_private_dir(self.directory, setting=self._setting, default=self._default_dir)
+            # The checked real path from now on: a link swapped after the start changes nothing.
+            self.directory = ensure_private_dir(self.directory, setting=self._setting,
+                                                default=self._default_dir)
             return _BoundedCache(self.directory, open_wait=self.timeout, timeout=self.timeout,
                                  disk=_SafeDisk,
                                  size_limit=int(self.size_limit * DISKCACHE_SHARE),
