@@ -93,6 +93,52 @@ MAX_TILES_PER_REQUEST = 1024
 """Tiles one Deep Zoom tile, thumbnail or region of the tile service may decode. A file whose
 levels make a request decode more (no reduced level, tiny tiles) gets 415 naming this."""
 
+# --- decode time: what one tile's codestream may cost (issue 26) ---------------------------
+# Checked on the stored bytes before a tile (or a JPEG strip of an associated image) is
+# handed to libjpeg-turbo or openjpeg: a stream past a bound is refused with ``LimitExceeded``
+# (415 naming the bound; the patch pipeline's skip reason), never decoded. Together with the
+# tile byte limit (``4*w*h*3 + 1 MiB``) they bound one tile's decode in CPU and memory.
+
+MAX_JPEG_SCANS = 64
+"""Scans (SOS markers) in one JPEG stream. Baseline encoders write 1 (3 for non-interleaved
+components), libjpeg's default progressive script 10, optimised progressive encoders
+(mozjpeg, jpegtran ``-optimize``) at most about 20: 64 leaves 3x margin. libjpeg-turbo makes
+a full pass over a scan's blocks even when the scan says they are all empty (12 bytes on
+disk), so a 256 px tile of 152,835 scans cost 1.1 CPU s (200x a normal tile) and a 1024 px
+one about 150 s; at 64 scans an empty-scan pass costs about 10 ns per 8x8 block (0.6 ms for
+a 256 px tile, 10 ms for 1024 px)."""
+
+MAX_JPEG_SCAN_PIXELS = 16 * 3 * MAX_TILE_SIDE * MAX_TILE_SIDE
+"""Component pixels summed over a JPEG stream's scans (a scan of Ns components covers each
+component's pixels, subsampling applied): 3.2e9, sixteen passes per component of a
+3-component tile of the largest side. libjpeg's progressive script covers about 4.7 per
+component (14 component-scans for 3 components), so real tiles of any allowed side pass; it
+bounds large tiles that stay under ``MAX_JPEG_SCANS`` with 4-component scans (64 scans of an
+8192 px tile would be 1.7e10)."""
+
+MAX_JPEG_SEGMENTS = 512
+"""Marker segments (tables, APPn, COM, SOS...) walked in one JPEG stream. Real streams have
+10-40 (an ICC profile split into 64 KiB APP2 chunks adds one per chunk: 64 at
+``MAX_ICC_BYTES``); the bound keeps the pre-decode walk itself cheap (a 1.8 MB tile of 4-byte
+COM segments would otherwise be 450,000 steps)."""
+
+MAX_JP2K_DECODE_BYTES = 64 << 20
+"""Working set of one JPEG 2000 decode, from the codestream's SIZ before decoding: openjpeg
+holds every component as int32 (4 bytes per sample) and returns a copy at 1 (precision <= 8)
+or 2 bytes per sample. Real tiles pass with room: an Aperio 240 px RGB tile needs 0.8 MiB, a
+1024 px one 15 MiB, a 2048 px one 60 MiB; a 756-byte codestream declaring 8192x8192 (a legal
+tile size) would need 960 MiB (measured: 1013 MiB peak)."""
+
+MAX_JP2K_COMPONENTS = 4
+"""Components of a JPEG 2000 tile (RGB, RGBA, YCbCr; a tile with more is not a slide image)."""
+
+MAX_JP2K_PRECISION = 16
+"""Bits per sample of a JPEG 2000 component (real slides: 8)."""
+
+JP2K_DECODES = 2
+"""JPEG 2000 decodes running at once per process (threads beyond it wait, polling their
+budget), so concurrent requests cannot multiply ``MAX_JP2K_DECODE_BYTES``."""
+
 # --- the overview ------------------------------------------------------------------------
 
 OVERVIEW_SIZE = 2048

@@ -4,34 +4,43 @@ space from Photometric (Aperio's RGB-coded tiles), and decoding with Pillow (lib
 from __future__ import annotations
 
 import io
+import re
 import warnings
 
 from PIL import Image
 
-from ..errors import DecodeError
+from ..errors import DecodeError, LimitExceeded
+from ..limits import MAX_JPEG_SEGMENTS
+from .jpeg_scans import check_scans
 
 SOI, EOI = b"\xff\xd8", b"\xff\xd9"
 # APP14 "Adobe", version 100, flags 0/0, transform 0: components are RGB, not YCbCr.
 ADOBE_RGB = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00"
 _STANDALONE = {0x01, *range(0xD0, 0xD8)}  # TEM and RSTn have no length field
 _SOS, _DQT, _APP0, _APP14 = 0xDA, 0xDB, 0xE0, 0xEE
+_FILL = re.compile(rb"\xff+")
 
 
 def header_segments(stream: bytes) -> list[tuple[int, int, int]]:
     """``(marker, start, end)`` of each segment from after SOI up to and including SOS.
 
     Raises ``DecodeError`` for a stream that does not start with SOI or whose header is
-    truncated."""
+    truncated, ``LimitExceeded`` past ``MAX_JPEG_SEGMENTS`` segments."""
     if not stream.startswith(SOI):
         raise DecodeError("tile data is not a JPEG stream (no SOI marker)")
     segments = []
-    pos = 2
+    pos, steps = 2, 0
     while pos + 4 <= len(stream):
         if stream[pos] != 0xFF:
             raise DecodeError(f"malformed JPEG header at byte {pos}")
+        steps += 1
+        if steps > MAX_JPEG_SEGMENTS:
+            raise LimitExceeded("MAX_JPEG_SEGMENTS", f"JPEG header has more than "
+                                f"{MAX_JPEG_SEGMENTS} marker segments")
         marker = stream[pos + 1]
-        if marker == 0xFF:
-            pos += 1
+        if marker == 0xFF:  # fill bytes: skip the run at C speed
+            fill = _FILL.match(stream, pos)
+            pos = fill.end() - 1 if fill is not None else pos + 1
             continue
         if marker in _STANDALONE:
             pos += 2
@@ -83,11 +92,14 @@ def decode_jpeg(stream: bytes, max_size: tuple[int, int],
     """Decode a complete stream to an RGB image no larger than ``max_size``.
 
     ``reduce_to`` lets libjpeg scale by 1/2, 1/4 or 1/8 while decoding (DCT scaling) when the
-    caller will downsample anyway; the result is at least that size."""
+    caller will downsample anyway; the result is at least that size. A stream whose scans
+    would cost more than ``limits`` allow raises ``LimitExceeded`` before decoding
+    (``jpeg_scans.check_scans``)."""
     width, height = jpeg_size(stream)
     if width > max_size[0] or height > max_size[1] or width == 0 or height == 0:
         raise DecodeError(f"JPEG tile is {width}x{height}, expected at most "
                           f"{max_size[0]}x{max_size[1]}")
+    check_scans(stream)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

@@ -18,9 +18,10 @@ from PIL import Image
 from ...errors import DecodeError, InvalidTiff, LimitExceeded, UnsupportedFormat
 from ...io.range_reader import RangeReader, read_ranges
 from ...limits import MAX_ASSOCIATED_BYTES, MAX_ASSOCIATED_PIXELS, MAX_EAGER_VALUE
+from ..jpeg_scans import check_scans
 from .header import TiffFormat
 from .ifd import Ifd, IfdEntry, check_value_size, decode_array, read_fields
-from .tags import Tag
+from .tags import JPEG, Tag
 from .writer import write_ifd
 
 WHITE = (255, 255, 255)
@@ -71,7 +72,8 @@ def strip_image(name: str, index: int, ifd: Ifd) -> StripImage | None:
 
 
 def read_strip_image(reader: RangeReader, fmt: TiffFormat, image: StripImage) -> Image.Image:
-    """The image as RGB. ``LimitExceeded`` when it is larger than the limits allow,
+    """The image as RGB. ``LimitExceeded`` when it (or a JPEG strip's scans, see
+    ``jpeg_scans``) is larger than the limits allow,
     ``InvalidTiff`` for strips outside the file, ``UnsupportedFormat``/``DecodeError`` when
     its codec cannot decode it."""
     if image.width * image.height > MAX_ASSOCIATED_PIXELS:
@@ -95,6 +97,9 @@ def read_strip_image(reader: RangeReader, fmt: TiffFormat, image: StripImage) ->
     if np.any(offsets + counts > reader.size):
         raise InvalidTiff(f"a strip of the {image.name} image lies past the end of the file")
     data = read_ranges(reader, [(int(o), int(n)) for o, n in zip(offsets, counts, strict=True)])
+    if image.compression == JPEG:
+        for strip in data:  # scan bombs are refused before libtiff decodes them
+            check_scans(strip)
     tiff = _single_image_tiff(image, data, raw[2] if image.jpeg_tables is not None else None)
     try:
         with Image.open(io.BytesIO(tiff)) as decoded:
