@@ -101,14 +101,14 @@ levels make a request decode more (no reduced level, tiny tiles) gets 415 naming
 
 MAX_JPEG_SCANS = 64
 """Scans (SOS markers) in one JPEG stream. Baseline encoders write 1 (3 for non-interleaved
-components), libjpeg's default progressive script 10, optimised progressive encoders
-(mozjpeg, jpegtran ``-optimize``) at most about 20: 64 leaves 3x margin. libjpeg-turbo makes
-a full pass over a scan's blocks even when the scan says they are all empty (12 bytes on
-disk), so a 256 px tile of 152,835 scans cost 1.1 CPU s (200x a normal tile) and a 1024 px
-one about 150 s; an empty scan costs about 8 ns per 8x8 block, so at this bound at most
-0.5 ms more for a 256 px tile and 8 ms for 1024 px. The check itself walks the stream with a
-C-speed search: 19 us per CMU-1-Small-Region tile (2.4% of its 0.78 ms decode), 0.2 ms to
-refuse a 1.8 MB bomb that took 1.12 CPU s to decode."""
+components), libjpeg's default progressive script 10 (14 for RGB-coded), optimised progressive
+encoders (mozjpeg, jpegtran ``-optimize``) at most about 20: 64 leaves 3x margin. libjpeg-turbo
+makes a full pass over a scan's blocks even when the scan says they are all empty (12 bytes on
+disk), so a 256 px tile of 152,835 scans cost 1.1 CPU s (200x a normal tile) and a 1024 px one
+about 150 s; an empty scan costs about 8 ns per 8x8 block, so at this bound at most 0.5 ms more
+for a 256 px tile and 8 ms for 1024 px. The check itself walks the stream with a C-speed
+search: 19 us per CMU-1-Small-Region tile (2.4% of its 0.78 ms decode), 0.2 ms to refuse a 1.8
+MB bomb that took 1.12 CPU s to decode."""
 
 MAX_JPEG_SCAN_PIXELS = 16 * 3 * MAX_TILE_SIDE * MAX_TILE_SIDE
 """Component pixels summed over a JPEG stream's scans (a scan of Ns components covers each
