@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from .errors import ConfigError
+from .limits import OVERVIEW_DEADLINE_S, REQUEST_DEADLINE_S
 
 _SIZE = re.compile(r"^\s*(\d+)\s*(B|KB|K|KIB|MB|M|MIB|GB|G|GIB)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "B": 1, "K": 1024, "KB": 1024, "KIB": 1024, "M": 1024**2, "MB": 1024**2,
@@ -45,6 +46,18 @@ def _int_in(low: int, high: int) -> Callable[[str], int]:
             raise ValueError(f"not an integer: {text!r}") from None
         if not low <= value <= high:
             raise ValueError(f"{value} is outside {low}-{high}")
+        return value
+    return parse
+
+
+def _seconds(low: float, high: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text.strip())
+        except ValueError:
+            raise ValueError(f"not a number of seconds: {text!r}") from None
+        if not low <= value <= high:  # NaN fails both
+            raise ValueError(f"{value:g} is outside {low:g}-{high:g}")
         return value
     return parse
 
@@ -104,6 +117,8 @@ class Config:
     cors_origins: tuple[str, ...] = ("*",)
     threads: int = 8  # worker threads (sizes the storage connection pool)
     revalidate_s: int = 60  # how often an open slide's ETag/mtime is checked again
+    request_deadline: float = REQUEST_DEADLINE_S  # seconds of work per request
+    overview_deadline: float = OVERVIEW_DEADLINE_S  # seconds of work per overview build
     # Process settings (gunicorn, logs, metrics).
     workers: int | None = None  # None: min(4, cores)
     keepalive: int = 75
@@ -258,6 +273,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("revalidate_s", "WSI_SLIDE_REVALIDATE", _int_in(0, 86400), "60",
             "seconds between checks that an open slide's object is unchanged",
             flag="--slide-revalidate"),
+    Setting("request_deadline", "WSI_REQUEST_DEADLINE", _seconds(0.01, 3600), "30",
+            "seconds of work one request may take; past it, or once its client has gone, "
+            "it stops at the next tile (503 deadline_exceeded)"),
+    Setting("overview_deadline", "WSI_OVERVIEW_DEADLINE", _seconds(0.01, 3600), "50",
+            "seconds one overview build (shared by every thumbnail and low Deep Zoom level "
+            "of a slide) may take"),
     Setting("workers", "WSI_WORKERS", _int_in(1, 256), "min(4, cores)",
             "gunicorn worker processes"),
     Setting("keepalive", "WSI_KEEPALIVE", _int_in(0, 3600), "75",

@@ -100,12 +100,15 @@ class MetricsOff(WsiError):
 
 class DeadlineExceeded(WsiError):
     """Work ran past its budget (``budget.within``): a request, an overview build or a slide
-    open in the patch pipeline. ``what`` names the work, ``seconds`` its budget."""
+    open in the patch pipeline. ``what`` names the work, ``seconds`` its budget, ``done`` the
+    work done by then (``budget.Meter.progress``), when counted."""
 
-    def __init__(self, what: str, seconds: float) -> None:
-        super().__init__(f"{what} exceeded its budget of {seconds:g} s")
+    def __init__(self, what: str, seconds: float, done: str | None = None) -> None:
+        super().__init__(f"{what} exceeded its budget of {seconds:g} s"
+                         + (f" ({done})" if done else ""))
         self.what = what
         self.seconds = seconds
+        self.done = done
 
 
 class WorkAbandoned(WsiError):

@@ -215,3 +215,35 @@ METRICS_FREE_MARGIN = 1 << 20
 workers map (4 x 64 KiB each), or metrics are off (one warning, the server runs on): room for
 new label values and for the files of workers that replace dead ones. A full folder used to kill
 every worker with SIGBUS (prometheus_client writes through a mapping of a sparse file)."""
+
+# --- work budgets (``budget``): deadlines, decoded bytes, gone clients -----------------
+
+REQUEST_DEADLINE_S = 30.0
+"""Default of ``WSI_REQUEST_DEADLINE``: seconds of work one HTTP request may take (its slide
+open, waits for a heavy slot or another request's render, and every tile decode) before it
+stops at the next tile with 503 ``deadline_exceeded``. A normal cold render takes well under a
+second; 30 s leaves room for slow storage and stays under nginx's ``proxy_read_timeout`` (60 s),
+so the client gets the JSON answer instead of the proxy's 504."""
+
+OVERVIEW_DEADLINE_S = 50.0
+"""Default of ``WSI_OVERVIEW_DEADLINE``: seconds one overview build may take. The build is
+shared (its waiters, and every worker of the host through the tile cache), so it runs under its
+own budget, not under the deadline or the client of the request that started it; that request
+waits for it (at most this long, under nginx's 60 s), the others on their own deadline."""
+
+MAX_DECODED_BYTES = 4 << 30
+"""Bytes of decoded tiles one request or one overview build may produce (4 GiB, counted after
+each tile, so passed by at most one tile): 21,000 256 px RGB tiles, more than
+``MAX_TILES_PER_REQUEST`` tiles of 1024 px. At 40-200 MB/s of decoding per core it is more work
+than a deadline allows; it makes the bound hold whatever the CPU, and a slide that passes it is
+refused as the file's fault (415 naming it)."""
+
+BUDGET_POLL_S = 0.05
+"""Waits for a heavy-render slot or for another thread's render are cut into slices this long,
+each followed by a check of the waiter's own budget (its deadline, its client)."""
+
+CLIENT_CHECK_S = 0.05
+"""Least seconds between two checks that a request's client is still connected (a
+non-blocking ``MSG_PEEK`` of its socket, about a microsecond), so a render for a client that
+has gone stops within this plus one tile, and a render of 16,000 tiles makes at most a few
+hundred checks."""

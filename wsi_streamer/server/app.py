@@ -13,6 +13,7 @@ from flask import Flask, Response, request
 from ..config import Config
 from ..errors import ConfigError, InvalidRequest, InvalidSignature, WsiError
 from .auth import verify
+from .deadline import init_deadlines
 from .errors import register_error_handlers
 from .iiif import require_viewer_scope
 from .logs import configure_logging, init_access_log
@@ -68,6 +69,7 @@ def create_app(config: Config | None = None) -> Flask:
         raise RuntimeError(f"endpoints without an auth entry in ENDPOINT_AUTH: {unlisted}")
 
     init_access_log(app)
+    init_deadlines(app)
     if config.auth_enabled:
         app.before_request(_require_signature)
     app.after_request(_cors)

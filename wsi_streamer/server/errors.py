@@ -1,5 +1,16 @@
 """The only mapping from exceptions to HTTP errors: JSON ``{"error", "message", "status"}``,
-never an HTML page or a trace. 5xx are logged once here, with the traceback."""
+never an HTML page or a trace. 5xx are logged once here, with the traceback, except the
+expected ones (one warning line each):
+
+- ``Overloaded``: 503 ``overloaded`` with Retry-After.
+- ``DeadlineExceeded`` (the request's budget, ``WSI_REQUEST_DEADLINE``, or an overview
+  build's, ran out): 503 ``deadline_exceeded`` with Retry-After, not 504: this server is the
+  origin, not a gateway that waited on one, and the cause is the same as ``Overloaded``'s
+  (busy CPU, slow storage, a costly slide). A retry usually finds the bytes fetched and the
+  overview built by then (block and tile caches), and Retry-After spaces it.
+- ``WorkAbandoned`` (the client went away mid-render): 499 (nginx's "client closed request")
+  with ``Connection: close``. Nobody reads it; it makes the access line and the metrics say
+  what happened, with one info line instead of a trace."""
 
 from __future__ import annotations
 
@@ -11,6 +22,7 @@ from werkzeug.exceptions import HTTPException
 from ..errors import (
     AuthError,
     ConfigError,
+    DeadlineExceeded,
     DecodeError,
     EncodeError,
     InvalidLevel,
@@ -25,11 +37,15 @@ from ..errors import (
     StorageError,
     TileOutOfBounds,
     UnsupportedFormat,
+    WorkAbandoned,
     WsiError,
 )
+from ..limits import RETRY_AFTER_S
 from .logs import escape
 
 logger = logging.getLogger(__name__)
+
+CLIENT_GONE = 499  # nginx's status for "client closed request"
 
 ERRORS: dict[type[BaseException], tuple[int, str]] = {
     InvalidLevel: (400, "invalid_level"),
@@ -45,6 +61,8 @@ ERRORS: dict[type[BaseException], tuple[int, str]] = {
     StorageConnectionError: (502, "connection_error"),
     Overloaded: (503, "overloaded"),
     MetricsOff: (503, "metrics_off"),
+    DeadlineExceeded: (503, "deadline_exceeded"),
+    WorkAbandoned: (CLIENT_GONE, "client_gone"),
     StorageError: (500, "storage_error"),
     ConfigError: (500, "io_error"),
     WsiError: (500, "io_error"),
@@ -71,10 +89,17 @@ def classify(exc: BaseException) -> tuple[int, str]:
 
 def handle_wsi_error(exc: WsiError) -> Response:
     status, code = classify(exc)
-    if isinstance(exc, Overloaded):  # expected under load: no traceback
-        logger.warning("%s %s: %s", request.method, request.path, exc)
+    if isinstance(exc, WorkAbandoned):  # nobody is listening: no traceback, no warning
+        logger.info("%s %s: %s", escape(request.method), escape(request.path), exc)
         response = error_response(status, code, str(exc))
-        response.headers["Retry-After"] = str(exc.retry_after)
+        response.headers["Connection"] = "close"
+        return response
+    if isinstance(exc, Overloaded | DeadlineExceeded):  # expected under load: no traceback
+        logger.warning("%s %s: %s", escape(request.method), escape(request.path),
+                       escape(str(exc)))
+        response = error_response(status, code, str(exc))
+        response.headers["Retry-After"] = str(
+            exc.retry_after if isinstance(exc, Overloaded) else RETRY_AFTER_S)
         return response
     if status >= 500 and not isinstance(exc, MetricsOff):  # MetricsOff: warned when it began
         logger.error("%s %s failed: %s", escape(request.method), escape(request.path),

@@ -88,7 +88,8 @@ def build_services(config: Config) -> Services:
                              revalidate_s=config.revalidate_s, structures=tile_cache,
                              formats=formats)
     tiles = TileService(registry, tile_cache, default_quality=config.jpeg_quality,
-                        color=ColorManager(config.color_mode))
+                        color=ColorManager(config.color_mode),
+                        overview_deadline=config.overview_deadline)
     # Create the storage client now (in the worker, after fork), not in a first request.
     getattr(storage, "client" if spec.scheme == "s3" else "pool", None)
     return Services(config, storage, blocks, registry, tile_cache, tiles)

@@ -29,6 +29,11 @@ WHITE = (255, 255, 255)
 DCT_MAX = 8  # libjpeg scales by 1/2, 1/4 or 1/8 while decoding
 
 
+def decoded_bytes(image: Image.Image) -> int:
+    """What a decoded tile counts against its budget's ``MAX_DECODED_BYTES``."""
+    return image.width * image.height * len(image.getbands())
+
+
 def _canvas(size: tuple[int, int]) -> Image.Image:
     """A white RGB canvas (every canvas of this module is made here: tests count them)."""
     return Image.new("RGB", size, WHITE)
@@ -99,7 +104,7 @@ def render_region(slide: SlideReader, level: int, x: float, y: float, width: flo
     target = (math.ceil(tw / reduce), math.ceil(th / reduce))
     decoded = slide.tile_images(level, tiles, target if reduce > 1 else None)
     for (tx, ty), tile in zip(tiles, decoded, strict=True):
-        checkpoint()  # the request's (or the open's) budget, after each tile
+        checkpoint(decoded_bytes(tile))  # the request's (or the open's) budget, each tile
         if tile.size != target:
             tile = tile.resize(target, Image.Resampling.BOX)
         canvas.paste(tile, ((tx * tw - left) // reduce, (ty * th - top) // reduce))
@@ -191,7 +196,7 @@ def render_overview(slide: SlideReader, level: int, out_size: tuple[int, int], *
     for ty in range(info.tiles_y):
         row = [(tx, ty) for tx in range(info.tiles_x)]
         for tx, tile in enumerate(slide.tile_images(level, row, reduce_to)):
-            checkpoint()
+            checkpoint(decoded_bytes(tile))
             if tile.size != (tw, th):
                 k = tile.width // tw
                 if k > 1 and tile.size == (tw * k, th * k):

@@ -1,16 +1,20 @@
 """A per-process cap on heavy renders (overview builds, renders decoding many tiles), so that
 native and cached tiles keep being served while they run: a bounded semaphore with a bounded
-wait, then ``Overloaded`` (503 with Retry-After)."""
+wait, then ``Overloaded`` (503 with Retry-After). The wait is also bounded by the caller's
+budget (``budget``): it is cut into ``BUDGET_POLL_S`` slices with a check of the budget after
+each, so a request whose deadline passes or whose client goes away stops waiting."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from ..budget import checkpoint
 from ..errors import Overloaded
-from ..limits import HEAVY_RENDERS, HEAVY_WAIT_S, RETRY_AFTER_S
+from ..limits import BUDGET_POLL_S, HEAVY_RENDERS, HEAVY_WAIT_S, RETRY_AFTER_S
 
 
 @dataclass
@@ -36,8 +40,9 @@ class HeavyGate:
 
     @contextmanager
     def slot(self, what: str) -> Iterator[None]:
-        """Hold a slot for the block; ``Overloaded`` naming ``what`` after ``wait_s``."""
-        if not self._semaphore.acquire(timeout=self.wait_s):
+        """Hold a slot for the block; ``Overloaded`` naming ``what`` after ``wait_s``;
+        ``DeadlineExceeded`` / ``WorkAbandoned`` from the caller's budget while waiting."""
+        if not self._acquire():
             with self._lock:
                 self.stats.refused += 1
             raise Overloaded(f"{what}: {self.slots} heavy renders already running in this "
@@ -52,3 +57,12 @@ class HeavyGate:
             with self._lock:
                 self.stats.running -= 1
             self._semaphore.release()
+
+    def _acquire(self) -> bool:
+        give_up = time.monotonic() + self.wait_s
+        while not self._semaphore.acquire(timeout=max(0.0, min(
+                BUDGET_POLL_S, give_up - time.monotonic()))):
+            checkpoint()
+            if time.monotonic() >= give_up:
+                return False
+        return True

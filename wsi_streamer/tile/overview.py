@@ -6,7 +6,13 @@ and Deep Zoom levels no larger than it are resampled from it, so a new ``max_siz
 ``quality`` costs a resize, not a level's worth of tile decodes.
 
 Slides no larger than ``OVERVIEW_SIZE`` have none (``geometry`` is None): every level of
-them is small, and they are rendered from their smallest adequate level as before."""
+them is small, and they are rendered from their smallest adequate level as before.
+
+A build is shared work: its waiters use it, and every worker of the host through the tile
+cache. So it runs under a budget of its own (``build_s``, ``WSI_OVERVIEW_DEADLINE``, and
+``MAX_DECODED_BYTES``), not under the deadline or the client of the request that happened to
+start it: that request waits for the build (at most ``build_s``), the requests that come while
+it runs wait on their own deadline (``flights``), and a client leaving abandons nothing."""
 
 from __future__ import annotations
 
@@ -20,11 +26,19 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from ..io.singleflight import SingleFlight
-from ..limits import MAX_OVERVIEW_TILES, OVERVIEW_MEMORY_BYTES, OVERVIEW_SIZE, SERVICE_CANVAS_PIXELS
+from ..budget import applied, within
+from ..limits import (
+    MAX_DECODED_BYTES,
+    MAX_OVERVIEW_TILES,
+    OVERVIEW_DEADLINE_S,
+    OVERVIEW_MEMORY_BYTES,
+    OVERVIEW_SIZE,
+    SERVICE_CANVAS_PIXELS,
+)
 from ..slide.reader import SlideReader
 from ..slide.region import render_overview
 from .cache import TileCache
+from .flights import BudgetedFlights
 from .gate import HeavyGate
 
 logger = logging.getLogger(__name__)
@@ -79,14 +93,15 @@ class OverviewStore:
     def __init__(self, cache: TileCache, gate: HeavyGate, *, size: int = OVERVIEW_SIZE,
                  memory_bytes: int = OVERVIEW_MEMORY_BYTES,
                  max_tiles: int = MAX_OVERVIEW_TILES,
-                 max_canvas: int = SERVICE_CANVAS_PIXELS) -> None:
-        self.cache, self.gate, self.size = cache, gate, size
+                 max_canvas: int = SERVICE_CANVAS_PIXELS,
+                 build_s: float = OVERVIEW_DEADLINE_S) -> None:
+        self.cache, self.gate, self.size, self.build_s = cache, gate, size, build_s
         self.memory_bytes, self.max_tiles, self.max_canvas = memory_bytes, max_tiles, max_canvas
         self.stats = OverviewStats()
         self._images: OrderedDict[str, Image.Image] = OrderedDict()
         self._held = 0
         self._lock = threading.Lock()
-        self._flights: SingleFlight[Image.Image] = SingleFlight()
+        self._flights: BudgetedFlights[Image.Image] = BudgetedFlights("an overview build")
 
     def geometry(self, slide: SlideReader) -> tuple[int, int] | None:
         return overview_geometry(slide.dimensions, self.size)
@@ -96,8 +111,9 @@ class OverviewStore:
 
     def get(self, slide: SlideReader) -> Image.Image:
         """The overview; ``LimitExceeded`` when the slide cannot have one within the limits,
-        ``Overloaded`` when no heavy-render slot frees in time. Only for slides larger than
-        ``size`` (``geometry`` not None)."""
+        ``Overloaded`` when no heavy-render slot frees in time, ``DeadlineExceeded`` when the
+        build passes ``build_s`` (or, waiting for another request's build, the caller's own
+        budget ends). Only for slides larger than ``size`` (``geometry`` not None)."""
         key = self.key(slide)
         with self._lock:
             image = self._images.get(key)
@@ -105,8 +121,14 @@ class OverviewStore:
                 self._images.move_to_end(key)
                 self.stats.memory_hits += 1
                 return image
-        image, _ = self._flights.do(key, lambda: self._load_or_build(slide, key))
+        image, _ = self._flights.do(key, lambda: self._shared(slide, key))
         return image
+
+    def _shared(self, slide: SlideReader, key: str) -> Image.Image:
+        """The load or build, under its own budget only (see the module docstring)."""
+        with applied(None), within(self.build_s, f"the overview of {slide.identity}",
+                                   decoded_bytes=MAX_DECODED_BYTES):
+            return self._load_or_build(slide, key)
 
     def _load_or_build(self, slide: SlideReader, key: str) -> Image.Image:
         size = self.geometry(slide)

@@ -13,7 +13,13 @@ has one overview (``overview.OverviewStore``) from which every thumbnail and eve
 level no larger than it is resampled; other renders decode at most ``MAX_TILES_PER_REQUEST``
 tiles into at most ``SERVICE_CANVAS_PIXELS``; overview builds and renders of more than
 ``HEAVY_TILES`` tiles hold a slot of a per-process ``HeavyGate`` (503 when none frees in
-time), native tiles never do."""
+time), native tiles never do.
+
+Time is bounded by the caller's work budget (``budget``: the server enters one per request):
+every tile decoded, a native tile's included, is a ``checkpoint`` of it, before and after
+decoding, counting its decoded bytes; waits for a slot or for another request's render are
+sliced and checked too (``flights``). Overview builds run under their own budget
+(``overview``)."""
 
 from __future__ import annotations
 
@@ -24,22 +30,24 @@ from dataclasses import dataclass, replace
 
 from PIL import Image
 
+from ..budget import checkpoint
 from ..errors import AssociatedImageNotFound, TileOutOfBounds
-from ..io.singleflight import SingleFlight
 from ..limits import (
     HEAVY_TILES,
     MAX_OVERVIEW_TILES,
     MAX_TILES_PER_REQUEST,
+    OVERVIEW_DEADLINE_S,
     OVERVIEW_SIZE,
     SERVICE_CANVAS_PIXELS,
 )
 from ..slide.reader import SlideReader
-from ..slide.region import region_tile_count, render_region
+from ..slide.region import decoded_bytes, region_tile_count, render_region
 from ..slide.registry import SlideRegistry
 from .cache import TileCache
 from .color import ColorManager
 from .dzi import DeepZoom
 from .encoder import apply_quality, encode
+from .flights import BudgetedFlights
 from .gate import HeavyGate
 from .overview import OverviewStore, resample_box
 from .request import MEDIA_TYPES, ImageRequest, native_tile, scaled_level_size, tile_region
@@ -79,7 +87,8 @@ class TileService:
 
     def __init__(self, registry: SlideRegistry, cache: TileCache, *, default_quality: int = 80,
                  tile_size: int = 254, overlap: int = 1, gate: HeavyGate | None = None,
-                 overview_size: int = OVERVIEW_SIZE, color: ColorManager | None = None) -> None:
+                 overview_size: int = OVERVIEW_SIZE, color: ColorManager | None = None,
+                 overview_deadline: float = OVERVIEW_DEADLINE_S) -> None:
         self.registry = registry
         self.color = color if color is not None else ColorManager()
         self.cache = cache
@@ -87,9 +96,10 @@ class TileService:
         self.dzi_tile_size, self.dzi_overlap = tile_size, overlap
         self.stats = TileStats()
         self.gate = gate if gate is not None else HeavyGate()
-        self.overviews = OverviewStore(cache, self.gate, size=overview_size)
+        self.overviews = OverviewStore(cache, self.gate, size=overview_size,
+                                       build_s=overview_deadline)
         self._stats_lock = threading.Lock()
-        self._flights: SingleFlight[bytes] = SingleFlight()
+        self._flights: BudgetedFlights[bytes] = BudgetedFlights("a render")
 
     def slide(self, slide_id: str) -> SlideReader:
         return self.registry.get(slide_id)
@@ -184,7 +194,9 @@ class TileService:
 
         def produce(slide: SlideReader) -> bytes:
             with self.gate.slot(f"the {name} image of {slide.identity}"):
+                checkpoint()
                 pixels = slide.associated_image(name)
+                checkpoint(decoded_bytes(pixels))
             image, profile = self.color.apply(pixels, self._profile(slide))
             return encode(image, fmt, q, profile)
 
@@ -207,7 +219,10 @@ class TileService:
         if native is not None:
             with self._stats_lock:
                 self.stats.native += 1
-            return slide.read_tile(*native)
+            checkpoint()  # no decode once the budget is spent or the client gone
+            tile = slide.read_tile(*native)
+            checkpoint(decoded_bytes(tile))
+            return tile
         overview = self.overviews.geometry(slide)
         level_w, level_h = scaled_level_size(slide.dimensions, request.region, request.size)
         if overview is not None and level_w <= overview[0] and level_h <= overview[1]:

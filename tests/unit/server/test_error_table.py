@@ -49,7 +49,10 @@ EXTENSIONS: dict[str, tuple[int, str]] = {
     "InvalidParameter": (400, "invalid_parameter"),
     "NotImplementedFeature": (501, "not_implemented"),
     "Overloaded": (503, "overloaded"),
+    "DeadlineExceeded": (503, "deadline_exceeded"),
+    "WorkAbandoned": (499, "client_gone"),
 }
+EXPECTED_5XX = ("Overloaded", "DeadlineExceeded")  # logged without a traceback
 API_CODES = {code for _, code in DOCUMENTED.values()}
 CLASSES = {name: cls for name, cls in vars(errors).items()
            if inspect.isclass(cls) and issubclass(cls, errors.WsiError)}
@@ -60,7 +63,8 @@ def make(cls: type[errors.WsiError]) -> errors.WsiError:
     samples: dict[str, Any] = {"slide_id": "/srv/secret/a.svs", "level": 3, "level_count": 2,
                                "x": 1, "y": 2, "tiles_x": 1, "tiles_y": 1, "raw": "x",
                                "limit": "MAX_X", "message": "at /srv/secret/a.svs",
-                               "retry_after": 2, "name": "label"}
+                               "retry_after": 2, "name": "label", "what": "a render",
+                               "seconds": 0.5, "done": "3 tiles"}
     params = list(inspect.signature(cls.__init__).parameters)[1:]
     if params in (["args", "kwargs"], []):
         return cls("failed at /srv/secret/a.svs")
@@ -116,9 +120,13 @@ def test_rendered_as_json_with_status_and_code(raising_app: Flask, name: str,
     assert response.json["error"] == code and response.json["status"] == status
     assert response.json["message"]
     assert "Traceback" not in response.get_data(as_text=True)
-    if name == "Overloaded":
-        assert response.headers["Retry-After"] == "2"
-    if status >= 500 and name != "Overloaded":
+    if name in EXPECTED_5XX:
+        assert response.headers["Retry-After"] == ("2" if name == "Overloaded" else "5")
+        assert not [r for r in caplog.records if r.exc_info]
+    if name == "WorkAbandoned":  # the client has gone: no trace, and the connection closes
+        assert response.headers["Connection"] == "close"
+        assert not [r for r in caplog.records if r.exc_info]
+    if status >= 500 and name not in EXPECTED_5XX:
         assert [r for r in caplog.records if r.exc_info], "5xx logged with its traceback"
 
 

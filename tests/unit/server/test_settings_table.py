@@ -34,7 +34,8 @@ SAMPLES = {
     "cache_slides": "7", "cache_blocks": "64MB", "block_size": "64KB", "cache_tiles": "1GB",
     "tile_cache_dir": "/var/cache/wsi", "jpeg_quality": "55", "cache_max_age": "77",
     "cors_origins": "https://a.example,https://b.example", "threads": "3",
-    "revalidate_s": "5", "workers": "2", "keepalive": "5", "worker_timeout": "30",
+    "revalidate_s": "5", "request_deadline": "2.5", "overview_deadline": "12",
+    "workers": "2", "keepalive": "5", "worker_timeout": "30",
     "max_requests": "1000", "log_level": "warning", "log_format": "json",
     "forwarded_allow_ips": "10.0.0.1", "control_socket": "true", "metrics_dir": "/run/metrics",
 }
