@@ -80,7 +80,8 @@ class Budget:
         """Raise ``WorkAbandoned`` when ``cancelled()`` says so, ``DeadlineExceeded`` past the
         deadline; return otherwise."""
         if self.cancelled is not None and self.cancelled():
-            raise WorkAbandoned(f"{self.what} abandoned: its client went away")
+            done = f" ({self.meter.progress()})" if self.meter else ""
+            raise WorkAbandoned(f"{self.what} abandoned: its client went away{done}")
         if time.monotonic() > self.deadline:
             raise DeadlineExceeded(self.what, self.seconds,
                                    self.meter.progress() if self.meter else None)
