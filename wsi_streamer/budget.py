@@ -48,15 +48,18 @@ class Meter:
     def add(self, decoded: int, what: str) -> None:
         """Count one tile of ``decoded`` bytes; ``LimitExceeded`` once past an allowance."""
         meter: Meter | None = self
-        while meter is not None:
+        over: Meter | None = None
+        while meter is not None:  # counted on every meter, then refused by the innermost
             with meter._lock:
                 meter.tiles += 1
                 meter.decoded += decoded
-                over = meter.allowance is not None and meter.decoded > meter.allowance
-            if over:
-                raise LimitExceeded("MAX_DECODED_BYTES", f"{what} decoded more than "
-                                    f"{meter.allowance} bytes of tiles ({meter.tiles} tiles)")
+                if over is None and meter.allowance is not None \
+                        and meter.decoded > meter.allowance:
+                    over = meter
             meter = meter.parent
+        if over is not None:
+            raise LimitExceeded("MAX_DECODED_BYTES", f"{what} decoded more than "
+                                f"{over.allowance} bytes of tiles ({over.tiles} tiles)")
 
     def progress(self) -> str:
         return f"{self.tiles} tiles, {self.decoded / 1e6:.1f} MB decoded"
