@@ -15,11 +15,9 @@ tiles into at most ``SERVICE_CANVAS_PIXELS``; overview builds and renders of mor
 ``HEAVY_TILES`` tiles hold a slot of a per-process ``HeavyGate`` (503 when none frees in
 time), native tiles never do.
 
-Time is bounded by the caller's work budget (``budget``: the server enters one per request):
-every tile decoded, a native tile's included, is a ``checkpoint`` of it, before and after
-decoding, counting its decoded bytes; waits for a slot or for another request's render are
-sliced and checked too (``flights``). Overview builds run under their own budget
-(``overview``)."""
+Time is bounded by the caller's ``budget`` (one per request): each tile decoded, native ones
+included, is checked before and after decoding; waits are sliced and checked (``flights``,
+``gate``); overview builds have their own budget (``overview``)."""
 
 from __future__ import annotations
 
