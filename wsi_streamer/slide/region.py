@@ -69,10 +69,12 @@ def render_region(slide: SlideReader, level: int, x: float, y: float, width: flo
     fractional or outside the level) resampled to ``out_size`` with ``resample``. An
     integer-aligned box of exactly ``out_size`` is copied without resampling.
 
-    Raises ``InvalidParameter`` for an empty or oversized output, or a source box whose
-    decoded tiles would exceed ``max_canvas`` pixels (the caller asked for too much), and
+    Raises, before reading: ``InvalidParameter`` for an empty or oversized output, or a
+    source box that alone would exceed ``max_canvas`` pixels (the caller asked for too much);
+    ``LimitExceeded("max_canvas")`` when the box fits but the whole tiles it touches do not
+    (the file's tiles are too large: 415, not the client's fault); and
     ``LimitExceeded("MAX_TILES_PER_REQUEST")`` when it would decode more than ``max_tiles``
-    tiles (the file's levels or tiles are too small for the request); both before reading.
+    tiles (the file's levels or tiles are too small for the request).
     Memory: the canvas (at most ``max_canvas`` px) plus the output and one decoded tile."""
     out_w, out_h = out_size
     if out_w <= 0 or out_h <= 0 or out_w * out_h > MAX_OUTPUT_PIXELS:
@@ -98,7 +100,13 @@ def render_region(slide: SlideReader, level: int, x: float, y: float, width: flo
     canvas_w = math.ceil((max(min((x1 + 1) * tw, info.width), x + width) - left) / reduce) + 1
     canvas_h = math.ceil((max(min((y1 + 1) * th, info.height), y + height) - top) / reduce) + 1
     if canvas_w * canvas_h > max_canvas:
-        raise InvalidParameter(f"region {width:.0f}x{height:.0f} of level {level} is too large")
+        if (math.ceil(width / reduce) + 2) * (math.ceil(height / reduce) + 2) > max_canvas:
+            raise InvalidParameter(f"region {width:.0f}x{height:.0f} of level {level} is "
+                                   "too large")
+        # The box fits; the whole tiles it touches do not: the file's tiles are too large.
+        raise LimitExceeded("max_canvas", f"a {width:.0f}x{height:.0f} px region of level "
+                            f"{level} needs its {tw}x{th} px tiles decoded whole "
+                            f"({canvas_w}x{canvas_h} px, more than {max_canvas})")
     canvas = _canvas((canvas_w, canvas_h))
     tiles = [(tx, ty) for ty in range(y0, y1 + 1) for tx in range(x0, x1 + 1)]
     target = (math.ceil(tw / reduce), math.ceil(th / reduce))
