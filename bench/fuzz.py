@@ -4,12 +4,12 @@
     .venv/bin/python -m bench.fuzz --cases 500       # a shorter look
 
 Each case is a slide (generated SVS, generic, BigTIFF, big-endian, JPEG 2000, the demo slide,
-and the small real slides of ../shared/slides when present) mutated by a seeded mix of byte
+scan-bomb and JPEG 2000 bomb slides, and the small real slides of ../shared/slides when present) mutated by a seeded mix of byte
 and word overwrites where the structure lives (the first 64 KiB, every IFD and its entries),
 IFD entry edits (type, count, value), spliced chunks and truncations. It is opened by the
 tile service of a worker process (registry, block store, host cache, overview, limits) and
-asked for what a viewer asks: metadata, the DZI descriptor, a thumbnail, the corner tiles of
-the first and last level and the lowest Deep Zoom levels.
+asked for what a viewer asks: metadata, the DZI descriptor, a thumbnail, the associated images,
+the corner tiles of the first and last level and the lowest Deep Zoom levels.
 
 Only the API's errors (``WsiError``) may come out. A case is a crash when anything else is
 raised or the worker dies, a hang when it runs past ``--case-timeout`` (SIGALRM inside the
@@ -58,11 +58,27 @@ def bases() -> dict[str, bytes]:
         "gen-jp2k.svs": make_svs(260, 200, levels=2, tile=128, codec="jp2k-ycbcr",
                                  associated=False).data,
         "demo-slide.tif": demo_slide_bytes(2304, 1792),
+        **bombs(),
     }
     for name in SHARED_NAMES:
         if (SHARED / name).is_file():
             found[name] = (SHARED / name).read_bytes()
     return found
+
+
+def bombs() -> dict[str, bytes]:
+    """Hostile slides whose structure is fine and whose tiles are not: progressive-JPEG scan
+    bombs (20,000 empty scans per tile, about 1 CPU s each to decode unchecked), JPEG 2000
+    codestreams of about 90 bytes declaring 8192 px (about 1 GiB to decode unchecked), and
+    16,384 tiny J2K tiles per codestream. Every case of them must end within its budget."""
+    from tests.fixtures.bombs import write_j2k_bomb_svs, write_scan_bomb_svs
+
+    with tempfile.TemporaryDirectory(prefix="wsi-fuzz-bombs-") as folder:
+        paths = [write_scan_bomb_svs(Path(folder), "scan-bomb.svs", extra=20000, width=768,
+                                     height=512, macro=True),
+                 write_j2k_bomb_svs(Path(folder), "j2k-bomb.svs", side=8192),
+                 write_j2k_bomb_svs(Path(folder), "j2k-grid-bomb.svs", side=2048, grid=16)]
+        return {path.name: path.read_bytes() for path in paths}
 
 
 def structure_spots(data: bytes) -> list[tuple[int, int]]:
@@ -129,6 +145,15 @@ def _init_worker(memory_mb: int) -> None:
     from wsi_streamer.tile.service import TileService
 
     _STORAGE = _MemoryStorage()
+    # ``metadata`` reads the one setting it needs from the app's services: a bare app stands in.
+    from types import SimpleNamespace
+
+    from flask import Flask
+
+    app = Flask("wsi-fuzz")
+    app.extensions["wsi_streamer"] = SimpleNamespace(
+        config=SimpleNamespace(associated_images=True))
+    app.app_context().push()
     cache = TileCache(tempfile.mkdtemp(prefix="wsi-fuzz-cache-"), 64 * 1024 * 1024)
     registry = SlideRegistry(_STORAGE, BlockStore(max_bytes=64 * 1024 * 1024), max_slides=8)
     _SERVICE = TileService(registry, cache)
@@ -177,6 +202,8 @@ def _exercise(slide_id: str) -> str:
         lambda: service.dzi_descriptor(slide_id),
         lambda: service.thumbnail(slide_id, 256),
     ]
+    for name in slide.info.associated:
+        calls.append(lambda name=name: service.associated(slide_id, name, "jpg"))
     for level in sorted({0, slide.level_count - 1}):
         info = slide.level(level)
         for x, y in sorted({(0, 0), (info.tiles_x - 1, info.tiles_y - 1)}):
