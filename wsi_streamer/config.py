@@ -119,6 +119,8 @@ class Config:
     revalidate_s: int = 60  # how often an open slide's ETag/mtime is checked again
     request_deadline: float = REQUEST_DEADLINE_S  # seconds of work per request
     overview_deadline: float = OVERVIEW_DEADLINE_S  # seconds of work per overview build
+    storage_deadline: int = 30  # seconds per storage read, plus its size at 256 KB/s
+    http_redirects: str = "origin"  # origin | none | public: where HTTP storage may redirect
     # Process settings (gunicorn, logs, metrics).
     workers: int | None = None  # None: min(4, cores)
     keepalive: int = 75
@@ -279,6 +281,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("overview_deadline", "WSI_OVERVIEW_DEADLINE", _seconds(0.01, 3600), "50",
             "seconds one overview build (shared by every thumbnail and low Deep Zoom level "
             "of a slide) may take"),
+    Setting("storage_deadline", "WSI_STORAGE_DEADLINE", _int_in(1, 3600), "30",
+            "seconds one storage read may take in all, plus 1 s per 256 KB it transfers "
+            "(a trickling origin gets 504)"),
+    Setting("http_redirects", "WSI_HTTP_REDIRECTS", _choice("origin", "none", "public"),
+            "origin", "HTTP storage redirects: origin (same host, port and prefix), none, or "
+            "public (any public host, never a private address)"),
     Setting("workers", "WSI_WORKERS", _int_in(1, 256), "min(4, cores)",
             "gunicorn worker processes"),
     Setting("keepalive", "WSI_KEEPALIVE", _int_in(0, 3600), "75",

@@ -22,6 +22,22 @@ class StorageConnectionError(StorageError):
     """The storage backend could not be reached (refused, timed out, DNS)."""
 
 
+class StorageTimeout(StorageConnectionError):
+    """A storage read ran past its total deadline (``limits.STORAGE_READ_BASE_S`` plus its size
+    at ``limits.STORAGE_MIN_RATE``): a stalled or trickling origin; reported as 504."""
+
+    def __init__(self, what: str, seconds: float) -> None:
+        super().__init__(f"{what}: storage too slow, gave up after {seconds:.0f} s "
+                         "(the read's deadline)")
+        self.what = what
+        self.seconds = seconds
+
+
+class RedirectRefused(StorageError):
+    """An HTTP origin redirected a read where redirects may not go (another origin, a path
+    outside the prefix, a private address; ``WSI_HTTP_REDIRECTS``); reported as 502."""
+
+
 class FlightTimeout(StorageConnectionError):
     """Waited too long for another thread's storage work (a stalled read); reported as 502."""
 

@@ -247,3 +247,25 @@ CLIENT_CHECK_S = 0.05
 non-blocking ``MSG_PEEK`` of its socket, about a microsecond), so a render for a client that
 has gone stops within this plus one tile, and a render of 16,000 tiles makes at most a few
 hundred checks."""
+
+# --- storage reads -----------------------------------------------------------------------
+
+STORAGE_READ_BASE_S = 30.0
+"""Seconds one storage read (an HTTP or S3 ranged GET, its retries and its body together) may
+take before any allowance for its size; ``WSI_STORAGE_DEADLINE`` sets it per server. The
+connect (5 s) and per-socket read (30 s) timeouts bound one silent wait only: an origin that
+sends one byte every few seconds never trips them, and held every thread of a worker for
+minutes. Past the deadline the read stops (its connection is closed, not reused) and the
+request fails with ``StorageTimeout`` (504)."""
+
+STORAGE_MIN_RATE = 256 * 1024
+"""Bytes per second a storage read must average: a read of N bytes may take at most
+``STORAGE_READ_BASE_S + N / STORAGE_MIN_RATE`` seconds (a 256 KiB block: 31 s; a 32 MiB
+associated image: 158 s). Cloud storage sends 10-100 MB/s per stream."""
+
+STORAGE_SLOT_WAIT_S = 1.0
+"""Seconds a request waits for one of its worker's storage slots (``WSI_THREADS`` - 1 per
+worker: one thread is always left for ``/health``, ``/metrics`` and cached tiles) before it
+gets 503 with Retry-After. A request takes a slot only when it first needs storage (a storage
+request, or waiting for another thread's read), so cached tiles never wait for one; the wait
+is short because the waiting thread is the free one."""

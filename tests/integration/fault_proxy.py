@@ -2,8 +2,9 @@
 
 One request per client connection (``Connection: close`` both ways), so each request sees the
 mode in force when it arrives. Modes: ``pass``, ``reset`` (accept, then close without an
-answer), ``500``/``503`` (an S3-style XML error), ``delay`` (pass after ``delay_s``), and
-``truncate`` (forward only half of each response body that has one)."""
+answer), ``500``/``503`` (an S3-style XML error), ``delay`` (pass after ``delay_s``),
+``truncate`` (forward only half of each response body that has one) and ``trickle`` (the head
+at once, then the body one byte every ``delay_s``; ``trickled`` counts the bytes sent so)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import threading
 import time
 from urllib.parse import urlsplit
 
-MODES = ("pass", "reset", "500", "503", "delay", "truncate")
+MODES = ("pass", "reset", "500", "503", "delay", "truncate", "trickle")
 
 
 def _read_head(sock: socket.socket) -> tuple[bytes, bytes]:
@@ -47,6 +48,7 @@ class FaultProxy:
         self.mode = "pass"
         self.delay_s = 0.5
         self.log: list[tuple[str, str]] = []  # (mode, request line) of every request
+        self.trickled = 0
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
         self._closed = threading.Event()
@@ -96,6 +98,15 @@ class FaultProxy:
                 rhead, _, rbody = response.partition(b"\r\n\r\n")
                 if rbody:
                     response = rhead + b"\r\n\r\n" + rbody[: len(rbody) // 2]
+            if mode == "trickle":
+                rhead, _, rbody = response.partition(b"\r\n\r\n")
+                conn.sendall(rhead + b"\r\n\r\n")
+                for byte in rbody:
+                    if self._closed.wait(self.delay_s):
+                        return
+                    conn.sendall(bytes([byte]))
+                    self.trickled += 1
+                return
             conn.sendall(response)
         except OSError:
             pass

@@ -34,6 +34,7 @@ from tests.servers import free_port
 from wsi_streamer.config import Config
 from wsi_streamer.errors import (
     ObjectChanged,
+    RedirectRefused,
     SlideNotFound,
     StorageConnectionError,
     StorageError,
@@ -41,6 +42,7 @@ from wsi_streamer.errors import (
 from wsi_streamer.io.block_cache import BlockStore
 from wsi_streamer.io.factory import open_storage, open_url_reader
 from wsi_streamer.io.http import HttpStorage
+from wsi_streamer.io.redirects import RedirectPolicy
 from wsi_streamer.io.s3 import S3Storage
 from wsi_streamer.patches import PatchPipeline, RandomSampler
 from wsi_streamer.server.app import create_app
@@ -520,19 +522,56 @@ def _recording(target: str = "") -> AbstractContextManager[tuple[str, type[_Reco
     return _serving(type("Recording", (_Recording,), {"target": target, "seen": []}))
 
 
-def test_headers_are_sent_and_never_follow_a_redirect_elsewhere() -> None:
-    """``headers`` (an API key a CDN wants) go with every request, with our User-Agent; a
-    redirect to another origin gets neither the key nor the pin of this server's version."""
+def test_headers_are_sent_and_redirects_stay_within_the_origin() -> None:
+    """``headers`` (an API key a CDN wants) go with every request, with our User-Agent.
+    Redirects (issue 26, item 8): by default followed only within the configured origin and
+    prefix; a redirect to another loopback port is refused with a clear error and reaches
+    nothing; ``redirects="none"`` refuses them all; ``redirects="public"`` follows one to
+    another origin (loopback here only because the origin itself is loopback) without the
+    key or the pin of this server's version."""
     with _recording() as (other, elsewhere), _recording(other) as (base, here):
         storage = HttpStorage(base, headers={"X-Api-Key": "k-123"})
         reader = storage.open("a.svs")
         assert reader.read(0, 4) == b"0123"
         assert here.seen and all(h.get("X-Api-Key") == "k-123" for h in here.seen)
         assert all(h.get("User-Agent") == "wsi_streamer" for h in here.seen)
-        moved = storage.open("moved/b.svs")
-        assert moved.read(0, 4) == b"0123"
+        with pytest.raises(RedirectRefused, match="another origin"):
+            storage.open("moved/b.svs")
+        assert elsewhere.seen == [], "a refused redirect reached the other server"
+        with pytest.raises(RedirectRefused, match="another origin"):  # a read, too
+            HttpStorage(base, "moved").open("b.svs")
+        assert elsewhere.seen == []
+
+        here.target = base + "/inside"  # within the origin: followed
+        moved = HttpStorage(base).open("moved/b.svs")
+        assert moved.read(0, 4) == b"0123" and here.seen[-1]["path"] == "/inside/b.svs"
+        with pytest.raises(RedirectRefused, match="outside its prefix"):
+            HttpStorage(base, "moved").open("b.svs")  # to /inside/: not under /moved/
+        with pytest.raises(RedirectRefused, match="redirects are off"):
+            HttpStorage(base, redirects="none").open("moved/b.svs")
+
+        here.target = other
+        public = HttpStorage(base, headers={"X-Api-Key": "k-123"}, redirects="public")
+        assert public.open("moved/b.svs").read(0, 4) == b"0123"
         assert elsewhere.seen, "the redirect was not followed"
         assert all("X-Api-Key" not in h for h in elsewhere.seen), elsewhere.seen
+
+
+@pytest.mark.parametrize(("target", "allowed"), [
+    ("http://127.0.0.1:9/x", False), ("http://169.254.169.254/latest/meta-data", False),
+    ("http://10.0.0.8/x", False), ("http://[::1]:80/x", False), ("http://0.0.0.0/x", False),
+    ("http://[::ffff:127.0.0.1]/x", False), ("ftp://8.8.4.4/x", False),
+    ("http://8.8.4.4/x", True), ("https://1.1.1.1/x", True)])
+def test_public_redirects_never_reach_private_addresses(target: str, allowed: bool) -> None:
+    policy = RedirectPolicy("public", "http://8.8.8.8", "slides")
+    if allowed:
+        assert policy.follow("http://8.8.8.8/slides/a.svs", target, "GET a") == target
+    else:
+        with pytest.raises(RedirectRefused):
+            policy.follow("http://8.8.8.8/slides/a.svs", target, "GET a")
+    with pytest.raises(RedirectRefused, match="another origin|non-HTTP"):  # the default
+        RedirectPolicy("origin", "http://8.8.8.8", "slides").follow(
+            "http://8.8.8.8/slides/a.svs", target, "GET a")
 
 
 def test_a_body_longer_than_its_range_is_refused(

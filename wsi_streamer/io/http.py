@@ -11,6 +11,11 @@ anything else -> ``StorageError``. 429/5xx and connection failures are retried w
 (``max_attempts`` in all, ``Retry-After`` ignored so waits stay bounded); short or broken
 bodies are retried here. A server that ignores ``Range`` (200 with a body larger than asked)
 is refused without reading its body: the connection is closed, not drained.
+
+Every read has a total deadline (``transfer.ReadDeadline``: a base plus its size at a minimum
+rate), its body read in chunks against it: a trickling origin gets ``StorageTimeout`` (504)
+instead of holding the thread. Redirects are followed here, one hop at a time, only where
+``redirects.RedirectPolicy`` allows (by default: within the configured origin and prefix).
 """
 
 from __future__ import annotations
@@ -29,15 +34,25 @@ from urllib.parse import quote, urlsplit
 import urllib3
 import urllib3.exceptions as uex
 
-from ..errors import ObjectChanged, SlideNotFound, StorageConnectionError, StorageError
+from ..errors import (
+    ObjectChanged,
+    SlideNotFound,
+    StorageConnectionError,
+    StorageError,
+    StorageTimeout,
+)
 from .range_reader import IoStats, check_range, in_flight, record_storage_request
+from .redirects import MAX_REDIRECTS, RedirectPolicy, origin_of
+from .slots import claim
 from .storage import SlidePage, validate_slide_id
+from .transfer import Clock, ReadDeadline, read_body
 
 logger = logging.getLogger(__name__)
 
 _RETRY_STATUS = (429, 500, 502, 503, 504)
 _BODY_ATTEMPTS = 3
 _DRAIN_LIMIT = 64 * 1024  # error bodies up to this size are read so the connection is kept
+_REDIRECTS = (301, 302, 303, 307, 308)
 
 
 class _Unsatisfiable(StorageError):
@@ -106,11 +121,14 @@ class HttpReader:
 class HttpStorage:
     """Slides under ``base_url`` (``http(s)://host[:port]``) and a path ``prefix``. The
     urllib3 pool is created on first use in each process (nothing exists before a fork).
-    Thread-safe. ``headers`` are sent with every request (e.g. an API key a CDN wants)."""
+    Thread-safe. ``headers`` are sent with every request (e.g. an API key a CDN wants), never
+    to another origin. ``deadline``: the total time of each read; ``redirects``: where
+    redirects may go (``redirects.MODES``: ``origin``, ``none`` or ``public``)."""
 
     def __init__(self, base_url: str, prefix: str = "", *, max_connections: int = 32,
                  connect_timeout: float = 5.0, read_timeout: float = 30.0,
-                 max_attempts: int = 3, headers: Mapping[str, str] | None = None) -> None:
+                 max_attempts: int = 3, headers: Mapping[str, str] | None = None,
+                 deadline: ReadDeadline | None = None, redirects: str = "origin") -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.path.strip("/"):
             raise ValueError(f"HttpStorage needs http(s)://host[:port], got {base_url[:100]!r}")
@@ -122,14 +140,15 @@ class HttpStorage:
         self._max_connections = max_connections
         self._timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
         self._headers = {"User-Agent": "wsi_streamer", **dict(headers or {})}
-        # A redirect to another origin (host, port or scheme) must not carry the caller's
-        # headers (an API key): urllib3 strips only its default three unless told.
-        private = {name.lower() for name in headers or {}}
+        self._private = {name.lower() for name in headers or {}}  # never to another origin
+        self.deadline = deadline or ReadDeadline()
+        self.redirects = RedirectPolicy(redirects, self.base_url, self.prefix)
+        # Redirects are followed by _send (one hop at a time, each checked), not by urllib3.
         self._retries = urllib3.Retry(
-            total=max_attempts - 1, redirect=5, status_forcelist=_RETRY_STATUS,
+            total=max_attempts - 1, redirect=0, raise_on_redirect=False,
+            status_forcelist=_RETRY_STATUS,
             allowed_methods=frozenset({"GET", "HEAD"}), backoff_factor=0.1, backoff_max=2.0,
-            raise_on_status=False, respect_retry_after_header=False,
-            remove_headers_on_redirect=urllib3.Retry.DEFAULT_REMOVE_HEADERS_ON_REDIRECT | private)
+            raise_on_status=False, respect_retry_after_header=False)
         self._pool: urllib3.PoolManager | None = None
         self._pid = -1
         self._lock = threading.Lock()
@@ -208,9 +227,11 @@ class HttpStorage:
         want = int(last) if not first else int(last) - int(first) + 1
         headers = {"Range": f"bytes={spec}", "Accept-Encoding": "identity",
                    **(version.pin() if version is not None else {})}
+        clock = self.deadline.start(want, what)
         for attempt in range(1, _BODY_ATTEMPTS + 1):
             logger.debug("GET %s bytes=%s", url, spec)
-            response = self._send("GET", url, headers, what, slide_id, accept=(200, 206, 416))
+            response = self._send("GET", url, headers, what, slide_id, accept=(200, 206, 416),
+                                  clock=clock)
             if response.status == 416:
                 record_storage_request(self.stats, 0)
                 _discard(response)
@@ -222,11 +243,14 @@ class HttpStorage:
                 raise
             record_storage_request(self.stats, count)
             try:
-                data = response.read(amt=count + 1, decode_content=False)  # bounded
+                data = read_body(response, count + 1, clock)  # bounded in size and time
+            except StorageTimeout:
+                _refuse(response)  # mid-body: never reuse that socket
+                raise
             except (uex.HTTPError, OSError) as exc:
                 response.close()
                 response.release_conn()
-                if attempt == _BODY_ATTEMPTS:
+                if attempt == _BODY_ATTEMPTS or clock.remaining() <= 0:
                     raise _translate(exc, what) from exc
                 data = b""
             else:
@@ -297,15 +321,34 @@ class HttpStorage:
         return _version_of(response, int(declared), what)
 
     def _send(self, method: str, url: str, headers: Mapping[str, str], what: str,
-              slide_id: str | None, *, accept: Sequence[int]) -> urllib3.BaseHTTPResponse:
-        """The request, with the pool's retries; the response unread (``preload_content``
-        off) when its status is in ``accept``, else released and translated."""
-        try:
-            with in_flight():  # per-request headers replace the pool's: send both
-                response = self.pool.request(method, url, headers={**self._headers, **headers},
-                                             preload_content=False, redirect=True)
-        except uex.HTTPError as exc:
-            raise _translate(exc, what) from exc
+              slide_id: str | None, *, accept: Sequence[int], clock: Clock | None = None
+              ) -> urllib3.BaseHTTPResponse:
+        """The request, with the pool's retries and the redirects ``self.redirects`` allows;
+        the response unread (``preload_content`` off) when its status is in ``accept``, else
+        released and translated. ``clock``: the read's deadline, checked once the headers
+        are in (a first request gets the whole budget)."""
+        claim()  # a storage slot of this request (server: one thread stays free)
+        clock = clock or self.deadline.start(0, what)
+        sent = {**self._headers, **headers}  # per-request headers replace the pool's
+        for _ in range(MAX_REDIRECTS + 1):
+            try:
+                with in_flight():
+                    response = self.pool.request(method, url, headers=sent,
+                                                 preload_content=False, redirect=False)
+            except uex.HTTPError as exc:
+                raise _translate(exc, what) from exc
+            if clock.remaining() <= 0:
+                _refuse(response)
+                raise StorageTimeout(clock.what, clock.seconds)
+            if response.status not in _REDIRECTS:
+                break
+            _discard(response)
+            target = self.redirects.follow(url, response.headers.get("Location"), what)
+            if origin_of(target) != origin_of(url):  # the caller's headers stay home
+                sent = {k: v for k, v in sent.items() if k.lower() not in self._private}
+            url = target
+        else:
+            raise StorageError(f"{what}: more than {MAX_REDIRECTS} redirects")
         if response.status in accept:
             return response
         _discard(response)

@@ -4,7 +4,9 @@ botocore exceptions are translated here and nowhere else:
 ``NoSuchKey``/404 -> ``SlideNotFound``; 412 on a read pinned with ``IfMatch`` (the object
 was replaced) -> ``ObjectChanged``; unreachable endpoint -> ``StorageConnectionError``;
 anything else -> ``StorageError``. Throttling and 5xx are retried with backoff by botocore's
-"standard" retry mode; short or broken bodies are retried here.
+"standard" retry mode; short or broken bodies are retried here. Every ranged read has a total
+deadline (``transfer.ReadDeadline``), its body read in chunks against it: botocore's
+``read_timeout`` bounds one silent wait only. Past it: ``StorageTimeout`` (504).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import copy_context
+from functools import partial
 from typing import Any, TypeVar
 
 import boto3
@@ -22,10 +25,19 @@ import botocore
 import botocore.config
 import botocore.exceptions as bex
 import botocore.session
+import urllib3
 
-from ..errors import ObjectChanged, SlideNotFound, StorageConnectionError, StorageError
+from ..errors import (
+    ObjectChanged,
+    SlideNotFound,
+    StorageConnectionError,
+    StorageError,
+    StorageTimeout,
+)
 from .range_reader import IoStats, check_range, record_storage_request
+from .slots import claim
 from .storage import SlidePage, is_slide_name, page_of, validate_slide_id
+from .transfer import Clock, ReadDeadline, read_body
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +59,8 @@ def _translate(exc: Exception, what: str, slide_id: str | None = None) -> Except
         if hint:
             return StorageError(f"{what}: {hint}")
         return StorageError(f"{what}: storage answered {code or status}")
-    if isinstance(exc, (bex.ConnectionError, bex.ConnectionClosedError, bex.ReadTimeoutError)):
+    if isinstance(exc, (bex.ConnectionError, bex.ConnectionClosedError, bex.ReadTimeoutError,
+                        urllib3.exceptions.HTTPError, OSError)):
         return StorageConnectionError(f"{what}: storage unreachable ({type(exc).__name__})")
     if isinstance(exc, (bex.NoCredentialsError, bex.PartialCredentialsError)):
         return StorageError(f"{what}: {_NO_CREDENTIALS}")
@@ -92,6 +105,7 @@ def _client_hint(exc: bex.ClientError, code: str, status: Any,
 
 
 def _call(fn: Callable[[], T], what: str, slide_id: str | None = None) -> T:
+    claim()  # a storage slot of this request (server: one thread stays free)
     try:
         return fn()
     except (bex.ClientError, bex.BotoCoreError) as exc:
@@ -116,8 +130,9 @@ class S3Reader:
 
     def __init__(self, client: Any, bucket: str, key: str, slide_id: str,
                  stats: IoStats | None = None, *, size: int | None = None,
-                 etag: str | None = None) -> None:
+                 etag: str | None = None, deadline: ReadDeadline | None = None) -> None:
         self._client, self._bucket, self._key, self._slide_id = client, bucket, key, slide_id
+        self._deadline = deadline or ReadDeadline()
         self.stats = stats if stats is not None else IoStats()
         if size is None or etag is None:
             head = _call(lambda: client.head_object(Bucket=bucket, Key=key),
@@ -146,16 +161,21 @@ class S3Reader:
             return b""
         data, _ = _get_range(self._client, self._bucket, self._key, self._slide_id,
                              self.stats, f"{offset}-{offset + length - 1}", length,
-                             if_match=self._etag)
+                             deadline=self._deadline, if_match=self._etag)
         return data
 
 
 def _get_range(client: Any, bucket: str, key: str, slide_id: str, stats: IoStats, spec: str,
-               length: int | None, *, if_match: str | None = None) -> tuple[bytes, Any]:
-    """One ranged ``GetObject`` (``Range: bytes=<spec>``) with short or broken bodies retried;
-    ``length`` None accepts whatever ``Content-Length`` announces (suffix ranges)."""
+               length: int | None, *, deadline: ReadDeadline | None = None,
+               if_match: str | None = None) -> tuple[bytes, Any]:
+    """One ranged ``GetObject`` (``Range: bytes=<spec>``) with short or broken bodies retried,
+    all attempts within ``deadline``; ``length`` None accepts whatever ``Content-Length``
+    announces (suffix ranges)."""
     what = f"GET {slide_id} [{spec}]"
     extra = {"IfMatch": f'"{if_match}"'} if if_match is not None else {}
+    first, _, last = spec.partition("-")
+    size = int(last) - int(first) + 1 if first else int(last)
+    clock = (deadline or ReadDeadline()).start(size, what)
     for attempt in range(1, _BODY_ATTEMPTS + 1):
         logger.debug("GET s3://%s/%s bytes=%s", bucket, key, spec)
         response = _call(lambda: client.get_object(
@@ -163,9 +183,9 @@ def _get_range(client: Any, bucket: str, key: str, slide_id: str, stats: IoStats
         expected = length if length is not None else int(response.get("ContentLength", -1))
         record_storage_request(stats, max(0, expected))
         try:
-            data: bytes = response["Body"].read()
-        except (bex.BotoCoreError, OSError) as exc:
-            if attempt == _BODY_ATTEMPTS:
+            data = _read_body(response["Body"], expected, clock)
+        except (bex.BotoCoreError, urllib3.exceptions.HTTPError, OSError) as exc:
+            if attempt == _BODY_ATTEMPTS or clock.remaining() <= 0:
                 raise _translate(exc, what) from exc
             data = b""
         if len(data) == expected:
@@ -174,6 +194,23 @@ def _get_range(client: Any, bucket: str, key: str, slide_id: str, stats: IoStats
                        attempt, _BODY_ATTEMPTS)
         time.sleep(0.05 * attempt)
     raise StorageError(f"{what}: truncated response")
+
+
+def _read_body(body: Any, expected: int, clock: Clock) -> bytes:
+    """The body of a ``GetObject`` (botocore's ``StreamingBody`` over a urllib3 response),
+    read in chunks before ``clock``'s deadline (``StorageTimeout`` past it, the connection
+    closed). A body of another kind (a test double) is read whole."""
+    raw = getattr(body, "_raw_stream", None)
+    if not isinstance(raw, urllib3.BaseHTTPResponse):
+        data: bytes = body.read()
+        clock.check()
+        return data
+    try:
+        return read_body(raw, max(0, expected) + 1, clock)
+    except StorageTimeout:
+        raw.close()  # mid-body: never reuse that socket
+        raw.release_conn()
+        raise
 
 
 def _lean_session() -> botocore.session.Session:
@@ -198,8 +235,10 @@ class S3Storage:
                  region: str = "us-east-1", max_connections: int = 32,
                  connect_timeout: float = 5.0, read_timeout: float = 30.0,
                  max_attempts: int = 3, profile_name: str | None = None,
-                 anonymous: bool = False, requester_pays: bool = False) -> None:
+                 anonymous: bool = False, requester_pays: bool = False,
+                 deadline: ReadDeadline | None = None) -> None:
         self.bucket = bucket
+        self.deadline = deadline or ReadDeadline()
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.stats = IoStats()
         self._client_args: dict[str, Any] = {
@@ -232,7 +271,8 @@ class S3Storage:
 
     def open(self, slide_id: str) -> S3Reader:
         validate_slide_id(slide_id)
-        return S3Reader(self.client, self.bucket, self.prefix + slide_id, slide_id, self.stats)
+        return S3Reader(self.client, self.bucket, self.prefix + slide_id, slide_id, self.stats,
+                        deadline=self.deadline)
 
     def open_probed(self, slide_id: str, head: int, tail: int
                     ) -> tuple[S3Reader, list[tuple[int, bytes]]]:
@@ -244,8 +284,9 @@ class S3Storage:
         key = self.prefix + slide_id
         specs = [f"0-{head - 1}", f"-{tail}"]
         with ThreadPoolExecutor(max_workers=2) as pool:
-            futures = [pool.submit(copy_context().run, _get_range, self.client, self.bucket,
-                                   key, slide_id, self.stats, spec, None) for spec in specs]
+            futures = [pool.submit(copy_context().run, partial(
+                _get_range, self.client, self.bucket, key, slide_id, self.stats, spec, None,
+                deadline=self.deadline)) for spec in specs]
             try:
                 parts = [f.result() for f in futures]
             except StorageError as exc:
@@ -258,7 +299,7 @@ class S3Storage:
         if len(etags) != 1 or _total_size(r2, last) != size:
             return self.open(slide_id), []  # replaced between the two reads
         reader = S3Reader(self.client, self.bucket, key, slide_id, self.stats, size=size,
-                          etag=etags.pop())
+                          etag=etags.pop(), deadline=self.deadline)
         return reader, [(0, first), (size - len(last), last)]
 
     def list_slides(self, *, prefix: str = "", search: str = "", cursor: str | None = None,

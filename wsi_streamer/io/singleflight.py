@@ -20,6 +20,7 @@ from typing import Generic, TypeVar
 
 from ..errors import FlightAbandoned, FlightTimeout
 from ..limits import FLIGHT_WAIT_S
+from .slots import claim
 
 T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
@@ -59,6 +60,10 @@ class Flight(Generic[T]):
         return True
 
     def wait(self, timeout: float | None, what: str = "a storage read") -> T:
+        """The leader's value or error; a waiter that must block takes its request's storage
+        slot first (``slots.claim``: waiting on a read pins a thread as the read does)."""
+        if not self._event.is_set():
+            claim()
         if not self._event.wait(timeout):
             raise FlightTimeout(f"gave up after {timeout:g} s waiting for {what}")
         if self._error is not None:

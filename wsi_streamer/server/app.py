@@ -8,7 +8,7 @@ from collections.abc import Callable
 from urllib.parse import unquote_to_bytes
 
 import click
-from flask import Flask, Response, request
+from flask import Flask, Response, g, request
 
 from ..config import Config
 from ..errors import ConfigError, InvalidRequest, InvalidSignature, WsiError
@@ -70,6 +70,8 @@ def create_app(config: Config | None = None) -> Flask:
 
     init_access_log(app)
     init_deadlines(app)
+    app.before_request(_bind_storage_slot)
+    app.teardown_request(_release_storage_slot)
     if config.auth_enabled:
         app.before_request(_require_signature)
     app.after_request(_cors)
@@ -155,6 +157,19 @@ def _signed_path() -> str:
     if "?" in routed:
         raise InvalidRequest("a signed path cannot contain '?' (%3F)")
     return path
+
+
+def _bind_storage_slot() -> None:
+    """The request's ticket to its worker's storage slots (``io.slots``): taken only when the
+    request first needs storage, so ``/health`` and cached tiles always find a thread."""
+    g.storage_slot = services().slots.bound()
+    g.storage_slot.__enter__()
+
+
+def _release_storage_slot(exc: BaseException | None) -> None:
+    cm = g.pop("storage_slot", None)
+    if cm is not None:
+        cm.__exit__(None, None, None)
 
 
 def _security_headers(response: Response) -> Response:

@@ -15,7 +15,9 @@ from ..format.contract import FormatDriver
 from ..io.block_cache import BlockStore
 from ..io.factory import open_storage, storage_spec
 from ..io.location import StorageSpec
+from ..io.slots import StorageSlots
 from ..io.storage import Storage
+from ..io.transfer import ReadDeadline
 from ..slide.registry import SlideRegistry
 from ..tile.cache import TileCache
 from ..tile.color import ColorManager
@@ -31,6 +33,7 @@ class Services:
     registry: SlideRegistry
     tile_cache: TileCache
     tiles: TileService
+    slots: StorageSlots  # WSI_THREADS - 1 storage-bound requests at once: one thread stays free
 
 
 def storage_of(config: Config) -> tuple[StorageSpec, dict[str, Any]]:
@@ -52,6 +55,9 @@ def storage_of(config: Config) -> tuple[StorageSpec, dict[str, Any]]:
         options.update(endpoint_url=config.s3_endpoint, region=config.s3_region)
     if spec.scheme != "file":
         options["max_connections"] = max(10, 2 * config.threads)
+        options["deadline"] = ReadDeadline(base_s=float(config.storage_deadline))
+    if spec.scheme in ("http", "https"):
+        options["redirects"] = config.http_redirects
     return spec, options
 
 
@@ -92,7 +98,8 @@ def build_services(config: Config) -> Services:
                         overview_deadline=config.overview_deadline)
     # Create the storage client now (in the worker, after fork), not in a first request.
     getattr(storage, "client" if spec.scheme == "s3" else "pool", None)
-    return Services(config, storage, blocks, registry, tile_cache, tiles)
+    slots = StorageSlots(max(1, config.threads - 1))
+    return Services(config, storage, blocks, registry, tile_cache, tiles, slots)
 
 
 def services(app: Flask | None = None) -> Services:

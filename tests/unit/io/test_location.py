@@ -14,6 +14,7 @@ from wsi_streamer.io.http import HttpStorage
 from wsi_streamer.io.local import LocalReader, LocalStorage
 from wsi_streamer.io.location import StorageSpec, parse_storage_url, split_object_url
 from wsi_streamer.io.s3 import S3Storage
+from wsi_streamer.io.transfer import ReadDeadline
 from wsi_streamer.server.services import storage_of
 
 
@@ -121,7 +122,8 @@ def test_wsi_storage_wins_over_the_aliases() -> None:
                     slides_dir="/data", threads=8)
     spec, options = storage_of(config)
     assert spec == StorageSpec("https", "cdn.example.org", "wsi")
-    assert options == {"max_connections": 16}
+    assert options == {"max_connections": 16, "deadline": ReadDeadline(base_s=30.0),
+                       "redirects": "origin"}
 
 
 def test_s3_alias_wins_over_the_folder_and_keeps_endpoint_and_region() -> None:
@@ -130,7 +132,7 @@ def test_s3_alias_wins_over_the_folder_and_keeps_endpoint_and_region() -> None:
     spec, options = storage_of(config)
     assert spec == StorageSpec("s3", "bucket", "slides")
     assert options == {"endpoint_url": "http://minio:9000", "region": "eu-west-1",
-                       "max_connections": 10}
+                       "max_connections": 10, "deadline": ReadDeadline(base_s=30.0)}
 
 
 def test_s3_storage_url_takes_the_endpoint_and_region_settings() -> None:

@@ -52,6 +52,8 @@ EXTENSIONS: dict[str, tuple[int, str]] = {
     "DeadlineExceeded": (503, "deadline_exceeded"),
     "WorkAbandoned": (499, "client_gone"),
     "MetricsOff": (503, "metrics_off"),
+    "StorageTimeout": (504, "storage_timeout"),
+    "RedirectRefused": (502, "redirect_refused"),
 }
 EXPECTED_5XX = ("Overloaded", "DeadlineExceeded")  # logged without a traceback
 API_CODES = {code for _, code in DOCUMENTED.values()}

@@ -35,6 +35,7 @@ SAMPLES = {
     "tile_cache_dir": "/var/cache/wsi", "jpeg_quality": "55", "cache_max_age": "77",
     "cors_origins": "https://a.example,https://b.example", "threads": "3",
     "revalidate_s": "5", "request_deadline": "2.5", "overview_deadline": "12",
+    "storage_deadline": "9", "http_redirects": "none",
     "workers": "2", "keepalive": "5", "worker_timeout": "30",
     "max_requests": "1000", "log_level": "warning", "log_format": "json",
     "forwarded_allow_ips": "10.0.0.1", "control_socket": "true", "metrics_dir": "/run/metrics",
