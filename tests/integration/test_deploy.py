@@ -743,8 +743,10 @@ def test_nginx_conf_static() -> None:
     assert re.search(r'proxy_set_header Connection "";', code)
     assert re.search(r"upstream wsi_streamer \{[^}]*keepalive \d+;", code)
     assert "proxy_cache_valid" not in code, "TTL comes from the upstream's Cache-Control"
-    assert re.findall(r"proxy_cache_key ([^;]+);", code) and all(
-        "$request_uri" in k for k in re.findall(r"proxy_cache_key ([^;]+);", code))
+    # keyed by the decoded path and the route's own parameters (issue 26, item 9)
+    keys = re.findall(r"proxy_cache_key ([^;]+);", code)
+    assert keys and all(k.startswith("$scheme$proxy_host$uri?quality=$arg_quality")
+                        for k in keys), keys
     assert "proxy_ignore_headers" not in code
     assert re.search(r"proxy_read_timeout \d+s;", code)
     assert re.search(r"proxy_connect_timeout \d+s;", code)
@@ -755,10 +757,10 @@ def test_nginx_conf_static() -> None:
     # never a stale entry: it would outlive a signed URL's exp and answer while the app is down
     assert "proxy_cache_use_stale" not in code and "proxy_cache_background_update" not in code
     cached = re.findall(r"location [^{]*\{[^}]*proxy_cache wsi_streamer;[^}]*\}", code)
-    assert len(cached) == 2
+    assert len(cached) == 3
     for block in cached:
-        assert "proxy_cache_bypass $wsi_uncacheable;" in block
-        assert "proxy_no_cache $wsi_uncacheable;" in block
+        (bypass,) = re.findall(r"proxy_cache_bypass (\$wsi_\w+_uncacheable);", block)
+        assert f"proxy_no_cache {bypass};" in block
     # the access log: a format of our own, without query strings or raw referers
     (fmt,) = re.findall(r"log_format wsi_streamer ((?:'[^']*'\s*)+);", code)
     for leak in ("$request ", "$request\"", "$request_uri", "$args", "$query_string",

@@ -43,7 +43,7 @@ from ..errors import (
     WsiError,
 )
 from ..limits import RETRY_AFTER_S
-from .logs import escape
+from .logs import escape, log_path, redact
 
 logger = logging.getLogger(__name__)
 
@@ -94,20 +94,20 @@ def classify(exc: BaseException) -> tuple[int, str]:
 def handle_wsi_error(exc: WsiError) -> Response:
     status, code = classify(exc)
     if isinstance(exc, WorkAbandoned):  # nobody is listening: no traceback, no warning
-        logger.info("%s %s: %s", escape(request.method), escape(request.path), exc)
+        logger.info("%s %s: %s", escape(request.method), log_path(), escape(redact(str(exc))))
         response = error_response(status, code, str(exc))
         response.headers["Connection"] = "close"
         return response
     if isinstance(exc, Overloaded | DeadlineExceeded):  # expected under load: no traceback
-        logger.warning("%s %s: %s", escape(request.method), escape(request.path),
-                       escape(str(exc)))
+        logger.warning("%s %s: %s", escape(request.method), log_path(),
+                       escape(redact(str(exc))))
         response = error_response(status, code, str(exc))
         response.headers["Retry-After"] = str(
             exc.retry_after if isinstance(exc, Overloaded) else RETRY_AFTER_S)
         return response
     if status >= 500 and not isinstance(exc, MetricsOff):  # MetricsOff: warned when it began
-        logger.error("%s %s failed: %s", escape(request.method), escape(request.path),
-                     escape(str(exc)), exc_info=exc)
+        logger.error("%s %s failed: %s", escape(request.method), log_path(),
+                     escape(redact(str(exc))), exc_info=exc)
     return error_response(status, code, str(exc))
 
 
@@ -124,7 +124,7 @@ def handle_http_exception(exc: HTTPException) -> Response:
 
 
 def handle_unexpected(exc: Exception) -> Response:
-    logger.error("%s %s failed unexpectedly", escape(request.method), escape(request.path),
+    logger.error("%s %s failed unexpectedly", escape(request.method), log_path(),
                  exc_info=exc)
     return error_response(500, "io_error", "internal error")
 

@@ -14,7 +14,7 @@ from gunicorn import util
 from gunicorn.http import errors as http_errors
 from gunicorn.workers.gthread import ThreadWorker
 
-from .logs import escape
+from .logs import escape, redact
 
 
 def _classes(*names: str) -> tuple[type[BaseException], ...]:
@@ -74,7 +74,7 @@ class JsonErrorThreadWorker(ThreadWorker):  # type: ignore[misc]
         else:
             status, reason, code, message = found
             self.log.warning("Invalid request from ip=%s: %d %s", escape(str(peer)), status,
-                             escape(str(exc))[:300])
+                             escape(redact(str(exc)))[:300])
         try:
             util.write_nonblock(client, json_error_bytes(status, reason, code, message))
         except Exception:  # noqa: BLE001 - the client may be gone; nothing more to do

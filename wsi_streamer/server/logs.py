@@ -7,6 +7,10 @@ request is counted in the Prometheus metrics (``metrics``).
 same fields as keys plus ``request_id``, and every other record (warnings, errors with their
 traceback) with ``request_id`` when it happened in a request.
 
+Credentials never reach a line: the query is never logged, and ``redact`` replaces the viewer
+token of a IIIF path (``vt/{exp}/{token}/`` -> ``vt/{exp}/REDACTED/``) and any ``sig=``/``vt=``
+value in the access line and in the error lines of ``server.errors``.
+
 Request text is logged escaped (``escape``): a decoded path may hold CR/LF (a forged line), NUL
 (a binary log) or terminal escapes. The handler ``configure_logging`` installs escapes every
 message of the package's loggers as well, and the control characters of tracebacks."""
@@ -44,6 +48,22 @@ def _escape_char(match: re.Match[str]) -> str:
         f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
 
 
+# A viewer token in a path (IIIF: /iiif/3/vt/{exp}/{token}/{id}), and credentials in a query.
+_PATH_TOKEN = re.compile(r"((?:^|/)vt/[^/]*/)[^/]+", re.IGNORECASE)
+_QUERY_TOKEN = re.compile(r"((?:^|[?&;])(?:sig|vt)=)[^&;#\s]*", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """``text`` (a path, a URL, a message naming one) without its credentials: the token of
+    a ``vt/{exp}/{token}`` path and the values of ``sig=`` and ``vt=`` become ``REDACTED``."""
+    return _QUERY_TOKEN.sub(r"\1REDACTED", _PATH_TOKEN.sub(r"\1REDACTED", text))
+
+
+def log_path() -> str:
+    """The request's path as logged: ``redact``ed and ``escape``d."""
+    return escape(redact(request.path))
+
+
 def escape(text: str) -> str:
     """``text`` with control characters and backslashes written as Python-style escapes:
     one log record stays one printable line."""
@@ -64,7 +84,7 @@ class EscapingFormatter(logging.Formatter):
         return super().formatMessage(record)
 
     def formatException(self, ei: Any) -> str:  # noqa: N802 - logging's name
-        text = super().formatException(ei)
+        text = redact(super().formatException(ei))
         return "\n".join(escape_controls(line) for line in text.split("\n"))
 
 
@@ -101,14 +121,15 @@ def _finish(response: Response) -> Response:
     if access_logger.isEnabledFor(logging.INFO):
         # makeRecord + handle: the same record as .info() without the caller lookup, which
         # is a third of the logging cost of a cached tile.
-        access = {"method": request.method, "path": request.path,
+        path = log_path()
+        access = {"method": request.method, "path": redact(request.path),
                   "status": response.status_code, "ms": round(elapsed_ms, 1),
                   "cache_hit": hit, "storage_requests": stats.requests,
                   "storage_bytes": stats.bytes, "pid": os.getpid(),
                   "request_id": g.request_id}
         access_logger.handle(access_logger.makeRecord(
             access_logger.name, logging.INFO, __file__, 0, ACCESS_FORMAT,
-            (escape(request.method), escape(request.path), response.status_code, elapsed_ms,
+            (escape(request.method), path, response.status_code, elapsed_ms,
              "-" if hit is None else str(hit).lower(), stats.requests, stats.bytes,
              os.getpid()), None, extra={"access": access}))
     metrics.observe_request(request.endpoint, response.status_code, elapsed_ms / 1000,
@@ -156,7 +177,7 @@ class JsonFormatter(logging.Formatter):
             if has_request_context() and "request_id" in g:
                 out["request_id"] = g.request_id
         if record.exc_info:
-            out["exc_info"] = self.formatException(record.exc_info)
+            out["exc_info"] = redact(self.formatException(record.exc_info))
         return json.dumps(out, default=str)
 
 
