@@ -27,8 +27,6 @@ import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import copy_context
-from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from urllib.parse import quote, urlsplit
 
 import urllib3
@@ -37,10 +35,10 @@ import urllib3.exceptions as uex
 from ..errors import (
     ObjectChanged,
     SlideNotFound,
-    StorageConnectionError,
     StorageError,
     StorageTimeout,
 )
+from .http_parts import Version, discard, refuse, translate, version_of
 from .range_reader import IoStats, check_range, in_flight, record_storage_request
 from .redirects import MAX_REDIRECTS, RedirectPolicy, origin_of
 from .slots import claim
@@ -51,7 +49,6 @@ logger = logging.getLogger(__name__)
 
 _RETRY_STATUS = (429, 500, 502, 503, 504)
 _BODY_ATTEMPTS = 3
-_DRAIN_LIMIT = 64 * 1024  # error bodies up to this size are read so the connection is kept
 _REDIRECTS = (301, 302, 303, 307, 308)
 
 
@@ -59,45 +56,10 @@ class _Unsatisfiable(StorageError):
     """416 to a range request: the object is empty (a probe falls back to ``open``)."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Version:
-    """What identifies one version of an object: its size and validators as sent."""
-
-    size: int
-    etag: str | None
-    last_modified: str | None
-
-    def pin(self) -> dict[str, str]:
-        """The precondition headers of a read of this version (``If-Match`` needs a strong
-        ETag: a weak one never matches)."""
-        if self.etag and not self.etag.startswith("W/"):
-            return {"If-Match": self.etag}
-        if self.last_modified:
-            return {"If-Unmodified-Since": self.last_modified}
-        return {}
-
-    def matches(self, other: _Version) -> bool:
-        """Same size, and the same value for every validator both answers carry."""
-        return (self.size == other.size
-                and (self.etag is None or other.etag is None or self.etag == other.etag)
-                and (self.last_modified is None or other.last_modified is None
-                     or self.last_modified == other.last_modified))
-
-    @property
-    def tag(self) -> str:
-        if self.etag:
-            return self.etag.removeprefix("W/").strip('"')
-        assert self.last_modified is not None
-        try:
-            return f"lm{int(parsedate_to_datetime(self.last_modified).timestamp()):x}"
-        except (TypeError, ValueError):
-            return "lm" + quote(self.last_modified, safe="")
-
-
 class HttpReader:
     """``RangeReader`` over one URL, every read pinned to the version it was opened with."""
 
-    def __init__(self, storage: HttpStorage, slide_id: str, url: str, version: _Version) -> None:
+    def __init__(self, storage: HttpStorage, slide_id: str, url: str, version: Version) -> None:
         self._storage, self._slide_id, self._url, self._version = storage, slide_id, url, version
         self._identity = f"{url}#{version.tag}-{version.size:x}"
 
@@ -211,13 +173,13 @@ class HttpStorage:
             if self.prefix else "")
         response = self._send("HEAD", root, {}, what, None, accept=range(100, 500))
         record_storage_request(self.stats, 0)
-        _discard(response)
+        discard(response)
         return f"{self.describe()} (HTTP range reads, no listing)"
 
     # --- requests --------------------------------------------------------------------------
 
-    def get_range(self, url: str, slide_id: str, spec: str, version: _Version | None
-                  ) -> tuple[int, bytes, _Version]:
+    def get_range(self, url: str, slide_id: str, spec: str, version: Version | None
+                  ) -> tuple[int, bytes, Version]:
         """One ``Range: bytes=<spec>`` GET (``a-b`` or suffix ``-n``), pinned to ``version``
         when given; returns ``(offset, bytes, version seen)``. A 200 is accepted only when its
         whole body is no larger than the range asked for (a small object), else refused
@@ -234,7 +196,7 @@ class HttpStorage:
                                   clock=clock)
             if response.status == 416:
                 record_storage_request(self.stats, 0)
-                _discard(response)
+                discard(response)
                 raise _Unsatisfiable(f"{what}: range not satisfiable (empty object?)")
             try:
                 start, count, total = self._window(response, spec, want, what)
@@ -245,22 +207,22 @@ class HttpStorage:
             try:
                 data = read_body(response, count + 1, clock)  # bounded in size and time
             except StorageTimeout:
-                _refuse(response)  # mid-body: never reuse that socket
+                refuse(response)  # mid-body: never reuse that socket
                 raise
             except (uex.HTTPError, OSError) as exc:
                 response.close()
                 response.release_conn()
                 if attempt == _BODY_ATTEMPTS or clock.remaining() <= 0:
-                    raise _translate(exc, what) from exc
+                    raise translate(exc, what) from exc
                 data = b""
             else:
                 if len(data) > count:  # more than its Content-Range: never reuse that socket
-                    _refuse(response)
+                    refuse(response)
                     raise StorageError(f"{what}: {self.base_url} sent more bytes than the "
                                        f"range it announced ({count})")
                 response.release_conn()
             if len(data) == count:
-                seen = _version_of(response, total, what)
+                seen = version_of(response, total, what)
                 if version is not None and not version.matches(seen):
                     raise ObjectChanged(slide_id)
                 if response.status == 200:  # a small object sent whole: cut the range out
@@ -278,13 +240,13 @@ class HttpStorage:
         a 200 larger than asked, an encoded body or a range other than the one asked for."""
         encoding = response.headers.get("Content-Encoding", "identity").lower()
         if encoding not in ("", "identity"):
-            _refuse(response)
+            refuse(response)
             raise StorageError(f"{what}: {self.base_url} sent a {encoding}-encoded body to "
                                "a Range request")
         declared = response.headers.get("Content-Length")
         if response.status == 200:
             if declared is None or not declared.isdigit() or int(declared) > want:
-                _refuse(response)
+                refuse(response)
                 raise StorageError(
                     f"{what}: {self.base_url} does not honour Range requests (it answered "
                     f"200 with the whole object, {declared or 'unknown'} bytes); serve slides "
@@ -295,30 +257,30 @@ class HttpStorage:
         window, _, size = rest.partition("/")
         lo, _, hi = window.partition("-")
         if unit != "bytes" or not (lo.isdigit() and hi.isdigit() and size.isdigit()):
-            _refuse(response)
+            refuse(response)
             raise StorageError(f"{what}: {self.base_url} sent an unusable Content-Range "
                                f"{content_range[:64]!r} (multipart or missing)")
         start, end, total = int(lo), int(hi), int(size)
         first = spec.partition("-")[0]
         expected_start = int(first) if first else max(0, total - want)
         if start != expected_start or end < start or end - start + 1 > want or end >= total:
-            _refuse(response)
+            refuse(response)
             raise StorageError(f"{what}: {self.base_url} answered the range "
                                f"{content_range[:64]!r}")
         return start, end - start + 1, total
 
-    def _stat(self, url: str, slide_id: str) -> _Version:
+    def _stat(self, url: str, slide_id: str) -> Version:
         what = f"HEAD {slide_id}"
         response = self._send("HEAD", url, {"Accept-Encoding": "identity"}, what, slide_id,
                               accept=(200, 405, 501))
         record_storage_request(self.stats, 0)
-        _discard(response)
+        discard(response)
         if response.status != 200:  # HEAD not allowed: a 1-byte GET tells the same
             return self.get_range(url, slide_id, "0-0", None)[2]
         declared = response.headers.get("Content-Length", "")
         if not declared.isdigit():
             raise StorageError(f"{what}: {self.base_url} sent no Content-Length")
-        return _version_of(response, int(declared), what)
+        return version_of(response, int(declared), what)
 
     def _send(self, method: str, url: str, headers: Mapping[str, str], what: str,
               slide_id: str | None, *, accept: Sequence[int], clock: Clock | None = None
@@ -336,13 +298,13 @@ class HttpStorage:
                     response = self.pool.request(method, url, headers=sent,
                                                  preload_content=False, redirect=False)
             except uex.HTTPError as exc:
-                raise _translate(exc, what) from exc
+                raise translate(exc, what) from exc
             if clock.remaining() <= 0:
-                _refuse(response)
+                refuse(response)
                 raise StorageTimeout(clock.what, clock.seconds)
             if response.status not in _REDIRECTS:
                 break
-            _discard(response)
+            discard(response)
             target = self.redirects.follow(url, response.headers.get("Location"), what)
             if origin_of(target) != origin_of(url):  # the caller's headers stay home
                 sent = {k: v for k, v in sent.items() if k.lower() not in self._private}
@@ -351,44 +313,9 @@ class HttpStorage:
             raise StorageError(f"{what}: more than {MAX_REDIRECTS} redirects")
         if response.status in accept:
             return response
-        _discard(response)
+        discard(response)
         if response.status in (404, 410) and slide_id is not None:
             raise SlideNotFound(slide_id)
         if response.status == 412 and slide_id is not None:
             raise ObjectChanged(slide_id)  # a pinned read of a replaced object
         raise StorageError(f"{what}: {self.base_url} answered {response.status}")
-
-
-def _version_of(response: urllib3.BaseHTTPResponse, size: int, what: str) -> _Version:
-    etag = response.headers.get("ETag") or None
-    last_modified = response.headers.get("Last-Modified") or None
-    if etag is None and last_modified is None:
-        raise StorageError(f"{what}: the server sends neither ETag nor Last-Modified, so a "
-                           "replaced object could not be told apart")
-    return _Version(size, etag, last_modified)
-
-
-def _refuse(response: urllib3.BaseHTTPResponse) -> None:
-    """Drop the connection without reading the body (it may be a whole slide)."""
-    response.close()
-    response.release_conn()
-
-
-def _discard(response: urllib3.BaseHTTPResponse) -> None:
-    """Free the connection: keep it when what is left to read is small, else close it."""
-    remaining = getattr(response, "length_remaining", None)  # 0 after a HEAD
-    if remaining is not None and remaining <= _DRAIN_LIMIT:
-        response.drain_conn()
-    else:
-        response.close()
-    response.release_conn()
-
-
-def _translate(exc: Exception, what: str) -> Exception:
-    reason = exc.reason if isinstance(exc, uex.MaxRetryError) else exc
-    if isinstance(reason, uex.SSLError):
-        return StorageError(f"{what}: TLS failed ({type(reason).__name__})")
-    if isinstance(reason, (uex.NewConnectionError, uex.ConnectTimeoutError, uex.TimeoutError,
-                           uex.ProtocolError, uex.NameResolutionError, OSError)):
-        return StorageConnectionError(f"{what}: storage unreachable ({type(reason).__name__})")
-    return StorageError(f"{what}: {type(reason).__name__}")
