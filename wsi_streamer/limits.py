@@ -269,3 +269,22 @@ worker: one thread is always left for ``/health``, ``/metrics`` and cached tiles
 gets 503 with Retry-After. A request takes a slot only when it first needs storage (a storage
 request, or waiting for another thread's read), so cached tiles never wait for one; the wait
 is short because the waiting thread is the free one."""
+
+# --- the patch pipeline: slide opens -------------------------------------------------------
+
+PIPELINE_OPEN_BUDGET_S = 60.0
+"""Seconds one slide open of the patch pipeline may take: its structure, thumbnail and tissue
+detection, everything before its first patch (``budget.within`` in the opening thread, checked
+after each decoded thumbnail tile and between the steps). Past it the open stops and the slide
+is skipped like any slide that fails to open: counted in ``pipeline/slides_failed``, its reason
+("slide open exceeded its budget of 60 s") in ``stats.recent_errors``, retried at most twice
+per run. A real slide opens in seconds (its thumbnail comes from the smallest adequate level);
+a 256-tile slide of progressive-JPEG scan bombs took 290 s. ``PatchPipeline(open_timeout=...)``
+overrides it (None: no bound)."""
+
+PIPELINE_OPEN_PATIENCE_S = 2.0
+"""Seconds the stream, with nothing else ready to hand out, waits for the open of the pool slot
+it visits before serving the pool's other open slides meanwhile (the slow slide joins the
+rotation when its open ends). A slow open occupies one opening thread, never the stream. A
+seeded run gives the same patches whatever the timing as long as no open keeps the stream
+waiting this long."""

@@ -16,72 +16,25 @@ in flight."""
 from __future__ import annotations
 
 import logging
+import threading
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .handle import SlideHandle
-from .types import NoPatchesError, PatchCoordinate, PatchResult, SlideMetadata, TissueMask
+from .. import limits
+from .slots import Entry, Opened, Pending, Streak, Task, no_patches_message
+from .types import NoPatchesError, PatchCoordinate, PatchResult
 from .views import apply_views
 
 if TYPE_CHECKING:
     from .pipeline import PatchPipeline
 
+__all__ = ["MAX_OPEN_ATTEMPTS", "Entry", "Opened", "StreamRun"]
 logger = logging.getLogger(__name__)
 MAX_OPEN_ATTEMPTS = 3  # a slide that fails to open is retried at most twice per run
-
-
-@dataclass
-class Opened:
-    """A slide ready for the pool (or why it is not)."""
-
-    path: str
-    handle: SlideHandle | None = None
-    mask: TissueMask | None = None
-    metadata: SlideMetadata | None = None
-    error: str | None = None
-
-
-@dataclass
-class Entry:
-    """A slide in the pool."""
-
-    opened: Opened
-    coords: Iterator[PatchCoordinate]
-    planned: int = 0
-    done: int = 0
-    reads_ok: int = 0
-    yielded: int = 0
-    retired: bool = False  # left the pool; closed once its reads are done
-    logged_error: bool = False
-
-
-@dataclass
-class Task:
-    entry: Entry
-    coord: PatchCoordinate
-    future: Future[tuple[np.ndarray, bool, dict[str, np.ndarray]]] | None = None
-
-
-@dataclass
-class _Pending:
-    path: str
-    future: Future[Opened] | None = None
-
-
-@dataclass
-class Streak:
-    """Slides that gave nothing since the last yielded patch, and why. Once it holds every
-    slide, a cycling stream can never yield again (``NoPatchesError``)."""
-
-    reasons: dict[str, str] = field(default_factory=dict)
-
-    def add(self, path: str, why: str) -> None:
-        self.reasons.setdefault(path, why)
 
 
 class StreamRun:
@@ -89,8 +42,8 @@ class StreamRun:
 
     def __init__(self, pipeline: PatchPipeline) -> None:
         self.p = pipeline
-        self.pool: list[Entry | _Pending] = []  # a slot is opened when first visited
-        self.queue: deque[_Pending] = deque(_Pending(p) for p in pipeline.slide_order())
+        self.pool: list[Entry | Pending] = []  # a slot is opened when first visited
+        self.queue: deque[Pending] = deque(Pending(p) for p in pipeline.slide_order())
         self.ahead: deque[Task] = deque()
         self.idx = 0
         self.visit = 0
@@ -99,6 +52,7 @@ class StreamRun:
         self.unique = len(set(pipeline.slide_paths))
         self.readers = ThreadPoolExecutor(pipeline.io_threads, thread_name_prefix="wsi-read")
         self.openers = ThreadPoolExecutor(pipeline.open_threads, thread_name_prefix="wsi-open")
+        self.stopped = threading.Event()  # set by close: opens in flight stop at their next tile
 
     # --- consuming ---------------------------------------------------------------------------
     def __iter__(self) -> Iterator[PatchResult]:
@@ -197,10 +151,17 @@ class StreamRun:
             if not self.pool:
                 return None
             slot = self.pool[self.idx]
-            if isinstance(slot, _Pending):
+            if isinstance(slot, Pending):
                 assert slot.future is not None
-                if self.ahead and not slot.future.done():
-                    return None  # hand out what is ready first; plan on once it has opened
+                if not slot.future.done() and not self.await_open(slot):
+                    if slot.deferred and self.skip_deferred():
+                        continue
+                    if self.ahead:
+                        return None  # hand out what is ready first; plan on once opened
+                    if slot.deferred:  # every slot of the pool is a deferred open
+                        wait([s.future for s in self.pool if isinstance(s, Pending)
+                              and s.future is not None], return_when=FIRST_COMPLETED)
+                    continue
                 self.resolve(self.idx, slot)
                 continue
             entry = slot
@@ -219,7 +180,34 @@ class StreamRun:
                     self.visit = 0
             return task
 
-    def resolve(self, index: int, slot: _Pending) -> None:
+    def await_open(self, slot: Pending) -> bool:
+        """Whether ``slot``'s open has ended. With reads still ahead, no wait (they go out
+        first); once the stream has nothing else, a slot not yet deferred gets
+        ``PIPELINE_OPEN_PATIENCE_S`` before it is deferred (head-of-line: a slow open never
+        holds the other slides' patches; it joins the rotation when it ends)."""
+        assert slot.future is not None
+        if slot.deferred or self.ahead:
+            return slot.future.done()
+        if wait([slot.future], timeout=limits.PIPELINE_OPEN_PATIENCE_S).done:
+            return True
+        slot.deferred = True
+        logger.info("opening %s takes over %g s: serving the other slides meanwhile",
+                    slot.path, limits.PIPELINE_OPEN_PATIENCE_S)
+        return False
+
+    def skip_deferred(self) -> bool:
+        """Move the rotation to the next slot that is not a deferred open still running;
+        False when every slot of the pool is one."""
+        for step in range(1, len(self.pool)):
+            index = (self.idx + step) % len(self.pool)
+            slot = self.pool[index]
+            if not (isinstance(slot, Pending) and slot.deferred and slot.future is not None
+                    and not slot.future.done()):
+                self.idx, self.visit = index, 0
+                return True
+        return False
+
+    def resolve(self, index: int, slot: Pending) -> None:
         """The first visit of a slot: wait for its background open (only this one: the
         first patch does not wait for the whole pool), then make its entry or drop it."""
         assert slot.future is not None
@@ -266,20 +254,22 @@ class StreamRun:
         the next pass (reads in flight are settled, so this is decided on complete facts)."""
         self.needs_refill = False
         if set(self.streak.reasons) >= set(self.p.slide_paths):
-            raise NoPatchesError(_no_patches_message(self.streak.reasons))
+            raise NoPatchesError(no_patches_message(self.streak.reasons))
         order = self.p.slide_order()
         if not order:
             raise NoPatchesError("no slide is left to read: every slide failed ("
-                                 + _no_patches_message(self.streak.reasons) + ")")
-        self.queue.extend(_Pending(path) for path in order)
+                                 + no_patches_message(self.streak.reasons) + ")")
+        self.queue.extend(Pending(path) for path in order)
 
     def top_up(self) -> None:
         """Keep the next ``open_ahead`` slides of the queue opening in the background."""
         for pending in list(self.queue)[: self.p.open_ahead]:
             if pending.future is None:
-                pending.future = self.openers.submit(self.p.open_for_pool, pending.path)
+                pending.future = self.openers.submit(self.p.open_for_pool, pending.path,
+                                                     self.stopped.is_set)
 
     def close(self) -> None:
+        self.stopped.set()
         for task in self.ahead:
             if task.future is not None:
                 task.future.cancel()
@@ -295,11 +285,3 @@ class StreamRun:
             handle.close()
         self.pool.clear()
         self.ahead.clear()
-
-
-def _no_patches_message(reasons: dict[str, str]) -> str:
-    items = sorted(reasons.items())
-    shown = "; ".join(f"{path}: {why}" for path, why in items[:10])
-    more = f" (and {len(items) - 10} more)" if len(items) > 10 else ""
-    return f"a full pass over {len(items)} slide(s) yielded no patch: {shown}{more}"
-

@@ -11,6 +11,7 @@ from typing import Any, TypeGuard
 
 import numpy as np
 
+from ..budget import checkpoint
 from ..slide.hostcache import HostCache
 from .handle import SlideHandle
 from .tissue import TissueDetector
@@ -76,6 +77,7 @@ class MaskStore:
 
     def detect(self, slide: SlideHandle) -> TissueMask:
         thumbnail = slide.get_thumbnail(self.thumbnail_size)
+        checkpoint()  # the open's budget: not past it into detection
         th, tw = thumbnail.shape[:2]
         sw, sh = slide.properties.dimensions
         ds = (sw / tw, sh / th)

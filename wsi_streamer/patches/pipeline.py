@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import numpy as np
 
+from .. import budget
+from ..errors import WorkAbandoned
+from ..limits import PIPELINE_OPEN_BUDGET_S
 from .backends import NativeBackend, OpenSlideBackend, SlideBackend
 from .datasets import DatasetAdapter
 from .engine import MAX_OPEN_ATTEMPTS, Entry, Opened, StreamRun
@@ -56,8 +60,9 @@ def _positive(name: str, value: Any) -> int:
 
 class PatchPipeline:
     """Iterating yields ``PatchResult``s. See the module and PATCHES.md for the semantics;
-    ``prefetch`` (patches planned ahead), ``io_threads`` (reads in flight) and ``cache_dir``
-    (host cache of structures and masks; None: off) are ours."""
+    ``prefetch`` (patches planned ahead), ``io_threads`` (reads in flight), ``cache_dir``
+    (host cache of structures and masks; None: off) and ``open_timeout`` (seconds one slide
+    open may take, ``limits.PIPELINE_OPEN_BUDGET_S``; None: no bound) are ours."""
 
     def __init__(self, slide_paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
                  backend: SlideBackend | None = None,
@@ -76,7 +81,8 @@ class PatchPipeline:
                  tissue_mask_cache_size: int = 0, *,
                  storage_options: Mapping[str, Any] | None = None,
                  cache_dir: str | None = DEFAULT, prefetch: int | None = None,
-                 io_threads: int | None = None, on_error: str = "skip") -> None:
+                 io_threads: int | None = None, on_error: str = "skip",
+                 open_timeout: float | None = PIPELINE_OPEN_BUDGET_S) -> None:
         if slide_sampling not in ("sequential", "random"):
             raise ValueError(f"slide_sampling must be 'sequential' or 'random', "
                              f"got {slide_sampling!r}")
@@ -85,6 +91,11 @@ class PatchPipeline:
                              f"'without_replacement', got {replacement!r}")
         if on_error not in ("skip", "raise"):
             raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
+        if open_timeout is not None and (isinstance(open_timeout, bool) or not isinstance(
+                open_timeout, (int, float)) or not math.isfinite(open_timeout)
+                or open_timeout <= 0):
+            raise ValueError(f"open_timeout must be seconds > 0 or None, got {open_timeout!r}")
+        self.open_timeout = None if open_timeout is None else float(open_timeout)
         self.pool_size = _positive("pool_size", pool_size)
         self.patches_per_slide = _positive("patches_per_slide", patches_per_slide)
         self.patches_per_visit = _positive("patches_per_visit", patches_per_visit)
@@ -218,17 +229,23 @@ class PatchPipeline:
         if count >= MAX_OPEN_ATTEMPTS:
             self._failed.add(opened.path)
 
-    def open_for_pool(self, path: str) -> Opened:
-        """Runs in a background thread: open, mask (host cache or detection), metadata."""
+    def open_for_pool(self, path: str, stopped: Callable[[], bool] | None = None) -> Opened:
+        """Runs in a background thread: open, mask (host cache or detection), metadata,
+        within ``open_timeout`` (``DeadlineExceeded`` at the next thumbnail tile or step past
+        it: the slide is skipped with that reason) and until ``stopped()`` (the run closed)."""
         handle: SlideHandle | None = None
         try:
-            handle = SlideHandle(path, backend=self.backend)
-            mask = self._masks.get(handle, self.backend.host_cache)
-            metadata = (self.dataset_adapter.parse_metadata(path)
-                        if self.dataset_adapter is not None else None)
+            with budget.within(self.open_timeout, "slide open", stopped):
+                handle = SlideHandle(path, backend=self.backend)
+                budget.checkpoint()
+                mask = self._masks.get(handle, self.backend.host_cache)
+                budget.checkpoint()
+                metadata = (self.dataset_adapter.parse_metadata(path)
+                            if self.dataset_adapter is not None else None)
             return Opened(path, handle, mask, metadata)
         except Exception as exc:  # noqa: BLE001 - counted and skipped by the engine
-            logger.warning("could not open slide %s: %s", path, exc)
+            log = logger.debug if isinstance(exc, WorkAbandoned) else logger.warning
+            log("could not open slide %s: %s", path, exc)
             if handle is not None:
                 handle.close()
             return Opened(path, error=f"{type(exc).__name__}: {exc}")

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from ..limits import PIPELINE_OPEN_BUDGET_S
 from .backends import SlideBackend
 from .datasets import DatasetAdapter
 from .filters import PatchFilter
@@ -199,7 +200,8 @@ class WsiStreamDataset(IterableDataset[dict[str, Any]]):
                  thumbnail_size: tuple[int, int] = (2048, 2048), *,
                  storage_options: Mapping[str, Any] | None = None,
                  cache_dir: str | None = DEFAULT, prefetch: int | None = None,
-                 io_threads: int | None = None, on_error: str = "skip") -> None:
+                 io_threads: int | None = None, on_error: str = "skip",
+                 open_timeout: float | None = PIPELINE_OPEN_BUDGET_S) -> None:
         if output_dtype not in ("float32", "uint8"):
             raise ValueError(f"output_dtype must be 'float32' or 'uint8', got {output_dtype!r}")
         self._kwargs: dict[str, Any] = dict(
@@ -210,7 +212,7 @@ class WsiStreamDataset(IterableDataset[dict[str, Any]]):
             cycle=cycle, replacement=replacement, views=views,
             shared_transforms=shared_transforms, tissue_mask_cache_size=tissue_mask_cache_size,
             storage_options=storage_options, cache_dir=cache_dir, prefetch=prefetch,
-            io_threads=io_threads, on_error=on_error)
+            io_threads=io_threads, on_error=on_error, open_timeout=open_timeout)
         probe = PatchPipeline(slide_paths, seed=0, **self._kwargs)  # validates, resolves
         self.slide_paths: list[str] = list(probe.slide_paths)
         self._partition = ((slide_paths.rank, slide_paths.world_size)

@@ -1,0 +1,75 @@
+"""What the engine's pool holds: slides opening in the background (``Pending``), open
+slides with their schedule counters (``Entry``), planned reads (``Task``), and the streak of
+slides that gave nothing (``Streak``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .handle import SlideHandle
+from .types import PatchCoordinate, SlideMetadata, TissueMask
+
+
+@dataclass
+class Opened:
+    """A slide ready for the pool (or why it is not)."""
+
+    path: str
+    handle: SlideHandle | None = None
+    mask: TissueMask | None = None
+    metadata: SlideMetadata | None = None
+    error: str | None = None
+
+
+@dataclass
+class Entry:
+    """A slide in the pool."""
+
+    opened: Opened
+    coords: Iterator[PatchCoordinate]
+    planned: int = 0
+    done: int = 0
+    reads_ok: int = 0
+    yielded: int = 0
+    retired: bool = False  # left the pool; closed once its reads are done
+    logged_error: bool = False
+
+
+@dataclass
+class Task:
+    entry: Entry
+    coord: PatchCoordinate
+    future: Future[tuple[np.ndarray, bool, dict[str, np.ndarray]]] | None = None
+
+
+@dataclass
+class Pending:
+    """A slide of the queue or the pool whose open runs (or will run) in the background;
+    ``deferred``: the stream stopped waiting for it (``limits.PIPELINE_OPEN_PATIENCE_S``)."""
+
+    path: str
+    future: Future[Opened] | None = None
+    deferred: bool = False
+
+
+@dataclass
+class Streak:
+    """Slides that gave nothing since the last yielded patch, and why. Once it holds every
+    slide, a cycling stream can never yield again (``NoPatchesError``)."""
+
+    reasons: dict[str, str] = field(default_factory=dict)
+
+    def add(self, path: str, why: str) -> None:
+        self.reasons.setdefault(path, why)
+
+
+def no_patches_message(reasons: dict[str, str]) -> str:
+    items = sorted(reasons.items())
+    shown = "; ".join(f"{path}: {why}" for path, why in items[:10])
+    more = f" (and {len(items) - 10} more)" if len(items) > 10 else ""
+    return f"a full pass over {len(items)} slide(s) yielded no patch: {shown}{more}"
+
