@@ -1,10 +1,15 @@
 """What the processes of one ``WsiStreamDataset`` share: exact statistics and the epoch.
 
-It is a folder (under ``/dev/shm`` when there is one, else the temporary folder) made by the
-process that constructs the dataset and removed when that process's dataset is collected; it
-travels to DataLoader workers as a path, so ``fork``, ``spawn`` and ``forkserver`` workers,
-persistent or not, all find it. Nobody has to read it and nothing in it can fill up, so a
-worker never blocks on it (wsistream's statistics pipe hangs every worker once full):
+It is a folder (under ``/dev/shm`` when there is one and it has room, else the temporary
+folder) made by the process that constructs the dataset and removed when that process's
+dataset is collected; it travels to DataLoader workers as a path, so ``fork``, ``spawn`` and
+``forkserver`` workers, persistent or not, all find it. Nobody has to read it and nothing in it
+can fill up, so a worker never blocks on it (wsistream's statistics pipe hangs every worker
+once full). Every file is given its pages when made (``posix_fallocate``) and is only written
+in place afterwards, so a ``/dev/shm`` that fills later (Docker's default is 64 MB) can never
+fail a write to it nor kill a process touching a mapped page (SIGBUS): a process that cannot
+reserve its slot runs with its statistics off (one warning per dataset, ``stats/off`` in
+``stats_dict``), and training goes on.
 
 - ``slot-<n>.bin``: one per writing process (the main process iterating with
   ``num_workers=0``, or a worker). A writer takes the first slot it can lock (``flock``,
@@ -16,13 +21,14 @@ worker never blocks on it (wsistream's statistics pipe hangs every worker once f
 - ``seen.bin``: one byte per distinct slide, set when the slide is processed
   (``pipeline/slides_unique``).
 - ``control.json``: the epoch of ``set_epoch`` and which loader iteration got which
-  iteration number, read and written under ``flock`` (microseconds per iteration start).
+  iteration number, read and written under ``flock`` (microseconds per iteration start),
+  padded with spaces to its reserved ``CONTROL_BYTES``.
+- ``off.bin``: how many processes could not reserve a slot (their statistics are off).
 """
 
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import logging
 import math
@@ -31,32 +37,41 @@ import os
 import shutil
 import tempfile
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from .pipeline import PatchPipeline
+from .torch_slots import (
+    CAPACITY,
+    ENTRY,
+    FMAX,
+    FMIN,
+    FSUM,
+    HEADER,
+    INT,
+    MAGIC,
+    SLOT_BYTES,
+    TF_COUNT,
+    TF_MAX,
+    TF_MIN,
+    TF_TOTAL,
+    PipelineRecorder,
+    SlotWriter,
+    reserve,
+)
+
+__all__ = ["PipelineRecorder", "SharedState", "shared_folder"]
 
 logger = logging.getLogger(__name__)
 
-MAGIC = b"WSISTAT1"
-CAPACITY = 1024  # named values per slot (keys: ~25 fixed, one per mpp, cancer and sample type)
-KEY_BYTES = 112
-HEADER = np.dtype([("magic", "S8"), ("used", "<i8"), ("pid", "<i8"), ("pad", "S40")])
-ENTRY = np.dtype([("ivalue", "<i8"), ("fvalue", "<f8"), ("kind", "<i4"), ("klen", "<i4"),
-                  ("key", f"S{KEY_BYTES}")])
-SLOT_BYTES = HEADER.itemsize + CAPACITY * ENTRY.itemsize
-INT, FSUM, FMIN, FMAX = 1, 2, 3, 4
-TF_COUNT, TF_TOTAL, TF_MIN, TF_MAX = "_tf/count", "_tf/total", "_tf/min", "_tf/max"
 FIRST_KEYS = ("pipeline/slides_processed", "pipeline/slides_failed", "pipeline/slides_unique",
               "pipeline/patches_extracted", "pipeline/patches_filtered")
 _DYNAMIC = ("pipeline/mpp_", "pipeline/cancer_type/", "pipeline/sample_type/")
-_NOT_SUMMED = ("pipeline/slides_unique", "pipeline/mean_tissue_fraction",
-               "pipeline/min_tissue_fraction", "pipeline/max_tissue_fraction")
 MAX_CLAIMS = 256  # loader iterations remembered by control.json
+CONTROL_BYTES = 64 * 1024  # reserved for control.json: 256 claims take about 12 KB
+OFF_KEY = "stats/off"  # in stats_dict when some process's statistics are off: how many
 
 
 def shared_folder() -> str:
@@ -64,11 +79,13 @@ def shared_folder() -> str:
     return shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else tempfile.gettempdir()
 
 
-def _key_bytes(key: str) -> bytes:
-    raw = key.encode("utf-8")
-    if len(raw) <= KEY_BYTES:
-        return raw
-    return raw[:KEY_BYTES - 13] + b"~" + hashlib.blake2b(raw, digest_size=6).hexdigest().encode()
+def _make_file(path: str, size: int, content: bytes = b"") -> None:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        reserve(fd, size)
+        os.pwrite(fd, content, 0)
+    finally:
+        os.close(fd)
 
 
 @contextmanager
@@ -83,15 +100,19 @@ def _locked(path: str) -> Iterator[int]:
 
 def _load(fd: int) -> dict[str, Any]:
     try:
-        state = json.loads(os.pread(fd, 1 << 20, 0))
+        state = json.loads(os.pread(fd, CONTROL_BYTES, 0))
     except ValueError:  # empty or torn by a process killed while writing: start again
         state = {}
     return {"epoch": 0, "next": 0, "claims": {}, **(state if isinstance(state, dict) else {})}
 
 
 def _store(fd: int, state: dict[str, Any]) -> None:
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, json.dumps(state).encode(), 0)
+    """In place, within the reserved bytes (the oldest claims go first if need be)."""
+    data = json.dumps(state).encode()
+    while len(data) > CONTROL_BYTES and state["claims"]:
+        del state["claims"][next(iter(state["claims"]))]
+        data = json.dumps(state).encode()
+    os.pwrite(fd, data.ljust(CONTROL_BYTES), 0)
 
 
 def _remove(folder: str, owner: int) -> None:
@@ -99,132 +120,12 @@ def _remove(folder: str, owner: int) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-class SlotWriter:
-    """This process's slot (see the module). Used by one thread: the one iterating."""
-
-    def __init__(self, folder: str) -> None:
-        self.pid = os.getpid()
-        number = 0
-        while True:
-            fd = os.open(os.path.join(folder, f"slot-{number}.bin"), os.O_RDWR | os.O_CREAT,
-                         0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                os.close(fd)
-                number += 1
-        if os.fstat(fd).st_size < SLOT_BYTES:
-            os.ftruncate(fd, SLOT_BYTES)
-        self._fd = fd  # kept open: the lock lives as long as this process
-        self._mm = mmap.mmap(fd, SLOT_BYTES)
-        self._header = np.frombuffer(self._mm, HEADER, count=1)
-        if self._header["magic"][0] != MAGIC:
-            self._mm[:] = bytes(SLOT_BYTES)
-            self._header["magic"] = MAGIC
-        self._header["pid"] = self.pid
-        self._table = np.frombuffer(self._mm, ENTRY, count=CAPACITY, offset=HEADER.itemsize)
-        self._ivalue, self._fvalue = self._table["ivalue"], self._table["fvalue"]
-        used = int(self._header["used"][0])
-        self._index = {bytes(self._table["key"][i]).decode("utf-8", "replace"): i
-                       for i in range(used)}
-        self._full_logged = False
-        with open(os.path.join(folder, "seen.bin"), "r+b") as seen:
-            self._seen_mm = mmap.mmap(seen.fileno(), 0)
-        self._seen = np.frombuffer(self._seen_mm, np.uint8)
-
-    def _slot(self, key: str, kind: int) -> int | None:
-        index = self._index.get(key)
-        if index is not None:
-            return index
-        used = int(self._header["used"][0])
-        if used >= CAPACITY:
-            if not self._full_logged:
-                self._full_logged = True
-                logger.warning("statistics slot full (%d keys): %s and later keys dropped",
-                               CAPACITY, key)
-            return None
-        raw = _key_bytes(key)
-        self._table["kind"][used] = kind
-        self._fvalue[used] = math.inf if kind == FMIN else -math.inf if kind == FMAX else 0.0
-        self._ivalue[used] = 0
-        self._table["key"][used] = raw
-        self._table["klen"][used] = len(raw)  # last: readers skip entries without a key
-        self._header["used"] = used + 1
-        self._index[key] = used
-        return used
-
-    def add(self, key: str, delta: int | float) -> None:
-        if isinstance(delta, float):
-            index = self._slot(key, FSUM)
-            if index is not None:
-                self._fvalue[index] += delta
-        else:
-            index = self._slot(key, INT)
-            if index is not None:
-                self._ivalue[index] += delta
-
-    def extreme(self, key: str, value: float, kind: int) -> None:
-        index = self._slot(key, kind)
-        if index is not None:
-            old = float(self._fvalue[index])
-            self._fvalue[index] = min(old, value) if kind == FMIN else max(old, value)
-
-    def mark_seen(self, index: int) -> None:
-        if 0 <= index < self._seen.size:
-            self._seen[index] = 1
-
-
-class PipelineRecorder:
-    """Adds what one pipeline did since the last ``record`` to this process's slot."""
-
-    def __init__(self, writer: SlotWriter | None, pipeline: PatchPipeline,
-                 slide_index: Mapping[str, int]) -> None:
-        self._writer, self._pipeline, self._slide_index = writer, pipeline, slide_index
-        self._last: dict[str, int | float] = {}
-        self._tf = (0, 0.0)
-        self._marked: set[str] = set()
-
-    def record(self) -> None:
-        writer = self._writer
-        if writer is None:
-            return
-        values = self._pipeline.stats_dict()
-        for key in _NOT_SUMMED:
-            values.pop(key, None)
-        last = self._last
-        for key, value in values.items():
-            delta = value - last.get(key, 0)
-            if delta or key not in last:  # every key appears, zero or not
-                writer.add(key, delta)
-        self._last = values
-        stats = self._pipeline.stats
-        tf = stats.tissue_fractions
-        if tf.count != self._tf[0]:
-            writer.add(TF_COUNT, tf.count - self._tf[0])
-            writer.add(TF_TOTAL, float(tf.total - self._tf[1]))
-            writer.extreme(TF_MIN, tf.min_val, FMIN)
-            writer.extreme(TF_MAX, tf.max_val, FMAX)
-            self._tf = (tf.count, tf.total)
-        seen = stats.slides_seen
-        if len(seen) != len(self._marked):
-            for path in seen - self._marked:
-                index = self._slide_index.get(path)
-                if index is not None:
-                    writer.mark_seen(index)
-            self._marked = set(seen)
-
-
 class SharedState:
     """The folder of one dataset (see the module). Pickles as its path; the copy in the
     process that made it removes the folder when collected."""
 
     def __init__(self, n_slides: int) -> None:
-        self.folder = tempfile.mkdtemp(prefix="wsi_streamer-torch-", dir=shared_folder())
-        with open(os.path.join(self.folder, "seen.bin"), "wb") as seen:
-            seen.truncate(max(1, n_slides))
-        with open(os.path.join(self.folder, "control.json"), "w") as control:
-            control.write(json.dumps({"epoch": 0, "next": 0, "claims": {}}))
+        self.folder = _make_folder(n_slides)
         self._finalizer = weakref.finalize(self, _remove, self.folder, os.getpid())
         self._writer: SlotWriter | None = None
         self._writer_pid = -1
@@ -248,9 +149,29 @@ class SharedState:
             try:
                 self._writer = SlotWriter(self.folder)
             except OSError as exc:
-                logger.warning("dataset statistics off in process %d: %s", os.getpid(), exc)
                 self._writer = None
+                first = self._count_off() == 1
+                (logger.warning if first else logger.debug)(
+                    "dataset statistics off in process %d (training goes on; stats_dict() "
+                    "counts the others and reports %r): %s", os.getpid(), OFF_KEY, exc)
         return self._writer
+
+    def _count_off(self) -> int:
+        """One more process without statistics; the new count (0 if unknown)."""
+        try:
+            with _locked(os.path.join(self.folder, "off.bin")) as fd:
+                count = int.from_bytes(os.pread(fd, 8, 0).ljust(8, b"\0"), "little") + 1
+                os.pwrite(fd, count.to_bytes(8, "little"), 0)
+                return count
+        except OSError:
+            return 0
+
+    def processes_off(self) -> int:
+        try:
+            with open(os.path.join(self.folder, "off.bin"), "rb") as f:
+                return int.from_bytes(f.read(8).ljust(8, b"\0"), "little")
+        except OSError:
+            return 0
 
     def claim_iteration(self, identity: str) -> tuple[int, int]:
         """(epoch, iteration number since ``set_epoch``) of the loader iteration named
@@ -336,6 +257,9 @@ class SharedState:
             value = totals[key]
             if value or not (group(key) < 4):
                 out[key] = value
+        off = self.processes_off()
+        if off:
+            out[OFF_KEY] = off
         return out
 
     def reset(self) -> None:
@@ -364,3 +288,25 @@ class SharedState:
                     del table, kind, fvalue
         except OSError:
             pass
+
+
+def _make_folder(n_slides: int) -> str:
+    """A new folder with its files and their pages reserved: under ``shared_folder()``, or
+    the temporary folder when that has no room; ``OSError`` when neither has."""
+    error: OSError | None = None
+    for parent in dict.fromkeys((shared_folder(), tempfile.gettempdir())):
+        folder = ""
+        try:
+            folder = tempfile.mkdtemp(prefix="wsi_streamer-torch-", dir=parent)
+            _make_file(os.path.join(folder, "seen.bin"), max(1, n_slides))
+            _make_file(os.path.join(folder, "control.json"), CONTROL_BYTES,
+                       json.dumps({"epoch": 0, "next": 0, "claims": {}}).encode())
+            _make_file(os.path.join(folder, "off.bin"), 8)
+            return folder
+        except OSError as exc:
+            logger.warning("dataset statistics folder not made in %s: %s", parent, exc)
+            if folder:
+                shutil.rmtree(folder, ignore_errors=True)
+            error = exc
+    assert error is not None
+    raise error
