@@ -183,12 +183,17 @@ class StreamRun:
     def await_open(self, slot: Pending) -> bool:
         """Whether ``slot``'s open has ended. With reads still ahead, no wait (they go out
         first); once the stream has nothing else, a slot not yet deferred gets
-        ``PIPELINE_OPEN_PATIENCE_S`` before it is deferred (head-of-line: a slow open never
-        holds the other slides' patches; it joins the rotation when it ends)."""
+        ``PIPELINE_OPEN_PATIENCE_S``, and then is deferred if another slide of the pool is
+        ready (head-of-line: a slow open never holds the other slides' patches; it joins the
+        rotation when it ends). With none ready, deferring would gain nothing: it waits on."""
         assert slot.future is not None
         if slot.deferred or self.ahead:
             return slot.future.done()
-        if wait([slot.future], timeout=limits.PIPELINE_OPEN_PATIENCE_S).done:
+        while not wait([slot.future], timeout=limits.PIPELINE_OPEN_PATIENCE_S).done:
+            if any(other is not slot and (isinstance(other, Entry) or (
+                    other.future is not None and other.future.done())) for other in self.pool):
+                break
+        else:
             return True
         slot.deferred = True
         logger.info("opening %s takes over %g s: serving the other slides meanwhile",
