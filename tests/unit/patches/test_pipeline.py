@@ -22,7 +22,9 @@ from wsi_streamer.patches import (
     RandomFlipRotate,
     RandomSampler,
     SlideHandle,
+    TissueDetector,
 )
+from wsi_streamer.patches.tissue import Downsample, normalize_downsample
 
 FAST = {"thumbnail_size": (512, 512)}
 
@@ -260,3 +262,36 @@ def test_hsv_filter_runs_in_the_pipeline(island_paths, cache_dir):
     stats = pipe.stats_dict()
     assert stats["pipeline/patches_extracted"] + stats["pipeline/patches_filtered"] == 20
     assert len(results) == stats["pipeline/patches_extracted"]
+
+
+class Stripes(TissueDetector):
+    """Tissue in vertical stripes: level-0 columns ``x`` with ``(x // 64) % 4 == 0``, so any
+    box 256·k level-0 px wide holds exactly ``1/4`` tissue wherever it starts, while a 64 px
+    box holds anything from 0 to 1."""
+
+    def detect(self, thumbnail: np.ndarray, downsample: Downsample = (1.0, 1.0)) -> np.ndarray:
+        dx, _ = normalize_downsample(downsample)
+        assert dx == 4.0, dx  # 2048 px slide, 512 px thumbnail: one mask column = 4 px
+        columns = (np.arange(thumbnail.shape[1]) * 4 // 64) % 4 == 0
+        return np.broadcast_to(columns, thumbnail.shape[:2]).copy()
+
+
+@pytest.mark.parametrize(("sampler", "level", "fraction"), [
+    (RandomSampler(64, level=1, tissue_threshold=0.2), 1, 0.25),  # 64 px x ds 4 = 256
+    (RandomSampler(64, target_mpp=2.0, tissue_threshold=0.2), 1, 0.25),  # 128 px, ds 4
+    (RandomSampler(64, level=0, tissue_threshold=0.0), 0, None),  # level 0: 64 px itself
+])
+def test_tissue_fraction_is_over_the_patch_level0_footprint(island_paths, cache_dir, sampler,
+                                                           level, fraction):
+    """``PatchResult.tissue_fraction`` is measured over the area the patch covers on the slide
+    (``patch_size`` x the level's downsample, in level-0 pixels), not over ``patch_size``
+    level-0 pixels (1/ds² of it)."""
+    results = run(island_paths[:1], cache_dir, sampler=sampler, tissue_detector=Stripes(),
+                  patches_per_slide=20)
+    assert len(results) == 20
+    assert {r.coordinate.level for r in results} == {level}
+    if fraction is not None:
+        assert {round(r.tissue_fraction, 6) for r in results} == {fraction}
+    else:  # 64 level-0 px: 16 mask columns at any offset, so 0 to 1 by steps of 1/16
+        assert all(r.tissue_fraction == (sum(((r.coordinate.x // 4 + i) * 4 // 64) % 4 == 0
+                                             for i in range(16)) / 16) for r in results)

@@ -134,3 +134,26 @@ def test_deep_zoom_tile_reads_only_the_best_native_level(
     assert result.data is not None
     touched = levels_read(reader.calls)
     assert set(touched) == {native}, {lv: len(r) for lv, r in touched.items()}
+
+
+@pytest.mark.parametrize(("overview_size", "level"), [
+    (200, 2),  # 200x150: the 256x192 level is the smallest at least that large
+    (300, 1),  # 300x225: needs 512x384
+])
+def test_overview_is_built_from_the_smallest_adequate_level(
+        tmp_path: Path, overview_size: int, level: int) -> None:
+    """A slide larger than the overview: thumbnails and low Deep Zoom levels come from the
+    overview, which decodes the smallest level at least the overview's size, not level 0
+    (48 tiles here; on a real slide GBs and minutes)."""
+    storage = OneSlide()
+    registry = SlideRegistry(storage, BlockStore(4096, 1 << 26),  # type: ignore[arg-type]
+                             structures=KnownStructure())
+    tiles = TileService(registry, TileCache(str(tmp_path / "tiles"), 1 << 26),
+                        overview_size=overview_size)
+    assert tiles.overviews.geometry(tiles.slide("slide.svs")) is not None
+    assert tiles.thumbnail("slide.svs", 64).data is not None
+    assert tiles.dzi_tile("slide.svs", 6, 0, 0).data is not None  # 64 px: from the overview
+    assert tiles.overviews.stats.built == 1
+    touched = levels_read(storage.reader.calls)
+    assert set(touched) == {level}, {lv: len(r) for lv, r in touched.items()}
+    assert touched[level] == sample().tile_ranges[level]
