@@ -4,6 +4,7 @@ slides read from local files."""
 from __future__ import annotations
 
 import copy
+import itertools
 import subprocess
 import sys
 from collections import Counter
@@ -295,3 +296,45 @@ def test_tissue_fraction_is_over_the_patch_level0_footprint(island_paths, cache_
     else:  # 64 level-0 px: 16 mask columns at any offset, so 0 to 1 by steps of 1/16
         assert all(r.tissue_fraction == (sum(((r.coordinate.x // 4 + i) * 4 // 64) % 4 == 0
                                              for i in range(16)) / 16) for r in results)
+
+
+class RejectCalls(PatchFilter):
+    """Rejects the reads numbered in ``reject`` (1-based, in call order), accepts the rest."""
+
+    def __init__(self, reject: set[int]) -> None:
+        self.reject, self.calls = reject, 0
+
+    def accept(self, patch: np.ndarray) -> bool:
+        self.calls += 1
+        return self.calls not in self.reject
+
+
+def test_a_yielded_patch_resets_the_slides_that_gave_nothing(island_paths, cache_dir):
+    """Two slides visited in turn, one read each (one read thread, so reads are filtered in
+    schedule order): A gives nothing in pass 1, B in pass 2, and a patch comes between. No
+    pass gave nothing from every slide, so the cycle goes on; a streak that a yielded patch
+    does not reset holds both slides after pass 2 and ends the stream with NoPatchesError."""
+    pipe = PatchPipeline(island_paths[:2], **FAST, sampler=RandomSampler(64), seed=1,
+                         patches_per_slide=1, pool_size=1, prefetch=1, io_threads=1,
+                         cycle=True, patch_filter=RejectCalls({1, 4}), cache_dir=cache_dir)
+    results = list(itertools.islice(pipe, 10))
+    assert len(results) == 10
+    assert pipe.stats_dict()["pipeline/patches_filtered"] == 2
+
+
+def test_a_slide_without_valid_position_is_not_a_failed_slide(white_slide, island_paths,
+                                                              cache_dir):
+    """A white slide has no valid position: nothing is read, and that is "no valid patch
+    position", not "every read failed" (a failed slide is dropped from later passes and
+    counted in slides_failed)."""
+    pipe = PatchPipeline([white_slide, white_slide], **FAST, sampler=RandomSampler(64), seed=1,
+                         cycle=True, cache_dir=cache_dir)
+    with pytest.raises(NoPatchesError, match="no valid patch position") as caught:
+        list(pipe)
+    assert "read failed" not in str(caught.value)
+    assert pipe.stats_dict()["pipeline/slides_failed"] == 0
+    mixed = PatchPipeline([white_slide, island_paths[0]], **FAST, sampler=RandomSampler(64),
+                          seed=1, patches_per_slide=2, cache_dir=cache_dir)
+    assert len(list(mixed)) == 2
+    stats = mixed.stats_dict()
+    assert stats["pipeline/slides_failed"] == 0 and stats["pipeline/patch_errors"] == 0
