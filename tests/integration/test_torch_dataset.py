@@ -29,6 +29,7 @@ from tests.fixtures.patch_slides import write_islands_svs  # noqa: E402
 from wsi_streamer.patches import (  # noqa: E402
     NormalizeTransform,
     PatchCoordinate,
+    PatchPipeline,
     PatchResult,
     PatchTransform,
     RandomResizedCrop,
@@ -402,3 +403,19 @@ def test_fork_workers_while_this_process_is_mid_iteration(slides, cache_dir):
     assert len(both) == 8
     del here
     assert dataset.stats_dict()["pipeline/patches_extracted"] >= 14
+
+
+def test_tissue_fraction_stats_equal_a_plain_pipeline(slides, cache_dir):
+    """The dataset's statistics are written as deltas once per item: its mean, min and max
+    tissue fraction equal those of a plain PatchPipeline over the same slides and seed (a
+    writer re-adding running totals inflates the mean)."""
+    dataset = make(slides, cache_dir, cycle=False, patches_per_slide=3, seed=5)
+    assert len(list(dataset)) == 15  # in this process: one record per item
+    plain = PatchPipeline(slides, **FAST, sampler=RandomSampler(64), cycle=False,
+                          patches_per_slide=3, seed=5, cache_dir=cache_dir)
+    assert len(list(plain)) == 15
+    ours, theirs = dataset.stats_dict(), plain.stats_dict()
+    for key in ("mean", "min", "max"):
+        name = f"pipeline/{key}_tissue_fraction"
+        assert ours[name] == pytest.approx(theirs[name], rel=1e-9, abs=1e-12), name
+    assert ours["pipeline/slides_processed"] == theirs["pipeline/slides_processed"] == 5
