@@ -53,6 +53,18 @@ def test_sizes(size: str, expected: tuple[int, int]) -> None:
     assert iiif.resolve_size(size, 1000, 800) == expected
 
 
+@pytest.mark.parametrize("size", [
+    "2000,800", "1000,801", "1001,", ",801", "pct:101", "!3000,1600", "2000,1600",
+])
+def test_upscaling_either_side_needs_a_caret(size: str) -> None:
+    """IIIF 3.0 §4.2: a size larger than the region on either side, without ``^``, is a 400;
+    with ``^`` it is served."""
+    with pytest.raises(InvalidParameter, match="upscaling needs"):
+        iiif.resolve_size(size, 1000, 800)
+    w, h = iiif.resolve_size("^" + size, 1000, 800)
+    assert w > 1000 or h > 800
+
+
 def test_max_is_confined_to_the_limits() -> None:
     w, h = iiif.resolve_size("max", 100_000, 50_000)
     assert w <= iiif.MAX_WIDTH and w * h <= iiif.MAX_AREA and abs(w / h - 2) < 0.01
