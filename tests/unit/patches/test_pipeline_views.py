@@ -59,6 +59,29 @@ def test_context_view_is_centred_on_the_patch(island_paths, cache_dir):
         assert np.abs(centre - small).mean() < 12
 
 
+def test_context_view_of_a_coarser_level_patch_is_centred_in_level0_pixels(island_paths,
+                                                                            cache_dir):
+    """The primary patch read at level 1 (64 px, downsample 4: 256 level-0 px): the
+    ``mpp_override`` view is centred on the patch's level-0 centre (x + 128), not on
+    x + 32 (its level-1 half side taken as level-0 pixels). The expected view is read
+    directly: 64 px at level 2 (4.0 mpp, no resampling) around that centre."""
+    views = [ViewConfig("same"), ViewConfig("wide", mpp_override=4.0, patch_size_override=64)]
+    pipe = PatchPipeline(island_paths[:1], sampler=RandomSampler(64, level=1),
+                         views=views, patches_per_slide=5, cache_dir=cache_dir, **FAST)
+    backend = NativeBackend()
+    backend.configure(use_cache=False)
+    slide = backend.open_slide(island_paths[0])
+    results = list(pipe)
+    assert len(results) == 5
+    for result in results:
+        coord = result.coordinate
+        assert coord.level == 1 and coord.patch_size == 64
+        cx, cy = coord.x + 64 * 4 / 2, coord.y + 64 * 4 / 2
+        x, y = int(round(cx - 64 * 16 / 2)), int(round(cy - 64 * 16 / 2))
+        expected = slide.read_region(x, y, 2, 64, 64)
+        assert np.array_equal(result.views["wide"], expected), (coord.x, coord.y)  # type: ignore[index]
+
+
 def test_dataset_adapter_metadata_and_counts(island_paths, tmp_path, cache_dir):
     folder = tmp_path / "TCGA-BRCA"
     folder.mkdir()
