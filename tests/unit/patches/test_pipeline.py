@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
+import os
 import subprocess
 import sys
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -14,16 +17,20 @@ import numpy as np
 import pytest
 
 from wsi_streamer.patches import (
+    ComposeTransforms,
     GridSampler,
+    HEDColorAugmentation,
     HSVPatchFilter,
     NoPatchesError,
     OtsuTissueDetector,
     PatchFilter,
     PatchPipeline,
     RandomFlipRotate,
+    RandomResizedCrop,
     RandomSampler,
     SlideHandle,
     TissueDetector,
+    ViewConfig,
 )
 from wsi_streamer.patches.tissue import Downsample, normalize_downsample
 
@@ -338,3 +345,75 @@ def test_a_slide_without_valid_position_is_not_a_failed_slide(white_slide, islan
     assert len(list(mixed)) == 2
     stats = mixed.stats_dict()
     assert stats["pipeline/slides_failed"] == 0 and stats["pipeline/patch_errors"] == 0
+
+
+def first_draws(component: object) -> tuple[float, ...]:
+    rng = component.rng  # type: ignore[attr-defined]
+    return tuple(copy.deepcopy(rng).random(4))  # the component's own stream is not consumed
+
+
+def test_every_random_component_has_its_own_stream(island_paths, cache_dir):
+    """Sampler, transforms, shared transforms and each view's crop and transforms are seeded
+    from distinct children of the pipeline's seed: none replays another's numbers (a
+    transform seeded from the sampler's stream would flip exactly when the sampler moves)."""
+    pipe = PatchPipeline(island_paths, **FAST, sampler=RandomSampler(64), seed=3,
+                         transforms=ComposeTransforms([HEDColorAugmentation(),
+                                                       RandomFlipRotate()]),
+                         cache_dir=cache_dir)
+    assert pipe.transforms is not None
+    parts = [pipe.sampler, *pipe.transforms.transforms]  # type: ignore[attr-defined]
+    single = PatchPipeline(island_paths, **FAST, sampler=RandomSampler(64), seed=3,
+                           transforms=HEDColorAugmentation(), cache_dir=cache_dir)
+    parts.append(single.transforms)
+    views = [ViewConfig("a", crop=RandomResizedCrop(32, scale=(0.5, 1.0)), transforms=HEDColorAugmentation()),
+             ViewConfig("b", crop=RandomResizedCrop(32, scale=(0.5, 1.0)), transforms=HEDColorAugmentation())]
+    other = PatchPipeline(island_paths, **FAST, sampler=RandomSampler(64), seed=3, views=views,
+                          shared_transforms=HEDColorAugmentation(), cache_dir=cache_dir)
+    assert other.views is not None
+    parts += [other.shared_transforms,
+              *(v.crop for v in other.views), *(v.transforms for v in other.views)]
+    draws = [first_draws(p) for p in parts]
+    assert len(set(draws)) == len(draws), draws
+    assert first_draws(pipe.sampler) == first_draws(other.sampler)  # same seed, same role
+
+
+def _child_coordinates(pipe: PatchPipeline, out: int) -> None:
+    """In a forked child: the first patches' coordinates, written to ``out``; never returns."""
+    try:
+        coords = [(r.coordinate.slide_path, r.coordinate.x, r.coordinate.y)
+                  for r in itertools.islice(pipe, 6)]
+        os.write(out, json.dumps(coords).encode())
+    finally:
+        os._exit(0)
+
+
+def forked_coordinates(pipe: PatchPipeline) -> list[object]:
+    read, write = os.pipe()
+    with warnings.catch_warnings():  # other tests' threads: fork is safe for what runs here
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        _child_coordinates(pipe, write)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe_out:
+        data = pipe_out.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0 and data, "the forked child failed"
+    return [tuple(c) for c in json.loads(data)]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_copies_of_an_unseeded_pipeline_draw_their_own_patches(island_paths,
+                                                                      cache_dir):
+    """seed=None: each forked process (DataLoader workers) draws fresh entropy at its first
+    iteration, so forked workers do not replay each other's patches; with a seed they do
+    (reproducible)."""
+    unseeded = PatchPipeline(island_paths, **FAST, sampler=RandomSampler(64), seed=None,
+                             patches_per_slide=2, cache_dir=cache_dir)
+    first, second = forked_coordinates(unseeded), forked_coordinates(unseeded)
+    assert len(first) == len(second) == 6
+    assert first != second
+    seeded = PatchPipeline(island_paths, **FAST, sampler=RandomSampler(64), seed=4,
+                           patches_per_slide=2, cache_dir=cache_dir)
+    assert forked_coordinates(seeded) == forked_coordinates(seeded)

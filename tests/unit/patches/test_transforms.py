@@ -155,6 +155,19 @@ def test_compose_order_children_and_recursive_reseed(image: np.ndarray) -> None:
         ComposeTransforms([42])  # type: ignore[list-item]
 
 
+def test_compose_children_draw_different_numbers(image: np.ndarray) -> None:
+    """Reseeding a ComposeTransforms gives each child its own stream (child ``i`` of the
+    seed): two identical random children do not draw the same numbers, at any depth."""
+    inner = ComposeTransforms([HEDColorAugmentation(), HEDColorAugmentation()])
+    chain = ComposeTransforms([HEDColorAugmentation(), HEDColorAugmentation(), inner])
+    reseed(chain, seq(3))
+    leaves = [chain.transforms[0], chain.transforms[1], *inner.transforms]
+    draws = [tuple(t.rng.random(4)) for t in leaves]  # type: ignore[attr-defined]
+    assert len(set(draws)) == len(draws), draws
+    reseed(chain, seq(3))
+    assert not np.array_equal(chain.transforms[0](image), chain.transforms[1](image))
+
+
 def test_resize_is_antialiased_and_exact(image: np.ndarray) -> None:
     noise = np.random.default_rng(2).integers(0, 256, size=(64, 64, 3), dtype=np.uint8)
     small = ResizeTransform(8)(noise)
