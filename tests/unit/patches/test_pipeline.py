@@ -365,8 +365,8 @@ def test_every_random_component_has_its_own_stream(island_paths, cache_dir):
     single = PatchPipeline(island_paths, **FAST, sampler=RandomSampler(64), seed=3,
                            transforms=HEDColorAugmentation(), cache_dir=cache_dir)
     parts.append(single.transforms)
-    views = [ViewConfig("a", crop=RandomResizedCrop(32, scale=(0.5, 1.0)), transforms=HEDColorAugmentation()),
-             ViewConfig("b", crop=RandomResizedCrop(32, scale=(0.5, 1.0)), transforms=HEDColorAugmentation())]
+    views = [ViewConfig(name, crop=RandomResizedCrop(32, scale=(0.5, 1.0)),
+                        transforms=HEDColorAugmentation()) for name in "ab"]
     other = PatchPipeline(island_paths, **FAST, sampler=RandomSampler(64), seed=3, views=views,
                           shared_transforms=HEDColorAugmentation(), cache_dir=cache_dir)
     assert other.views is not None
