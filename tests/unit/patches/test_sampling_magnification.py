@@ -131,6 +131,21 @@ def test_multi_pool_per_target_without_repeats() -> None:
     assert sum(1 for _ in iter(lambda: capped.pop(rng), None)) == 9
 
 
+def test_multi_pool_targets_sharing_a_read_plan_sum_their_weights() -> None:
+    """0.25, 0.251 and 0.252 um/px all read level 0 as is (within 2%): one pool, weight 3;
+    1.0 reads level 1, weight 1. Pops follow 3:1 (225 of 300 expected; 150 if only the last
+    target's weight counted). Deterministic given the seed; both pools stay non-empty."""
+    slide = make_slide()
+    mask = make_mask(slide, np.ones((800, 1000), dtype=bool))
+    sampler = MultiMagnificationSampler(patch_size=256, target_mpps=[0.25, 0.251, 0.252, 1.0],
+                                        mpp_weights=[1, 1, 1, 1])
+    rng = np.random.default_rng(7)
+    pool = sampler.build_coordinate_pool(slide, mask, rng)
+    levels = Counter(pool.pop(rng).level for _ in range(300))  # type: ignore[union-attr]
+    assert levels[0] + levels[1] == 300
+    assert 190 <= levels[0] <= 270, levels  # 241 with this seed
+
+
 @pytest.mark.parametrize(("kwargs", "error", "name"), [
     ({"target_mpps": []}, ValueError, "target_mpps"),
     ({"target_mpps": [0.5, -1.0]}, ValueError, "target_mpps"),
