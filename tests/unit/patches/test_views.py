@@ -48,6 +48,21 @@ def test_crop_params_respect_scale_and_ratio(patch: np.ndarray) -> None:
     assert out.shape == (32, 32, 3) and out.dtype == np.uint8
 
 
+def test_crop_aspect_ratio_is_log_uniform() -> None:
+    """torchvision draws ``log(aspect)`` uniformly in ``log(ratio)``: with ratio (1/10, 10),
+    half the windows are wider than tall and a quarter have log(aspect) below -log(10)/2. A
+    uniform draw in (0.1, 10) would give 91% wider and 2% in that quarter. A small area on a
+    large image so every first try fits (no fallback); 2000 draws, fixed seed."""
+    image = np.zeros((1000, 1000, 3), np.uint8)
+    crop = RandomResizedCrop(8, scale=(0.01, 0.01), ratio=(0.1, 10.0), seed=0)
+    logs = np.log([p.width / p.height for p in (crop.sample_params(image)
+                                                 for _ in range(2000))])
+    assert np.abs(logs).max() <= np.log(10) + 0.05
+    assert 0.45 <= np.mean(logs > 0) <= 0.55, np.mean(logs > 0)
+    assert 0.20 <= np.mean(logs < -np.log(10) / 2) <= 0.30
+    assert abs(np.mean(logs)) < 0.15
+
+
 def test_crop_apply_params_is_the_window(patch: np.ndarray) -> None:
     crop = RandomResizedCrop(16, scale=(1.0, 1.0))
     params = CropParams(x=8, y=4, width=16, height=16)
