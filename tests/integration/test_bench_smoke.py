@@ -50,13 +50,18 @@ def test_bench_quick_runs_and_counts_hold(shared_slides: Path) -> None:
     for slide in ("aperio.svs", "libvips.tif"):
         engine = rows[("engine", slide)]
         assert engine["open_bytes"] < 1.5 * 2**20  # open reads well under 1.5 MB
-        # first tile: 1 GET, plus the level's offset arrays (one GET, once) unless held
-        assert engine["first_requests"] <= 2 and engine["first_rtt"] <= 2
+        # first tile: 1 GET, plus the level's offset arrays (one GET, once) unless held.
+        # The bench's round trips are clocked (overlapping 20 ms requests), so a loaded
+        # machine counts more: reported, never bounded here. Serial round trips are held by
+        # cause in tests/unit/format/test_open_layouts.py.
+        assert engine["first_requests"] <= 2
+        assert 1 <= engine["first_rtt"] <= engine["first_requests"]
+        assert 1 <= engine["open_rtt"] <= engine["open_requests"]
         assert engine["cold_requests"] <= 1  # at most one GET per cold tile ...
         assert engine["extra"]["par_requests_per_tile"] <= 1.01
         assert ("server", slide) in rows
-    assert rows[("engine", "aperio.svs")]["open_rtt"] == 1  # head + tail, no HEAD
-    assert rows[("engine", "libvips.tif")]["open_rtt"] <= 3
+    assert rows[("engine", "aperio.svs")]["open_requests"] == 2  # head + tail, no HEAD
+    assert rows[("engine", "libvips.tif")]["open_requests"] <= 4
     assert "x/best" in proc.stdout or "/best" in proc.stdout
     if missing is None:  # the peers ran, on both slides
         assert not [n for n in results["notes"] if n.startswith("peers skipped")], results
