@@ -8,8 +8,9 @@ Storage is the loopback S3 server of ``bench.s3server`` behind the fault proxy o
 500s, 503s (SlowDown), 0.3 s delays, truncated bodies, 3 s stalls, and replaced objects (a
 slide's bytes swapped for another slide's, so its ETag changes under open readers). Clients
 mix cold tiles (random slide, level, tile, quality), warm tiles, DZI descriptors and tiles,
-thumbnails, metadata, listings and hostile requests (bad integers, traversal, huge
-parameters, unknown and broken slides).
+thumbnails, metadata, listings, hostile requests (bad integers, traversal, huge parameters,
+unknown and broken slides) and requests for hostile tiles (a progressive-JPEG scan bomb and
+a JPEG 2000 bomb slide: each must be 415 at once, within its request's budget).
 
 It prints a table per request kind and exits non-zero unless: no unexpected 5xx (a 5xx is
 expected only for storage-bound requests while a fault phase is on, plus a short grace after,
@@ -36,6 +37,7 @@ from pathlib import Path
 import psutil
 import requests
 
+from tests.fixtures.bombs import write_j2k_bomb_svs, write_scan_bomb_svs
 from tests.fixtures.slides import make_generic, make_svs
 from tests.integration.fault_proxy import FaultProxy
 from wsi_streamer.format.demo import demo_slide_bytes
@@ -107,7 +109,16 @@ def make_slides(folder: Path) -> dict[str, tuple[int, int, int]]:
     (folder / "broken.svs").write_bytes(b"II*\0" + os.urandom(5000))
     (folder / "truncated.svs").write_bytes(slides["svs-a.svs"].data[:40000])
     (folder / "notes.txt").write_text("not a slide")
+    write_scan_bomb_svs(folder, "scan-bomb.svs", extra=20000, width=768, height=512)
+    write_j2k_bomb_svs(folder, "j2k-bomb.svs", side=8192)
     return info
+
+
+BOMBS = [  # hostile tiles: refused (415) before decoding, whatever the request
+    "/tiles/{b}/0/0/0.jpg", "/slides/{b}/thumbnail?max_size=256", "/slides/{b}/dzi_files/8/0_0.jpg",
+    "/slides/{b}/dzi_files/13/0_0.jpg", "/iiif/3/{b}/full/max/0/default.jpg",
+    "/iiif/3/{b}/0,0,256,256/256,/0/default.jpg",
+]
 
 
 def requests_for(rng: random.Random, slides: dict[str, tuple[int, int, int]],
@@ -138,6 +149,9 @@ def requests_for(rng: random.Random, slides: dict[str, tuple[int, int, int]],
         return "metadata", f"/slides/{slide}", True
     if roll < 0.90:
         return "listing", "/slides?limit=5", True
+    if roll < 0.93:
+        bomb = rng.choice(("scan-bomb.svs", "j2k-bomb.svs"))
+        return "bomb", rng.choice(BOMBS).format(b=bomb), True
     template = rng.choice(HOSTILE)
     return "hostile", template.format(s=slide, r=rng.randrange(10**6)), False
 
@@ -312,6 +326,9 @@ def report(records: list[Record], timeline: Timeline, rss: list[tuple[float, int
               f"{sum(400 <= r.status < 500 for r in rows):>7}{ok5:>8}{bad:>8}"
               f"{pct(lat, 0.5):>9.0f}{pct(lat, 0.99):>9.0f}{max(lat) / 1000:>8.1f}")
     stuck = [r for r in records if r.seconds > READ_BOUND_S]
+    # A bomb is refused before decoding (415), or fails as storage does during a fault phase.
+    unexpected += [r for r in by_kind["bomb"] if r not in unexpected and r.status < 500
+                   and (r.status != 415 or not r.json_error)]
     warm = [v for t, v in rss if t >= duration * WARM_UP]
     growth = (warm[-1] / warm[0] - 1) if len(warm) >= 2 and warm[0] else 0.0
     print(f"requests {len(records)} in {duration:.0f} s; unexpected 5xx or no answer: "
