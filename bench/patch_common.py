@@ -136,6 +136,7 @@ def measure(system: str, config: str, make: Callable[[], Any], expected: int,
         counters.reset()
     rchar0 = _rchar()
     bar = _progress(expected, f"{system} {config}")
+    cpu0 = time.process_time()
     t0 = time.perf_counter()
     pipeline = make()
     first = math.nan
@@ -149,6 +150,7 @@ def measure(system: str, config: str, make: Callable[[], Any], expected: int,
         if bar is not None:
             bar.update(1)
     total = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0  # every thread of the row process
     if bar is not None:
         bar.close()
     stats = {k: v for k, v in pipeline.stats_dict().items()
@@ -157,6 +159,7 @@ def measure(system: str, config: str, make: Callable[[], Any], expected: int,
     row: dict[str, Any] = {
         "system": system, "config": config, "patches": n, "seconds": total, "ttfp_s": first,
         "patches_per_s": n / total if total > 0 else math.nan,
+        "cpu_s": cpu, "load_1m": os.getloadavg()[0],
         "steady_per_s": (n - 1) / (total - first) if n > 1 and total > first else math.nan,
         "s3_requests": s3.get("requests"), "s3_gets": s3.get("by_op", {}).get("get"),
         "s3_bytes": s3.get("bytes"), "read_bytes": _rchar() - rchar0,

@@ -48,6 +48,7 @@ COLUMNS: list[tuple[str, Callable[[Row], float], bool]] = [
     ("patches", lambda r: float(r.get("patches", math.nan)), True),
     ("patches/s", lambda r: r.get("patches_per_s", math.nan), True),
     ("steady/s", lambda r: r.get("steady_per_s", math.nan), True),
+    ("CPU ms/p", lambda r: _per_patch(r.get("cpu_s"), r, 1e-3), False),
     ("TTFP s", lambda r: r.get("ttfp_s", math.nan), False),
     ("GETs/patch", gets_per_patch, False),
     ("KB/patch", kb_per_patch, False),

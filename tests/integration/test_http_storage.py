@@ -166,13 +166,14 @@ def _start(logged: Logged, size: int) -> tuple[int, int]:
 
 
 def test_open_and_first_tile_take_the_round_trips_of_s3(nginx: Nginx, s3_bucket: S3Bucket,
-                                                         svs4: object) -> None:
+                                                         svs4: object,
+                                                         monkeypatch: Any) -> None:
     data: bytes = svs4.data  # type: ignore[attr-defined]  # 1.7 MB: more than head + tail
     key = "rt/cases/svs 4+1.svs"  # space and plus: percent-encoded in the URL
     nginx.put(key, data)
     s3_bucket.client.put_object(Bucket=s3_bucket.name, Key=key, Body=data)
     s3 = S3Storage(s3_bucket.name, endpoint_url=s3_bucket.endpoint)
-    sent = HttpCounter(s3.client)
+    sent = HttpCounter(s3.client, monkeypatch)
     http = open_storage(nginx.url())
     assert isinstance(http, HttpStorage)
     seen = {}

@@ -2,16 +2,19 @@
 for opening and first tiles, singleflight of a cold tile, error translation.
 
 Requests are counted twice: by ``S3Storage.stats`` (HEAD counts as a request of 0 bytes) and
-by a botocore ``before-send`` hook that sees every HTTP request actually sent (retries too)."""
+by ``HttpCounter``, which sees every HTTP request actually sent (retries too)."""
 
 from __future__ import annotations
 
 import socket
 import threading
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
+from botocore.awsrequest import AWSHTTPConnectionPool
+from urllib3.connectionpool import HTTPConnectionPool
 
 from tests.conftest import S3Bucket
 from tests.fixtures.images import psnr
@@ -35,21 +38,37 @@ KEY = "cases/svs4.svs"
 
 
 class HttpCounter:
-    """Counts HTTP requests botocore sends, by operation name."""
+    """Every HTTP request sent to S3, retries included: botocore's ``before-send`` hook for
+    the boto3 control plane, and urllib3's per-attempt ``_make_request`` on plain urllib3
+    pools (not botocore's) for the lean data plane (``io/s3_lean.py``) when ``monkeypatch``
+    is given."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, monkeypatch: Any = None) -> None:
         self.sent: list[str] = []
         self.ranges: list[str] = []  # Range header of each GET
         self._lock = threading.Lock()
         client.meta.events.register("before-send.s3", self._on_send)
+        if monkeypatch is not None:
+            real = HTTPConnectionPool._make_request
+            endpoint = urlsplit(client.meta.endpoint_url)
+
+            def counting(pool: Any, conn: Any, method: str, url: str, *args: Any,
+                         **kwargs: Any) -> Any:
+                if (not isinstance(pool, AWSHTTPConnectionPool)
+                        and (pool.host, pool.port) == (endpoint.hostname, endpoint.port)):
+                    self._record(method, (kwargs.get("headers") or {}).get("Range", ""))
+                return real(pool, conn, method, url, *args, **kwargs)
+            monkeypatch.setattr(HTTPConnectionPool, "_make_request", counting)
 
     def _on_send(self, request: Any, **_: Any) -> None:
+        rng = request.headers.get("Range", b"")
+        self._record(request.method, rng.decode() if isinstance(rng, bytes) else str(rng))
+
+    def _record(self, method: str, rng: str) -> None:
         with self._lock:
-            self.sent.append(request.method)
-            if request.method == "GET":
-                self.ranges.append(request.headers.get("Range", b"").decode()
-                                   if isinstance(request.headers.get("Range"), bytes)
-                                   else str(request.headers.get("Range", "")))
+            self.sent.append(method)
+            if method == "GET":
+                self.ranges.append(rng)
 
     def __len__(self) -> int:
         with self._lock:
@@ -57,10 +76,11 @@ class HttpCounter:
 
 
 @pytest.fixture
-def s3_svs(s3_bucket: S3Bucket, svs4: Any) -> tuple[S3Storage, HttpCounter, Any]:
+def s3_svs(s3_bucket: S3Bucket, svs4: Any, monkeypatch: Any
+           ) -> tuple[S3Storage, HttpCounter, Any]:
     s3_bucket.client.put_object(Bucket=s3_bucket.name, Key=KEY, Body=svs4.data)
     storage = S3Storage(s3_bucket.name, endpoint_url=s3_bucket.endpoint)
-    return storage, HttpCounter(storage.client), svs4
+    return storage, HttpCounter(storage.client, monkeypatch), svs4
 
 
 def test_open_and_first_tile_request_count(s3_svs) -> None:  # type: ignore[no-untyped-def]

@@ -100,21 +100,22 @@ def tile_url(x: int, y: int) -> str:
 def test_endpoint_down(bucket: S3Bucket, tmp_path: Path,
                        monkeypatch: pytest.MonkeyPatch) -> None:
     """A closed port: 502 for every storage-backed route, after a bounded number of HTTP
-    sends (counted at botocore's ``URLLib3Session.send``, not timed). The default client
-    (``max_attempts=3``) sends at most 4 times per S3 call here (4 seen), and a request
-    makes at most two calls (the open's head and tail reads); backoff-heavy retries (the
+    sends (counted at urllib3's ``HTTPConnectionPool.urlopen``, which both S3 planes call
+    once per attempt: botocore with its own retries off, the lean data plane per urllib3
+    retry). The default client (``max_attempts=3``) sends at most 4 times per S3 call here
+    (3 seen), and a request makes at most two calls (the open's head and tail reads); backoff-heavy retries (the
     legacy mode's 5 attempts, or retrying forever) would show as more. This app is built
     by hand: the module's ``app_config`` points at the proxy and lowers the retries."""
-    import botocore.httpsession
+    from urllib3.connectionpool import HTTPConnectionPool
 
     sends = []
-    send = botocore.httpsession.URLLib3Session.send
+    send = HTTPConnectionPool.urlopen
 
-    def counting(self: Any, request: Any) -> Any:
-        sends.append(request.url)
-        return send(self, request)
+    def counting(self: Any, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        sends.append(url)
+        return send(self, method, url, *args, **kwargs)
 
-    monkeypatch.setattr(botocore.httpsession.URLLib3Session, "send", counting)
+    monkeypatch.setattr(HTTPConnectionPool, "urlopen", counting)
     app = create_app(Config(s3_bucket=bucket.name, s3_endpoint=f"http://127.0.0.1:{free_port()}",
                             tile_cache_dir=str(tmp_path / "tc")))
     client = app.test_client()

@@ -7,7 +7,7 @@ import botocore.exceptions as bex
 import pytest
 
 from wsi_streamer.errors import StorageError
-from wsi_streamer.io.s3 import _translate
+from wsi_streamer.io.s3_errors import translate as _translate
 
 
 def client_error(code: str, status: int, headers: dict[str, str] | None = None
