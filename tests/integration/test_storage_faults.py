@@ -103,8 +103,9 @@ def test_endpoint_down(bucket: S3Bucket, tmp_path: Path,
     sends (counted at urllib3's ``HTTPConnectionPool.urlopen``, which both S3 planes call
     once per attempt: botocore with its own retries off, the lean data plane per urllib3
     retry). The default client (``max_attempts=3``) sends at most 4 times per S3 call here
-    (3 seen), and a request makes at most two calls (the open's head and tail reads); backoff-heavy retries (the
-    legacy mode's 5 attempts, or retrying forever) would show as more. This app is built
+    (3 seen), and a request makes at most two calls (the open's head and tail reads);
+    backoff-heavy retries (the legacy mode's 5 attempts, or retrying forever) would show as
+    more. This app is built
     by hand: the module's ``app_config`` points at the proxy and lowers the retries."""
     from urllib3.connectionpool import HTTPConnectionPool
 
