@@ -116,7 +116,7 @@ def make_slides(folder: Path) -> dict[str, tuple[int, int, int]]:
 
 BOMBS = [  # hostile tiles: refused (415) before decoding, whatever the request
     "/tiles/{b}/0/0/0.jpg", "/slides/{b}/thumbnail?max_size=256", "/slides/{b}/dzi_files/8/0_0.jpg",
-    "/slides/{b}/dzi_files/13/0_0.jpg", "/iiif/3/{b}/full/max/0/default.jpg",
+    "/slides/{b}/dzi_files/{top}/0_0.jpg", "/iiif/3/{b}/full/max/0/default.jpg",
     "/iiif/3/{b}/0,0,256,256/256,/0/default.jpg",
 ]
 
@@ -150,8 +150,8 @@ def requests_for(rng: random.Random, slides: dict[str, tuple[int, int, int]],
     if roll < 0.90:
         return "listing", "/slides?limit=5", True
     if roll < 0.93:
-        bomb = rng.choice(("scan-bomb.svs", "j2k-bomb.svs"))
-        return "bomb", rng.choice(BOMBS).format(b=bomb), True
+        bomb, top = rng.choice((("scan-bomb.svs", 10), ("j2k-bomb.svs", 13)))  # top DZI level
+        return "bomb", rng.choice(BOMBS).format(b=bomb, top=top), True
     template = rng.choice(HOSTILE)
     return "hostile", template.format(s=slide, r=rng.randrange(10**6)), False
 
