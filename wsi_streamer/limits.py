@@ -288,3 +288,17 @@ it visits before serving the pool's other open slides meanwhile (the slow slide 
 rotation when its open ends). A slow open occupies one opening thread, never the stream. A
 seeded run gives the same patches whatever the timing as long as no open keeps the stream
 waiting this long."""
+
+# --- the patch pipeline: TCGA/GDC helpers (``patches.datasets.gdc``) ----------------------------
+
+GDC_PAGE_SIZE = 1000
+"""Hits asked of the GDC files API per page (its ``size``). All of TCGA's slide images (about
+30,000) take some 30 pages; a page of 1000 hits of the six fields asked is about 300 KB."""
+
+GDC_MAX_PAGES = 1000
+"""Pages ``query_tcga_slides`` follows at most: a server whose ``pagination.total`` never comes
+within reach (or that repeats a page) ends in an error, not an endless loop."""
+
+GDC_TIMEOUT_S = 60.0
+"""Seconds one GDC request (a query page, or the gap between two chunks of a download) may
+stall before it fails."""

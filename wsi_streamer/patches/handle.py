@@ -7,18 +7,30 @@ from types import TracebackType
 
 import numpy as np
 
-from .backends import BackendSlide, NativeBackend, SlideBackend
+from .backends.base import BackendSlide, PlainSlide, SlideBackend, StreamingBackend
+from .backends.native import NativeBackend
 from .types import SlideProperties
 
 
 class SlideHandle:
     """An open slide. ``read_region`` takes x, y in level-0 pixels and width, height at
-    ``level``; returns RGB uint8 (H, W, 3), white outside the slide. Thread-safe reads."""
+    ``level``; returns RGB uint8 (H, W, 3), white outside the slide. Thread-safe reads.
 
-    def __init__(self, path: str | os.PathLike[str], backend: SlideBackend | None = None) -> None:
+    ``backend``: ours (default ``NativeBackend()``), whose ``open_slide`` makes the slide, or
+    a plain wsistream ``SlideBackend``, which is opened on ``path`` itself (as wsistream's
+    handle does) and read one region at a time."""
+
+    def __init__(self, path: str | os.PathLike[str],
+                 backend: SlideBackend | StreamingBackend | None = None) -> None:
         self._path = path if isinstance(path, str) else os.fspath(path)
         self._backend = backend if backend is not None else NativeBackend()
-        self._slide: BackendSlide = self._backend.open_slide(self._path)
+        opener = getattr(self._backend, "open_slide", None)
+        if callable(opener):
+            self._slide: BackendSlide = opener(self._path)
+        elif isinstance(self._backend, SlideBackend):
+            self._slide = PlainSlide(self._backend, self._path)
+        else:
+            raise TypeError(f"backend must be a SlideBackend, got {type(backend).__name__}")
 
     @property
     def path(self) -> str:
@@ -36,7 +48,8 @@ class SlideHandle:
                     out_size: tuple[int, int] | None = None) -> np.ndarray:
         """Pixels of the ``width x height`` box of ``level`` whose top left is level-0
         ``(x, y)``; resampled (area filter) to ``out_size`` when given."""
-        return self._slide.read_region(x, y, level, width, height, out_size)
+        return self._slide.read_region(x=x, y=y, level=level, width=width, height=height,
+                                       out_size=out_size)
 
     def get_thumbnail(self, size: tuple[int, int] = (512, 512)) -> np.ndarray:
         """The whole slide fitted in ``size`` (aspect kept), RGB uint8."""
@@ -63,4 +76,5 @@ class SlideHandle:
 
     def __repr__(self) -> str:
         w, h = self.properties.dimensions
-        return f"SlideHandle({self._path!r}, {w}x{h}, levels={self.properties.level_count})"
+        return (f"SlideHandle({self._path!r}, {w}x{h}, levels={self.properties.level_count}, "
+                f"mpp={self.properties.mpp}, backend={self._backend!r})")

@@ -15,7 +15,9 @@ import numpy as np
 from .. import budget
 from ..errors import WorkAbandoned
 from ..limits import PIPELINE_OPEN_BUDGET_S
-from .backends import NativeBackend, OpenSlideBackend, SlideBackend
+from .backends.base import SlideBackend, StreamingBackend, as_streaming
+from .backends.native import NativeBackend
+from .backends.openslide import OpenSlideBackend
 from .datasets import DatasetAdapter
 from .engine import MAX_OPEN_ATTEMPTS, Entry, Opened, StreamRun
 from .filters import PatchFilter
@@ -65,7 +67,7 @@ class PatchPipeline:
     open may take, ``limits.PIPELINE_OPEN_BUDGET_S``; None: no bound) are ours."""
 
     def __init__(self, slide_paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
-                 backend: SlideBackend | None = None,
+                 backend: SlideBackend | StreamingBackend | None = None,
                  tissue_detector: TissueDetector | None = None,
                  sampler: PatchSampler | None = None,
                  patch_filter: PatchFilter | None = None,
@@ -117,16 +119,17 @@ class PatchPipeline:
             raise TypeError(f"{type(sampler).__name__} does not support "
                             "replacement='without_replacement' (use RandomSampler or "
                             "MultiMagnificationSampler)")
-        self.backend: SlideBackend = clone(backend, "backend") if backend is not None else (
-            NativeBackend())
+        self.backend: SlideBackend | StreamingBackend = (
+            clone(backend, "backend") if backend is not None else NativeBackend())
         options = S3Options.from_mapping(storage_options)
-        self.backend.configure(storage_options=options,
-                               cache_dir=None if cache_dir in (None, DEFAULT) else cache_dir,
-                               use_cache=cache_dir is not None)
+        self.reader.configure(storage_options=options,
+                              cache_dir=None if cache_dir in (None, DEFAULT) else cache_dir,
+                              use_cache=cache_dir is not None)
         extensions = (OPENSLIDE_EXTENSIONS if isinstance(self.backend, OpenSlideBackend)
                       else NATIVE_EXTENSIONS)
-        self.slide_paths = resolve_slide_paths(slide_paths, extensions=extensions,
-                                               options=options)
+        self.slide_paths = resolve_slide_paths(
+            slide_paths, extensions=extensions, options=options,
+            any_scheme=self.reader is not self.backend)
         if replacement == "without_replacement":
             dupes = sorted({p for p in self.slide_paths if self.slide_paths.count(p) > 1})
             if dupes:
@@ -176,6 +179,16 @@ class PatchPipeline:
         self._pool_rng = np.random.default_rng(child_seq(root, 5))
 
     # --- public API --------------------------------------------------------------------------
+    @property
+    def reader(self) -> StreamingBackend:
+        """``backend`` as the engine reads it: itself when it is one of ours, else a
+        ``PlainBackend`` around it (one deep copy per open slide, sequential reads)."""
+        current = self.__dict__.get("_reader")
+        if current is None or current[0] is not self.backend:
+            current = (self.backend, as_streaming(self.backend))
+            self.__dict__["_reader"] = current
+        return current[1]
+
     def __iter__(self) -> Iterator[PatchResult]:
         if os.getpid() != self._pid:  # inherited through fork: own resources, own streams
             self._pid = os.getpid()
@@ -194,7 +207,7 @@ class PatchPipeline:
         """wsistream's keys plus ``io/*``: storage requests and bytes, block-store hits,
         slide opens, structure and mask host-cache hits, detections."""
         out = self.stats.to_dict()
-        out.update(self.backend.io_stats())
+        out.update(self.reader.io_stats())
         return out
 
     def reset_stats(self) -> None:
@@ -204,8 +217,8 @@ class PatchPipeline:
 
     def tissue_mask(self, path: str) -> TissueMask:
         """The mask this pipeline uses for ``path`` (host cache, else detected)."""
-        with SlideHandle(path, backend=self.backend) as handle:
-            return self._masks.get(handle, self.backend.host_cache)
+        with SlideHandle(path, backend=self.reader) as handle:
+            return self._masks.get(handle, self.reader.host_cache)
 
     def clear_tissue_mask_cache(self) -> None:
         self._masks.clear()
@@ -236,9 +249,9 @@ class PatchPipeline:
         handle: SlideHandle | None = None
         try:
             with budget.within(self.open_timeout, "slide open", stopped):
-                handle = SlideHandle(path, backend=self.backend)
+                handle = SlideHandle(path, backend=self.reader)
                 budget.checkpoint()
-                mask = self._masks.get(handle, self.backend.host_cache)
+                mask = self._masks.get(handle, self.reader.host_cache)
                 budget.checkpoint()
                 metadata = (self.dataset_adapter.parse_metadata(path)
                             if self.dataset_adapter is not None else None)

@@ -16,10 +16,14 @@ from typing import Any
 from ..io.factory import open_storage
 from ..io.location import StorageSpec, split_object_url
 from ..io.storage import Storage
+from ..slide import NATIVE_FORMATS
 
-NATIVE_EXTENSIONS = (".svs", ".tif", ".tiff")
+# Folder listings keep these names: the native drivers' own (their table is the one home),
+# plus OpenSlide's formats when that backend reads them. ``WSI_EXTENSIONS`` is wsistream's name.
+NATIVE_EXTENSIONS = tuple(dict.fromkeys(ext for d in NATIVE_FORMATS for ext in d.extensions))
 OPENSLIDE_EXTENSIONS = NATIVE_EXTENSIONS + (".ndpi", ".mrxs", ".vms", ".vmu", ".scn", ".bif",
                                             ".svslide")
+WSI_EXTENSIONS = frozenset(OPENSLIDE_EXTENSIONS)
 _S3_OPTION_NAMES = ("endpoint_url", "region_name", "profile_name", "anonymous",
                     "requester_pays")
 
@@ -92,13 +96,15 @@ def remote_object(url: str, options: S3Options) -> tuple[str, Callable[[], Stora
 
 def resolve_slide_paths(slide_paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
                         *, extensions: tuple[str, ...] = NATIVE_EXTENSIONS,
-                        options: S3Options | None = None) -> list[str]:
+                        options: S3Options | None = None,
+                        any_scheme: bool = False) -> list[str]:
     """Every slide named by ``slide_paths``, in order: files as given, folders expanded
     recursively (sorted, by extension), ``s3://b/k`` and ``http(s)://h/p`` kept,
     ``s3://b/prefix/`` listed (ListObjectsV2, sorted, by extension). Raises
     ``FileNotFoundError`` naming a missing path, an empty folder or an empty prefix;
     ``ValueError`` for an ``http(s)://`` prefix (no listing); ``TypeError`` for an item that
-    is not a path."""
+    is not a path. With ``any_scheme`` (a user's own backend reads the paths), every
+    ``scheme://...`` string is kept as given, unlisted, for that backend to understand."""
     if isinstance(slide_paths, (str, os.PathLike)):
         items: list[Any] = [slide_paths]
     else:
@@ -108,7 +114,9 @@ def resolve_slide_paths(slide_paths: str | os.PathLike[str] | Iterable[str | os.
         if not isinstance(item, (str, os.PathLike)):
             raise TypeError(f"slide_paths: {item!r} is not a path or URL")
         entry = os.fspath(item)
-        if is_s3(entry):
+        if any_scheme and "://" in entry:
+            resolved.append(entry)
+        elif is_s3(entry):
             resolved.extend(_list_s3(entry, extensions, options or S3Options.from_mapping(None)))
         elif is_http(entry):
             if entry.endswith("/"):

@@ -32,7 +32,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from ..limits import PIPELINE_OPEN_BUDGET_S
-from .backends import SlideBackend
+from .backends import SlideBackend, StreamingBackend
 from .datasets import DatasetAdapter
 from .filters import PatchFilter
 from .pipeline import DEFAULT, PatchPipeline
@@ -187,7 +187,8 @@ class WsiStreamDataset(IterableDataset[dict[str, Any]]):
     normalise on the device). Yields ``patch_to_item`` dicts. See the module for sharding,
     seeding and epochs; the arguments are validated (and an ``s3://`` prefix listed) here."""
 
-    def __init__(self, slide_paths: PathsLike, backend: SlideBackend | None = None,
+    def __init__(self, slide_paths: PathsLike,
+                 backend: SlideBackend | StreamingBackend | None = None,
                  tissue_detector: TissueDetector | None = None,
                  sampler: PatchSampler | None = None, patch_filter: PatchFilter | None = None,
                  transforms: PatchTransform | None = None,

@@ -133,3 +133,8 @@ class PatchResult:
             raise ValueError("PatchResult needs exactly one of image and views")
         if self.views is not None and not self.views:
             raise ValueError("PatchResult views must not be empty")
+
+
+# wsistream's ``types`` path also names the slide-path resolver and the extension set (defined
+# in ``sources``, which needs the storage layer).
+from .sources import WSI_EXTENSIONS, resolve_slide_paths  # noqa: E402, F401

@@ -49,13 +49,13 @@ class SlowSlide:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def read_region(self, *args: Any, **kwargs: Any) -> np.ndarray:
+    def read_region(self, **kwargs: Any) -> np.ndarray:
         with READS:
             time.sleep(0.03)  # storage latency
             n = FAIL_EVERY["n"]
-            if n and (n == 1 or args[0] % n == 0):  # by x: the same patches fail every run
+            if n and (n == 1 or kwargs["x"] % n == 0):  # by x: the same patches fail every run
                 raise OSError("injected read failure")
-            return self.inner.read_region(*args, **kwargs)
+            return self.inner.read_region(**kwargs)
 
 
 GATE = threading.Event()  # set: slides other than slide-0 may finish opening

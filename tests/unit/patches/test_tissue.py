@@ -219,7 +219,7 @@ def test_require_extra_names_the_install_command() -> None:
 def test_fast_closing_and_blur_equal_the_scipy_filters() -> None:
     from scipy import ndimage
 
-    from wsi_streamer.patches import tissue as impl
+    from wsi_streamer.patches.tissue import detectors as impl
 
     rng = np.random.default_rng(3)
     mask = rng.random((120, 170)) > 0.55

@@ -26,7 +26,7 @@ from wsi_streamer.format.drivers import STRUCTURE_VERSION, Parsed
 from wsi_streamer.format.tiff.driver import DRIVER as TIFF
 from wsi_streamer.format.tiff.header import TiffFormat
 from wsi_streamer.format.tiff.structure import TiffStructure
-from wsi_streamer.patches.backends import _pack_tables, _unpack_tables
+from wsi_streamer.patches.backends.native import _pack_tables, _unpack_tables
 from wsi_streamer.patches.masks import MASK_KIND, _pack, _unpack
 from wsi_streamer.patches.types import TissueMask
 from wsi_streamer.slide.codec import CacheEntryError, decode_arrays, encode_arrays

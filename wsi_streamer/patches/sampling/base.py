@@ -107,3 +107,16 @@ def describe(component: Any) -> str:
     """A stable text of a component's configuration (class + sorted public attributes)."""
     attrs = {k: v for k, v in sorted(vars(component).items()) if not k.startswith("_")}
     return f"{type(component).__name__}({attrs!r})"
+
+
+# wsistream's ``sampling.base`` path also names the coordinate pools (defined in ``pool``,
+# which imports this module's names above: imported last).
+from .pool import (  # noqa: E402
+    CoordinatePool,
+    MultiLevelCoordinatePool,
+    enumerate_grid_coordinates,
+)
+
+__all__ = ["CoordinatePool", "CoordinatePoolLike", "HasProperties", "MultiLevelCoordinatePool",
+           "PatchSampler", "ReadPlan", "coordinate", "describe", "enumerate_grid_coordinates",
+           "plan_read"]

@@ -1,10 +1,11 @@
-"""Slide backends: ``NativeBackend`` (our own parser over range requests and the block cache,
-local files and S3 alike) and ``OpenSlideBackend`` (the optional extra, local files only, for
-what our parser refuses: NDPI, MRXS, SCN...). Both give the same pixels for a slide both read.
+"""``NativeBackend``: our own parser over range requests and the block cache, local files,
+S3 and HTTP alike (``backends.openslide`` reads what it refuses; both give the same pixels
+for a slide both read).
 
-A backend is a factory of open slides. Its per-process resources (block store, S3 clients,
-registries, the host cache handle) are created on first use in the process that uses them, so
-a backend survives ``fork`` (a child builds its own), ``spawn`` and pickling (they are dropped).
+A backend is a factory of open slides (``base.StreamingBackend``). Its per-process resources
+(block store, S3 clients, registries, the host cache handle) are created on first use in the
+process that uses them, so a backend survives ``fork`` (a child builds its own), ``spawn`` and
+pickling (they are dropped).
 """
 
 from __future__ import annotations
@@ -14,23 +15,23 @@ import os
 import tempfile
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
-from PIL import Image
 
-from ..io.block_cache import BlockStore
-from ..io.local import LocalStorage
-from ..io.range_reader import IoStats
-from ..io.storage import Storage
-from ..slide import NATIVE_FORMATS, FormatDriver, Parsed
-from ..slide.cachedir import ensure_private_dir
-from ..slide.hostcache import HostCache
-from ..slide.reader import SlideReader, open_with_openslide
-from ..slide.region import read_level0_anchored, render_region
-from ..slide.registry import SlideRegistry
-from .sources import S3Options, is_remote, remote_object
-from .types import SlideProperties
+from ...io.block_cache import BlockStore
+from ...io.local import LocalStorage
+from ...io.range_reader import IoStats
+from ...io.storage import Storage
+from ...slide import NATIVE_FORMATS, FormatDriver, Parsed
+from ...slide.cachedir import ensure_private_dir
+from ...slide.hostcache import HostCache
+from ...slide.reader import SlideReader
+from ...slide.region import read_level0_anchored, render_region
+from ...slide.registry import SlideRegistry
+from ..sources import S3Options, is_remote, remote_object
+from ..types import SlideProperties
+from .base import StreamingSlideBackend
 
 logger = logging.getLogger(__name__)
 DEFAULT_CACHE_BYTES = 1 << 30
@@ -61,19 +62,6 @@ def check_cache_dir(directory: str) -> None:
                            default=directory == default_cache_dir())
     except OSError as exc:
         logger.debug("cache_dir %s not created now: %s", directory, exc)
-
-
-class BackendSlide(Protocol):
-    """One open slide of a backend. Thread-safe reads."""
-
-    @property
-    def identity(self) -> str: ...  # content identity (ETag or mtime + size): a cache key
-    @property
-    def properties(self) -> SlideProperties: ...
-    def read_region(self, x: int, y: int, level: int, width: int, height: int,
-                    out_size: tuple[int, int] | None = None) -> np.ndarray: ...
-    def get_thumbnail(self, size: tuple[int, int]) -> np.ndarray: ...
-    def close(self) -> None: ...
 
 
 def thumbnail_dims(dimensions: tuple[int, int], size: tuple[int, int]) -> tuple[int, int]:
@@ -121,7 +109,7 @@ class NativeSlide:
     def reader(self) -> SlideReader:
         return self._reader
 
-    def read_region(self, x: int, y: int, level: int, width: int, height: int,
+    def read_region(self, *, x: int, y: int, level: int, width: int, height: int,
                     out_size: tuple[int, int] | None = None) -> np.ndarray:
         image = read_level0_anchored(self._reader, x, y, level, width, height, out_size,
                                      dct_scaling=self._dct)
@@ -217,7 +205,7 @@ class _Resources:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-class NativeBackend:
+class NativeBackend(StreamingSlideBackend):
     """Our reader. ``block_cache_bytes`` bounds the in-memory block store of each process;
     ``dct_scaling`` lets reads shrunk 2x or more decode JPEG tiles at reduced scale (faster,
     not bit-equal to an area filter). ``configure`` (called by the pipeline) sets the S3
@@ -262,6 +250,7 @@ class NativeBackend:
         state = self.__dict__.copy()
         state["_res"] = None
         state["_res_lock"] = None
+        state.pop("_current", None)  # a slide opened through ``open()`` stays with its owner
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -321,73 +310,3 @@ class NativeBackend:
         return {"io/requests": requests, "io/bytes": nbytes, "io/cache_hits": blocks["hits"],
                 "io/cache_misses": blocks["misses"], "io/slide_opens": res.opens,
                 "io/structure_cache_hits": res.structure_hits.snapshot()["hits"]}
-
-
-class OpenSlideSlide:
-    """A slide read by the OpenSlide format driver (``format.openslide_driver``, the one the
-    server's fallback uses), regions read by OpenSlide directly (composited on white)."""
-
-    def __init__(self, path: str) -> None:
-        self._slide = open_with_openslide(path)
-        self._properties = properties_of(path, self._slide)
-
-    @property
-    def identity(self) -> str:
-        return self._slide.identity
-
-    @property
-    def properties(self) -> SlideProperties:
-        return self._properties
-
-    def read_region(self, x: int, y: int, level: int, width: int, height: int,
-                    out_size: tuple[int, int] | None = None) -> np.ndarray:
-        image = self._slide.read_region((x, y), level, (width, height))
-        if out_size is not None and out_size != image.size:
-            shrink = out_size[0] < width
-            image = image.resize(out_size, Image.Resampling.BOX if shrink
-                                 else Image.Resampling.BICUBIC)
-        return np.asarray(image)
-
-    def get_thumbnail(self, size: tuple[int, int]) -> np.ndarray:
-        return np.asarray(self._slide.thumbnail(size))
-
-    def close(self) -> None:
-        self._slide.close()
-
-
-class OpenSlideBackend:
-    """OpenSlide on local files (``pip install "wsi_streamer[openslide]"``)."""
-
-    def __init__(self) -> None:
-        try:
-            import openslide  # noqa: F401
-        except ImportError as exc:
-            raise ImportError('OpenSlideBackend needs OpenSlide: '
-                              'pip install "wsi_streamer[openslide]"') from exc
-
-    def configure(self, *, storage_options: S3Options | None = None,
-                  cache_dir: str | None = None, use_cache: bool = True) -> None:
-        """Nothing to configure: local files, no storage counters."""
-
-    @property
-    def host_cache(self) -> HostCache | None:
-        return None
-
-    def open_slide(self, path: str) -> OpenSlideSlide:
-        if is_remote(path):
-            raise ValueError(f"OpenSlideBackend reads local files only, not {path}")
-        return OpenSlideSlide(path)
-
-    def io_stats(self) -> dict[str, int]:
-        return {}
-
-
-class SlideBackend(Protocol):
-    """What ``SlideHandle`` and the pipeline need of a backend."""
-
-    def configure(self, *, storage_options: S3Options | None = None,
-                  cache_dir: str | None = None, use_cache: bool = True) -> None: ...
-    @property
-    def host_cache(self) -> HostCache | None: ...
-    def open_slide(self, path: str) -> BackendSlide: ...
-    def io_stats(self) -> dict[str, int]: ...

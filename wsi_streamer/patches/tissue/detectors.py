@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .color import (
+from ..color import (
     HSVRange,
     check_range,
     check_rgb_uint8,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .color import HSVRange, check_range, check_rgb_uint8, hsv_box_mask
+from ..color import HSVRange, check_range, check_rgb_uint8, hsv_box_mask
 
 # Slack for ``min_pixel_fraction * n`` computed in floating point (0.55 * 100 is
 # 55.00000000000001): a count equal to the exact product passes.

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .color import check_rgb_uint8, require_extra
-from .rng import Randomizable, SeedLike
+from ..color import check_rgb_uint8, require_extra
+from ..rng import Randomizable, SeedLike
 
 ImageFn = Callable[[np.ndarray], np.ndarray]
 

@@ -10,7 +10,7 @@ import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
-from .types import SlideMetadata
+from ..types import SlideMetadata
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,5 @@
+"""wsistream's ``sampling.multi_magnification`` path (defined in ``multi``)."""
+
+from .multi import MultiMagnificationSampler
+
+__all__ = ["MultiMagnificationSampler"]

@@ -1,0 +1,19 @@
+"""Tissue detectors (wsistream's ``tissue`` package; the code is in ``detectors``)."""
+
+from .detectors import (
+    CLAMTissueDetector,
+    CombinedTissueDetector,
+    HSVTissueDetector,
+    OtsuTissueDetector,
+    TissueDetector,
+    normalize_downsample,
+)
+
+__all__ = [
+    "TissueDetector",
+    "OtsuTissueDetector",
+    "HSVTissueDetector",
+    "CombinedTissueDetector",
+    "CLAMTissueDetector",
+    "normalize_downsample",
+]
