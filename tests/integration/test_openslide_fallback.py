@@ -154,7 +154,7 @@ def test_patch_backend_is_the_same_driver(folder: Path) -> None:
 
     slide = OpenSlideBackend().open_slide(str(folder / NDPI))
     reference = openslide_reference(folder / NDPI)
-    region = slide.read_region(1000, 1200, 1, 300, 200)
+    region = slide.read_region(x=1000, y=1200, level=1, width=300, height=200)
     assert np.array_equal(region, reference(1, 500, 600, 300, 200))
     assert slide.properties.vendor == "hamamatsu"
     slide.close()
