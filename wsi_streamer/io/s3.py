@@ -89,7 +89,10 @@ class S3Reader:
             record_storage_request(self.stats, 0)
             size, etag = int(head["ContentLength"]), str(head.get("ETag", ""))
         self._size = size
-        self._etag = etag.strip('"')
+        self._etag = etag.removeprefix("W/").strip('"')
+        # A weak ETag (W/"...", from some S3-compatible gateways) never matches in If-Match
+        # (RFC 9110 13.1.1: strong comparison): such reads are not pinned (412 forever else).
+        self._pin = self._etag if self._etag and not etag.startswith("W/") else None
         self._identity = f"s3://{bucket}/{key}#{self._etag}"
 
     @property
@@ -110,7 +113,7 @@ class S3Reader:
             return b""
         data, _ = _get_range(self._lean or self._client, self._bucket, self._key,
                              self._slide_id, self.stats, f"{offset}-{offset + length - 1}",
-                             length, deadline=self._deadline, if_match=self._etag)
+                             length, deadline=self._deadline, if_match=self._pin)
         return data
 
 

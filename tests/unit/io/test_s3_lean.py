@@ -6,6 +6,7 @@ A loopback server (stdlib) records every request's headers and answers like S3."
 from __future__ import annotations
 
 import datetime
+import io
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -160,3 +161,29 @@ def test_the_boto3_plane_stays_one_table_entry(fake_s3: str) -> None:
     assert boto3_gets == ["GetObject"]
     with pytest.raises(ValueError, match="data_plane"):
         S3Storage("b", data_plane="nope")
+
+
+class _RecordingClient:
+    """A boto3-shaped client answering every ranged GET with zeros, recording its arguments."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, object]] = []
+
+    def get_object(self, **kwargs: object) -> dict[str, object]:
+        self.calls.append(kwargs)
+        first, last = str(kwargs["Range"]).removeprefix("bytes=").split("-")
+        length = int(last) - int(first) + 1
+        return {"Body": io.BytesIO(b"\0" * length), "ContentLength": length}
+
+
+@pytest.mark.parametrize(("etag", "sent"), [('"abc"', '"abc"'), ('W/"abc"', None), ("", None)])
+def test_only_a_strong_etag_pins_reads(etag: str, sent: str | None) -> None:
+    """A weak ETag (some S3-compatible gateways) would get 412 from every If-Match (strong
+    comparison): reads of such an object go unpinned; its identity keeps the tag."""
+    from wsi_streamer.io.s3 import S3Reader
+
+    client = _RecordingClient()
+    reader = S3Reader(client, "b", "k.svs", "k.svs", size=100, etag=etag)
+    assert reader.read(0, 10) == b"\0" * 10
+    assert client.calls[0].get("IfMatch") == sent
+    assert reader.identity == "s3://b/k.svs#" + etag.removeprefix("W/").strip('"')
