@@ -32,7 +32,7 @@ from wsi_streamer.patches import (
     TissueDetector,
     ViewConfig,
 )
-from wsi_streamer.patches.tissue import Downsample, normalize_downsample
+from wsi_streamer.patches.tissue.detectors import Downsample, normalize_downsample
 
 FAST = {"thumbnail_size": (512, 512)}
 
