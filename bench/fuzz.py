@@ -4,12 +4,13 @@
     .venv/bin/python -m bench.fuzz --cases 500       # a shorter look
 
 Each case is a slide (generated SVS, generic, BigTIFF, big-endian, JPEG 2000, the demo slide,
-scan-bomb and JPEG 2000 bomb slides, and the small real slides of ../shared/slides when present) mutated by a seeded mix of byte
-and word overwrites where the structure lives (the first 64 KiB, every IFD and its entries),
-IFD entry edits (type, count, value), spliced chunks and truncations. It is opened by the
-tile service of a worker process (registry, block store, host cache, overview, limits) and
-asked for what a viewer asks: metadata, the DZI descriptor, a thumbnail, the associated images,
-the corner tiles of the first and last level and the lowest Deep Zoom levels.
+scan-bomb and JPEG 2000 bomb slides, and the small real slides of ../shared/slides when
+present) mutated by a seeded mix of byte and word overwrites where the structure lives (the
+first 64 KiB, every IFD and its entries), IFD entry edits (type, count, value), spliced chunks
+and truncations. It is opened by the tile service of a worker process (registry, block store,
+host cache, overview, limits) and asked for what a viewer asks: metadata, the DZI descriptor, a
+thumbnail, the associated images, the corner tiles of the first and last level and the lowest
+Deep Zoom levels.
 
 Only the API's errors (``WsiError``) may come out. A case is a crash when anything else is
 raised or the worker dies, a hang when it runs past ``--case-timeout`` (SIGALRM inside the
