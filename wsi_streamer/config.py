@@ -21,6 +21,10 @@ _UNITS = {"": 1, "B": 1, "K": 1024, "KB": 1024, "KIB": 1024, "M": 1024**2, "MB":
           "MIB": 1024**2, "G": 1024**3, "GB": 1024**3, "GIB": 1024**3}
 
 
+# The placeholder ``--help`` shows for the values a parser takes (``Setting.metavar``).
+_METAVARS: dict[Callable[[str], Any], str] = {}
+
+
 def parse_size(text: str) -> int:
     """``256MB`` -> 268435456 (KB/MB/GB are powers of 1024); plain digits are bytes."""
     match = _SIZE.match(text)
@@ -47,6 +51,7 @@ def _int_in(low: int, high: int) -> Callable[[str], int]:
         if not low <= value <= high:
             raise ValueError(f"{value} is outside {low}-{high}")
         return value
+    _METAVARS[parse] = "INTEGER"
     return parse
 
 
@@ -59,6 +64,7 @@ def _seconds(low: float, high: float) -> Callable[[str], float]:
         if not low <= value <= high:  # NaN fails both
             raise ValueError(f"{value:g} is outside {low:g}-{high:g}")
         return value
+    _METAVARS[parse] = "SECONDS"
     return parse
 
 
@@ -76,6 +82,7 @@ def _choice(*names: str) -> Callable[[str], str]:
         if value not in names:
             raise ValueError(f"{text!r} is not one of {', '.join(names)}")
         return value
+    _METAVARS[parse] = "[" + "|".join(names) + "]"
     return parse
 
 
@@ -216,6 +223,16 @@ class Setting:
     boolean: bool = False
 
     @property
+    def metavar(self) -> str:
+        """The placeholder of its value in ``--help``: INTEGER, SIZE (``256MB``), SECONDS,
+        one of its choices, PATH for folders and files, else TEXT."""
+        if self.boolean:
+            return ""
+        if self.parse in _METAVARS:
+            return _METAVARS[self.parse]
+        return "PATH" if self.field.endswith(("_dir", "_file")) else "TEXT"
+
+    @property
     def option(self) -> str | None:
         if self.flag is None:
             return None
@@ -306,6 +323,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("metrics_dir", "PROMETHEUS_MULTIPROC_DIR", _text, "$TMPDIR/wsi_streamer-metrics-*",
             "folder of the per-worker metric files (wiped when the server starts)"),
 )
+
+_METAVARS[parse_size] = "SIZE"
+_METAVARS[_origins] = "ORIGINS"
 
 SETTINGS_BY_FIELD: dict[str, Setting] = {s.field: s for s in SETTINGS}
 

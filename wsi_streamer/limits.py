@@ -270,6 +270,26 @@ gets 503 with Retry-After. A request takes a slot only when it first needs stora
 request, or waiting for another thread's read), so cached tiles never wait for one; the wait
 is short because the waiting thread is the free one."""
 
+# --- startup and readiness ----------------------------------------------------------------
+
+STARTUP_CHECK_S = 20.0
+"""Seconds ``wsi-streamer serve`` waits for its storage check (the ``check`` command's one
+storage request, then one listing for the viewer URL it prints) before it refuses to start.
+A bucket that does not exist, missing credentials or a refused endpoint answer in well under a
+second; an endpoint that swallows packets would otherwise hold the start for the connect
+timeout times the retries (a minute or more) before saying anything."""
+
+READINESS_CHECK_S = 3.0
+"""Seconds ``/health/ready`` waits for its storage check before it answers 503
+(``storage_unready``). Below the probes' own 4-5 s timeouts, so the probe gets the JSON answer
+instead of a timeout. The check itself runs in a thread of its own and is never started
+twice at once in a worker: a stuck storage costs one thread per worker, not one per probe."""
+
+READINESS_TTL_S = 5.0
+"""Seconds a worker reuses its last readiness result (ready or not), so probes every few
+seconds from the kubelet, nginx and a load balancer make at most one storage request per
+worker per this interval."""
+
 # --- the patch pipeline: slide opens -------------------------------------------------------
 
 PIPELINE_OPEN_BUDGET_S = 60.0

@@ -166,6 +166,10 @@ def test_help_and_version_build_nothing(tmp_path: Path) -> None:
         assert sub.returncode == 0 and sub.stderr == "", sub.stderr
     serve = cli(["serve", "--help"], env, "wsi-streamer").stdout
     assert "[env WSI_JPEG_QUALITY; default: 80]" in " ".join(serve.split())
+    # issue 23: each value shows its real type, not TEXT
+    for shown in ("--port INTEGER", "--cache-blocks SIZE", "--request-deadline SECONDS",
+                  "--color-mode [embed|srgb|ignore]", "--slides-dir PATH"):
+        assert shown in serve, shown
     version = cli(["--version"], env, "wsi-streamer")
     assert version.returncode == 0 and version.stderr == ""
     assert version.stdout.startswith("wsi_streamer ") and "pylibjpeg" in version.stdout
@@ -238,6 +242,7 @@ def test_serve_source_wins_over_storage_variables(tmp_path: Path) -> None:
     from tests.servers import stop_process, wait_healthy
 
     folder = tmp_path / "empty"
+    folder.mkdir()  # a named folder must exist; only ./slides is created (issue 23)
     port = free_port()
     full = {k: v for k, v in os.environ.items() if not k.startswith("WSI_")}
     full.update(WSI_STORAGE=f"http://127.0.0.1:{free_port()}/cdn", WSI_S3_BUCKET="prod",
@@ -256,6 +261,12 @@ def test_serve_source_wins_over_storage_variables(tmp_path: Path) -> None:
         assert "demo-slide.tif" in json.dumps(listing), listing
         assert (folder / "demo-slide.tif").is_file()
         assert f"{folder} was empty" in log.read_text()
+        # issue 23: the start prints the first slide's viewer, and / links to it
+        assert f"viewer of demo-slide.tif: {url}/view/demo-slide.tif" in log.read_text()
+        with urllib.request.urlopen(url + "/", timeout=30) as resp:  # noqa: S310
+            assert 'href="/view/demo-slide.tif"' in resp.read().decode()
+        with urllib.request.urlopen(url + "/health/ready", timeout=30) as resp:  # noqa: S310
+            assert json.loads(resp.read())["status"] == "ready"
     finally:
         stop_process(process)
 
@@ -276,6 +287,7 @@ def test_serve_refuses_an_unsafe_metrics_folder(problem: str, tmp_path: Path) ->
     env = {"PROMETHEUS_MULTIPROC_DIR": str(folder), "WSI_TILE_CACHE_DIR": str(tmp_path / "tc"),
            "WSI_HOST": "127.0.0.1", "WSI_PORT": str(free_port())}
     # (Before the fix the server started instead, and the 30 s subprocess timeout ended it.)
+    (tmp_path / "slides").mkdir()
     result = cli(["serve", str(tmp_path / "slides")], env, "wsi-streamer", timeout=30)
     _one_failure_line(result, "PROMETHEUS_MULTIPROC_DIR", str(folder), *words)
     assert kept.read_bytes() == b"someone else's"
@@ -355,3 +367,43 @@ def _wait_listening(port: int, process: subprocess.Popen[bytes]) -> None:
                 return
         time.sleep(0.1)
     raise AssertionError("moto_server did not listen")
+
+
+# --- issue 23: serve fails fast, and a typo is not a new folder -----------------------------
+
+def test_serve_refuses_storage_that_cannot_work(s3_bucket: S3Bucket, tmp_path: Path) -> None:
+    """``serve s3://...`` with no credentials, a missing bucket or a refused endpoint exits
+    non-zero with the ``check`` command's one line, instead of starting and answering 500s.
+    (Before the fix the server started, and the subprocess timeout ended it.)"""
+    base = {"WSI_TILE_CACHE_DIR": str(tmp_path / "tc"), "WSI_HOST": "127.0.0.1",
+            "WSI_PORT": str(free_port()), "WSI_WORKERS": "1"}
+    no_keys = dict(base, AWS_ACCESS_KEY_ID="", AWS_SECRET_ACCESS_KEY="", AWS_SESSION_TOKEN="",
+                   AWS_SECURITY_TOKEN="")
+    result = cli(["serve", f"s3://{s3_bucket.name}", "--s3-endpoint", s3_bucket.endpoint],
+                 no_keys, "wsi-streamer", timeout=45, drop_aws_keys=True)
+    _one_failure_line(result, "no AWS credentials", "AWS_ACCESS_KEY_ID")
+    result = cli(["serve", "s3://no-such-bucket-23", "--s3-endpoint", s3_bucket.endpoint],
+                 base, "wsi-streamer", timeout=45)
+    _one_failure_line(result, "no-such-bucket-23", "does not exist")
+    down = f"http://127.0.0.1:{free_port()}"
+    result = cli(["serve", f"s3://{s3_bucket.name}", "--s3-endpoint", down], base,
+                 "wsi-streamer", timeout=45)
+    _one_failure_line(result, "unreachable", down)
+
+
+@pytest.mark.parametrize("how", ["SOURCE", "--slides-dir", "WSI_SLIDES_DIR"])
+def test_serve_refuses_a_mistyped_folder(how: str, tmp_path: Path) -> None:
+    """A named folder that does not exist is an error naming it; nothing is created."""
+    typo = tmp_path / "slidez"
+    env = {"WSI_TILE_CACHE_DIR": str(tmp_path / "tc"), "WSI_HOST": "127.0.0.1",
+           "WSI_PORT": str(free_port())}
+    args = ["serve"]
+    if how == "SOURCE":
+        args.append(str(typo))
+    elif how == "--slides-dir":
+        args += ["--slides-dir", str(typo)]
+    else:
+        env["WSI_SLIDES_DIR"] = str(typo)
+    result = cli(args, env, "wsi-streamer", timeout=30)
+    _one_failure_line(result, str(typo), "does not exist", how)
+    assert not typo.exists()

@@ -531,8 +531,10 @@ def test_kubernetes_deployment(manifests: dict[str, dict[str, Any]]) -> None:
         ["gunicorn", "-c", "gunicorn.conf.py"]
     # gunicorn listens on loopback only, so the kubelet's HTTP probes (to the pod IP) cannot
     # reach it: its probes run the image's HEALTHCHECK command inside the container.
-    for probe in ("readinessProbe", "livenessProbe"):
-        assert c[probe]["exec"]["command"] == ["python", "-c", HEALTHCHECK_PY], probe
+    # Liveness never touches storage (/health); readiness does (/health/ready, issue 23).
+    assert c["livenessProbe"]["exec"]["command"] == ["python", "-c", HEALTHCHECK_PY]
+    assert c["readinessProbe"]["exec"]["command"] == [
+        "python", "-c", HEALTHCHECK_PY.replace("/health'", "/health/ready'")]
     health = [i.args for i in parse_dockerfile(DOCKERFILE.read_text())[1][-1].all("HEALTHCHECK")]
     assert health and HEALTHCHECK_PY in health[0], "same command as the image's HEALTHCHECK"
 
@@ -632,7 +634,7 @@ def test_kubernetes_gunicorn_is_reachable_only_through_nginx(
                     "wsi_streamer.conf": (NGINX_DIR / "wsi_streamer.conf").read_text()}
 
     ready = door["readinessProbe"]["httpGet"]
-    assert ready["path"] == "/health" and ready["port"] in (door_port["name"],
+    assert ready["path"] == "/health/ready" and ready["port"] in (door_port["name"],
                                                             door_port["containerPort"])
     # writable paths of nginx.conf / wsi_streamer.conf: emptyDirs, the cache within its limit
     volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
@@ -897,6 +899,8 @@ def fetch_until_hit(port: int, path: str) -> Reply:
 def test_nginx_health_and_cached_tiles(proxy: int) -> None:
     health = fetch(proxy, "/health")
     assert health.status == 200 and health.json()["status"] == "healthy"
+    ready = fetch(proxy, "/health/ready")  # the nginx readiness probe's path (issue 23)
+    assert ready.status == 200 and ready.json()["status"] == "ready"
     assert "x-cache-status" not in health.headers
 
     path = f"/tiles/{SMALL_SLIDE}/0/0/0.jpg"

@@ -36,6 +36,8 @@ ViewerScope = Callable[[str], "str | None"]
 # ``iiif.require_viewer_scope``). /metrics needs auth (API.md).
 ENDPOINT_AUTH: dict[str, str | ViewerScope] = {
     "health.health": PUBLIC,
+    "health.ready": PUBLIC,
+    "index.index": SIGNED,
     "static": PUBLIC,
     "health.metrics": SIGNED,
     "slides.list_slides": SIGNED,
@@ -61,8 +63,8 @@ def create_app(config: Config | None = None) -> Flask:
     app.url_map.merge_slashes = False  # ids may hold "//"; never an HTML redirect
     app.extensions["wsi_streamer"] = build_services(config)
 
-    from . import health, iiif, slides, tiles, viewer
-    for module in (health, slides, tiles, iiif, viewer):
+    from . import health, iiif, index, slides, tiles, viewer
+    for module in (health, index, slides, tiles, iiif, viewer):
         app.register_blueprint(module.bp)
     unlisted = {rule.endpoint for rule in app.url_map.iter_rules()} - ENDPOINT_AUTH.keys()
     if unlisted:

@@ -24,14 +24,22 @@ from flask.cli import ScriptInfo, with_appcontext
 
 from .. import __version__
 from ..config import SETTINGS, Config, Setting, read_secret_file, setting_from_env
-from ..errors import ConfigError, StorageConnectionError, WsiError
+from ..errors import ConfigError, WsiError
 from ..io.factory import storage_spec
 from ..io.location import parse_storage_url
 from ..patches.cli import patches_group
 from .auth import signed_query, signed_url
-from .services import services, storage_of
-
-DEMO_NAME = "demo-slide.tif"
+from .index import viewer_url
+from .services import services
+from .startup import (
+    DEMO_NAME,
+    base_url,
+    ensure_demo_slide,
+    require_folder,
+    served_folder,
+    startup_check,
+    storage_advice,
+)
 
 
 @click.command("sign-url")
@@ -120,42 +128,6 @@ def check_command(list_slides: bool, test_slide: str | None) -> None:
     click.echo("ok")
 
 
-def storage_advice(exc: WsiError, config: Config) -> str:
-    """``exc``'s message, with what to do for the failures of a first start that the
-    storage layer cannot phrase without host details (the endpoint, the folder)."""
-    if isinstance(exc, StorageConnectionError):
-        endpoint = (getattr(exc.__cause__, "kwargs", {}).get("endpoint_url")
-                    or config.s3_endpoint or "the S3 endpoint")
-        return (f"{exc}: cannot connect to {endpoint}: check WSI_S3_ENDPOINT (or "
-                "--s3-endpoint) and that the server is up")
-    try:
-        local = served_folder(config)
-    except ConfigError:
-        local = None
-    if local and not os.path.isdir(local[0]):
-        return (f"the slides folder {os.path.abspath(local[0])} does not exist: "
-                f"create it, or set {local[1]} (or WSI_S3_BUCKET for S3)")
-    return str(exc)
-
-
-def ensure_demo_slide(folder: str) -> str | None:
-    """Write the synthetic demo slide (``format.demo``: 8192 x 6144, 0.25 um/px, tissue
-    islands) into ``folder`` when it holds no slide; return its path, None when it had one."""
-    from ..format.demo import demo_slide_bytes
-    from ..io.storage import is_slide_name
-
-    os.makedirs(folder, exist_ok=True)
-    for _, _, names in os.walk(folder):
-        if any(is_slide_name(n) for n in names):
-            return None
-    path = os.path.join(folder, DEMO_NAME)
-    data = demo_slide_bytes()
-    with open(path + ".part", "wb") as out:
-        out.write(data)
-    os.replace(path + ".part", path)
-    return path
-
-
 @click.command("demo")
 @click.argument("folder", default=None, required=False)
 def demo_command(folder: str | None) -> None:
@@ -182,7 +154,7 @@ def settings_options(func: Callable[..., Any]) -> Callable[..., Any]:
             continue
         decls = [f"{option}/--no-{option[2:]}" if setting.boolean else option, setting.field]
         func = click.option(*decls, default=None, help=setting_help(setting),
-                            metavar="" if setting.boolean else "TEXT")(func)
+                            metavar=setting.metavar)(func)
     return func
 
 
@@ -250,15 +222,6 @@ def _check_storage_url(url: str, hint: str, suffix: str) -> None:
         raise click.BadParameter(f"{exc}{suffix}", param_hint=hint) from None
 
 
-def served_folder(config: Config) -> tuple[str, str] | None:
-    """(folder, the variable that named it) when ``config``'s storage is a local folder
-    (``services.storage_of``), else None. ``ConfigError`` for a bad WSI_STORAGE."""
-    spec, _ = storage_of(config)
-    if spec.scheme != "file":
-        return None
-    return spec.prefix, "WSI_STORAGE" if config.storage else "WSI_SLIDES_DIR"
-
-
 def check_port_free(host: str, port: int) -> None:
     """``click.ClickException`` (one line) when ``host:port`` cannot be bound because
     something listens there already."""
@@ -284,17 +247,38 @@ def serve_command(source: str | None, **flags: Any) -> None:
 
     SOURCE: s3://bucket[/prefix], another storage URL or a folder; it is WSI_STORAGE, and
     wins over every storage variable (as each storage flag does). A local folder that holds
-    no slide gets a demo slide. Each flag overrides its environment variable."""
+    no slide gets a demo slide; a named folder must exist (only the default ./slides is
+    created). Storage is checked first (the check command's one request, bounded): a start
+    that cannot work fails with one line. Each flag overrides its environment variable."""
     environ = flags_environ(flags, source, os.environ)
     try:
         config = Config.from_env(environ)
         local = served_folder(config)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
-    if local and ensure_demo_slide(local[0]):
-        click.echo(f"{local[0]} was empty: wrote {DEMO_NAME}")
+    if local:
+        require_folder(local[0], _folder_named_by(source, flags, local[1]))
+        if ensure_demo_slide(local[0]):
+            click.echo(f"{local[0]} was empty: wrote {DEMO_NAME}")
     check_port_free(config.host, config.port)
+    _, first = startup_check(config)
+    base = base_url(config)
+    click.echo(f"serving the slides at {base}/")
+    if first is not None:
+        signing = (f" (signed: wsi-streamer sign-url --path /view/{first})"
+                   if config.auth_enabled else "")
+        click.echo(f"viewer of {first}: {viewer_url(base, first)}{signing}")
     run_gunicorn(environ)
+
+
+def _folder_named_by(source: str | None, flags: Mapping[str, Any], variable: str) -> str:
+    """What named the served folder: SOURCE, a flag, or else its variable."""
+    if source is not None:
+        return f"SOURCE {source}"
+    for field in ("storage", "slides_dir"):
+        if flags.get(field) is not None:
+            return f"--{field.replace('_', '-')}"
+    return variable
 
 
 def run_gunicorn(environ: Mapping[str, str]) -> None:

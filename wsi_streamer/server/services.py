@@ -22,6 +22,7 @@ from ..slide.registry import SlideRegistry
 from ..tile.cache import TileCache
 from ..tile.color import ColorManager
 from ..tile.service import TileService
+from .readiness import Readiness
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ class Services:
     tile_cache: TileCache
     tiles: TileService
     slots: StorageSlots  # WSI_THREADS - 1 storage-bound requests at once: one thread stays free
+    readiness: Readiness  # /health/ready: storage reachable (bounded, cached)
 
 
 def storage_of(config: Config) -> tuple[StorageSpec, dict[str, Any]]:
@@ -78,13 +80,19 @@ def formats_of(config: Config, spec: StorageSpec) -> tuple[FormatDriver, ...]:
         raise ConfigError(f"WSI_OPENSLIDE_FALLBACK: {exc}") from None
 
 
-def build_services(config: Config) -> Services:
+def configured_storage(config: Config) -> tuple[Storage, StorageSpec, tuple[FormatDriver, ...]]:
+    """The storage backend ``config`` names (no connection made yet), where it is, and the
+    format drivers it is read with (a folder lists only the files they open)."""
     spec, options = storage_of(config)
     formats = formats_of(config, spec)
     if spec.scheme == "file":
         options.update(extensions=drivers.extensions(formats),
                        openable=drivers.recognised(formats))
-    storage: Storage = open_storage(spec, **options)
+    return open_storage(spec, **options), spec, formats
+
+
+def build_services(config: Config) -> Services:
+    storage, spec, formats = configured_storage(config)
     blocks = BlockStore(config.block_size, config.cache_blocks)
     # A folder that is not private to this user is a ConfigError here, at startup; a broken
     # database is not (the cache degrades to misses).
@@ -99,7 +107,8 @@ def build_services(config: Config) -> Services:
     # Create the storage client now (in the worker, after fork), not in a first request.
     getattr(storage, "client" if spec.scheme == "s3" else "pool", None)
     slots = StorageSlots(max(1, config.threads - 1))
-    return Services(config, storage, blocks, registry, tile_cache, tiles, slots)
+    return Services(config, storage, blocks, registry, tile_cache, tiles, slots,
+                    Readiness(storage.check))
 
 
 def services(app: Flask | None = None) -> Services:

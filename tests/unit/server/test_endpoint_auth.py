@@ -28,4 +28,4 @@ def test_an_unlisted_endpoint_stops_the_app(app_config: Config,
 
 def test_only_health_and_static_are_public() -> None:
     public = {k for k, v in app_module.ENDPOINT_AUTH.items() if v == app_module.PUBLIC}
-    assert public == {"health.health", "static"}
+    assert public == {"health.health", "health.ready", "static"}

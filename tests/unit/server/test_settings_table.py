@@ -99,6 +99,8 @@ class Captured:
         monkeypatch.setattr(cli, "run_gunicorn", self._run)
         monkeypatch.setattr(cli, "check_port_free", lambda host, port: None)
         monkeypatch.setattr(cli, "ensure_demo_slide", self._demo)
+        monkeypatch.setattr(cli, "require_folder", lambda folder, named_by: None)
+        monkeypatch.setattr(cli, "startup_check", lambda config: ("(not checked)", None))
 
     def _run(self, environ: dict[str, str]) -> None:
         self.environ = dict(environ)
@@ -241,6 +243,7 @@ def test_a_local_folder_gets_the_demo_slide(args: list[str], env: dict[str, str]
     captured = Captured(monkeypatch)
     monkeypatch.setattr(cli, "ensure_demo_slide", ENSURE_DEMO)
     folder = str(tmp_path / "empty")
+    (tmp_path / "empty").mkdir()  # a named folder must exist (issue 23)
     args = [a.replace("FOLDER", folder) for a in args]
     env = {k: v.replace("FOLDER", folder) for k, v in env.items()}
     result = CliRunner().invoke(cli.main, ["serve", *args], env=env)
