@@ -5,7 +5,9 @@ model (a tiny model stands in for the real one).
     torchrun --nnodes=2 --node_rank=R --master_addr=HOST --nproc_per_node=8 \\
         examples/train_ddp.py s3://bucket/prefix/ --recipe midnight
 
-S3 endpoint: ``--endpoint-url`` or ``WSI_S3_ENDPOINT`` (credentials: the boto3 chain). NCCL on
+S3 endpoint and region: ``--s3-endpoint`` / ``WSI_S3_ENDPOINT`` and ``--s3-region`` /
+``WSI_S3_REGION``, spelled as ``wsi-streamer serve`` and ``patches`` spell them (credentials:
+the boto3 chain). NCCL on
 GPUs, gloo on CPUs. What matters here:
 
 - One ``WsiStreamDataset`` per rank over the whole source: it splits the slides over every
@@ -63,7 +65,11 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("source", help="s3://bucket/prefix/ (or a local folder)")
     parser.add_argument("--recipe", default="uni", help="wsi_streamer.patches.recipes name")
-    parser.add_argument("--endpoint-url", default=os.environ.get("WSI_S3_ENDPOINT"))
+    parser.add_argument("--s3-endpoint", default=os.environ.get("WSI_S3_ENDPOINT"),
+                        help="custom S3 endpoint URL (MinIO, Ceph, moto, ...) "
+                             "[env WSI_S3_ENDPOINT]")
+    parser.add_argument("--s3-region", default=os.environ.get("WSI_S3_REGION"),
+                        help="S3 region [env WSI_S3_REGION]")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--steps", type=int, default=100, help="steps per epoch")
     parser.add_argument("--batch-size", type=int, default=64, help="per rank")
@@ -94,7 +100,9 @@ def main() -> None:
         pipeline_args["thumbnail_size"] = (args.thumbnail_size, args.thumbnail_size)
     dataset = WsiStreamDataset(
         args.source, **pipeline_args, cycle=True, seed=args.seed, output_dtype="uint8",
-        storage_options={"endpoint_url": args.endpoint_url} if args.endpoint_url else None)
+        storage_options={key: value for key, value in (("endpoint_url", args.s3_endpoint),
+                                                       ("region", args.s3_region)) if value}
+        or None)
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers,
                         pin_memory=cuda, persistent_workers=args.workers > 0)
     monitor = MonitoredLoader(loader, dataset=dataset, device=device,

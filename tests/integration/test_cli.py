@@ -407,3 +407,39 @@ def test_serve_refuses_a_mistyped_folder(how: str, tmp_path: Path) -> None:
     result = cli(args, env, "wsi-streamer", timeout=30)
     _one_failure_line(result, str(typo), "does not exist", how)
     assert not typo.exists()
+
+
+# --- issue 23: one spelling per option, one line per failure --------------------------------
+
+def test_check_takes_source_and_the_storage_flags(s3_bucket: S3Bucket, slide_bytes: bytes,
+                                                  tmp_path: Path) -> None:
+    """``check`` names its storage as ``serve`` does: SOURCE and ``--s3-endpoint``."""
+    s3_bucket.client.put_object(Bucket=s3_bucket.name, Key=SLIDE_ID, Body=slide_bytes)
+    result = cli(["check", f"s3://{s3_bucket.name}", "--s3-endpoint", s3_bucket.endpoint,
+                  "--list-slides"], {"WSI_TILE_CACHE_DIR": str(tmp_path / "tc")},
+                 "wsi-streamer")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"s3://{s3_bucket.name}/" in result.stdout and SLIDE_ID in result.stdout
+
+
+def test_patches_commands_fail_in_one_line(s3_bucket: S3Bucket, tmp_path: Path) -> None:
+    """An existing file the pipeline cannot read, and a bucket without credentials: one
+    ``Error:`` line, exit 1, advice naming this command's own flags and variables."""
+    from tests.unit.server.test_one_spelling import _ndpi_like
+
+    ndpi = tmp_path / "x.ndpi"
+    ndpi.write_bytes(_ndpi_like())
+    result = cli(["patches", "preview", str(ndpi), "-o", str(tmp_path / "p.png")], {},
+                 "wsi-streamer")
+    _one_failure_line(result, "patches preview", "x.ndpi")
+    no_keys = {"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "", "AWS_SESSION_TOKEN": "",
+               "AWS_SECURITY_TOKEN": ""}
+    result = cli(["patches", "bench", f"s3://{s3_bucket.name}/x/", "--s3-endpoint",
+                  s3_bucket.endpoint, "-n", "5"], no_keys, "wsi-streamer",
+                 drop_aws_keys=True)
+    line = _one_failure_line(result, "patches bench", "AWS_ACCESS_KEY_ID")
+    assert "WSI_S3_BUCKET" not in line
+    result = cli(["patches", "bench", "s3://no-such-bucket-23/x/", "--s3-endpoint",
+                  s3_bucket.endpoint, "-n", "5"], {}, "wsi-streamer")
+    line = _one_failure_line(result, "patches bench", "no-such-bucket-23")
+    assert "WSI_S3_BUCKET" not in line, line

@@ -149,7 +149,7 @@ def test_torchrun_split_streams_epochs_and_reproducibility(tmp_path, s3_prefix, 
 @pytest.mark.timeout(300)
 def test_train_ddp_example_keeps_replicas_in_sync(tmp_path, s3_prefix, moto_server):
     out = torchrun([str(REPO_ROOT / "examples" / "train_ddp.py"), s3_prefix, "--recipe",
-                    "prov_gigapath", "--endpoint-url", moto_server, "--epochs", "2",
+                    "prov_gigapath", "--s3-endpoint", moto_server, "--epochs", "2",
                     "--steps", "3", "--batch-size", "4", "--workers", "2", "--log-every",
                     "3", "--thumbnail-size", "512"], tmp_path)
     assert "parameters in sync across 2 rank(s): True" in out

@@ -5,13 +5,55 @@ bytes per patch, with a progress bar)."""
 from __future__ import annotations
 
 import os
+import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
 import numpy as np
 
+from ..errors import WsiError
 from .handle import SlideHandle
+
+# The storage flags of every command that reads slides, spelled as ``serve``'s (the settings
+# table, ``config.SETTINGS``, which this layer may not import: tests/unit/server/
+# test_one_spelling.py holds the two together).
+S3_FLAGS = (("--s3-endpoint", "WSI_S3_ENDPOINT", "endpoint_url",
+             "custom S3 endpoint URL (MinIO, Ceph, moto, ...)"),
+            ("--s3-region", "WSI_S3_REGION", "region", "S3 region"))
+
+
+def storage_flags(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--s3-endpoint`` and ``--s3-region`` (each also read from its variable)."""
+    for flag, env, _, text in reversed(S3_FLAGS):
+        func = click.option(flag, envvar=env, default=None, metavar="TEXT",
+                            help=f"{text} [env {env}]")(func)
+    return func
+
+
+def storage_options(flags: dict[str, Any]) -> dict[str, Any] | None:
+    """The pipeline's ``storage_options`` from the values of ``storage_flags``."""
+    options = {key: flags[flag[2:].replace("-", "_")] for flag, _, key, _ in S3_FLAGS
+               if flags.get(flag[2:].replace("-", "_"))}
+    return options or None
+
+
+@contextmanager
+def one_line(command: str, sources: tuple[str, ...]) -> Iterator[None]:
+    """A failure of ``command`` as one ``Error:`` line and exit 1, never a traceback; advice
+    names this command's flags (``--s3-endpoint``), not the server's bucket variable."""
+    try:
+        yield
+    except (WsiError, OSError, ValueError) as exc:
+        message = str(exc) or type(exc).__name__
+        message = message.replace("check WSI_S3_BUCKET", "check the bucket in SOURCE")
+        message = message.replace("WSI_S3_ENDPOINT", "--s3-endpoint / WSI_S3_ENDPOINT")
+        message = message.replace("WSI_S3_REGION", "--s3-region / WSI_S3_REGION")
+        shown = " ".join(sources) if len(sources) < 4 else f"{sources[0]} (+{len(sources) - 1})"
+        raise click.ClickException(f"patches {command} {shown}: {type(exc).__name__}: "
+                                   f"{' '.join(message.split())}") from None
 
 
 def _pipeline_args(recipe: str | None, patch_size: int | None, mpp: float | None
@@ -46,15 +88,24 @@ def patches_group() -> None:
 @click.option("--mpp", type=float, default=None, help="target mpp without --recipe")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("-o", "--output", default="preview.png", show_default=True)
+@storage_flags
 def preview_command(source: str, recipe: str | None, count: int, patch_size: int | None,
-                    mpp: float | None, seed: int, output: str) -> None:
-    """Draw SOURCE's tissue mask and sampled patches (thumbnail + boxes + patch grid)."""
+                    mpp: float | None, seed: int, output: str, **flags: Any) -> None:
+    """Draw SOURCE's tissue mask and sampled patches (thumbnail + boxes + patch grid).
+    SOURCE: a slide file, a folder, s3://bucket/key or an s3:// prefix."""
+    with one_line("preview", (source,)):
+        _preview(source, recipe, count, patch_size, mpp, seed, output, storage_options(flags))
+
+
+def _preview(source: str, recipe: str | None, count: int, patch_size: int | None,
+             mpp: float | None, seed: int, output: str,
+             options: dict[str, Any] | None) -> None:
     from .pipeline import PatchPipeline
     from .viz import preview, save_png
 
     # -n wins over a recipe's patches_per_slide (uni's 800): one value, not two keywords
     args = {**_pipeline_args(recipe, patch_size, mpp), "patches_per_slide": count}
-    pipe = PatchPipeline([source], seed=seed, pool_size=1, **args)
+    pipe = PatchPipeline([source], seed=seed, pool_size=1, storage_options=options, **args)
     path = pipe.slide_paths[0]
     results = list(pipe)
     mask = pipe.tissue_mask(path)
@@ -80,31 +131,48 @@ def preview_command(source: str, recipe: str | None, count: int, patch_size: int
 @click.option("--patches-per-slide", default=100, show_default=True)
 @click.option("--prefetch", type=int, default=None)
 @click.option("--io-threads", type=int, default=None)
-@click.option("--endpoint-url", default=None, help="S3 endpoint (else WSI_S3_ENDPOINT)")
 @click.option("--no-cache", is_flag=True, help="no host cache (every open parses, detects)")
+@storage_flags
 def bench_command(source: tuple[str, ...], recipe: str | None, patch_size: int, mpp: float,
                   count: int, pool_size: int, patches_per_slide: int, prefetch: int | None,
-                  io_threads: int | None, endpoint_url: str | None, no_cache: bool) -> None:
+                  io_threads: int | None, no_cache: bool, **flags: Any) -> None:
     """Stream COUNT patches from SOURCE (files, folders, s3:// keys or prefixes) and print
-    patches/s, time to first patch and storage requests and bytes per patch."""
+    patches/s, time to first patch and storage requests and bytes per patch. Progress: a
+    bar on a terminal, else a line every 10 s."""
+    with one_line("bench", source):
+        _bench(source, recipe, patch_size, mpp, count, pool_size, patches_per_slide,
+               prefetch, io_threads, no_cache, storage_options(flags))
+
+
+PROGRESS_EVERY_S = 10.0
+
+
+def _bench(source: tuple[str, ...], recipe: str | None, patch_size: int, mpp: float,
+           count: int, pool_size: int, patches_per_slide: int, prefetch: int | None,
+           io_threads: int | None, no_cache: bool, options: dict[str, Any] | None) -> None:
     from tqdm import tqdm
 
     from .pipeline import DEFAULT, PatchPipeline
 
     args = {**_pipeline_args(recipe, patch_size, mpp), "patches_per_slide": patches_per_slide}
-    options = {"endpoint_url": endpoint_url} if endpoint_url else None
     start = time.perf_counter()
     pipe = PatchPipeline(list(source), pool_size=pool_size, cycle=True, seed=0,
                          storage_options=options, prefetch=prefetch, io_threads=io_threads,
                          cache_dir=None if no_cache else DEFAULT, **args)
     first = None
     done = 0
-    with tqdm(total=count, unit="patch", disable=None) as bar:
+    terminal = sys.stderr.isatty()
+    said = start
+    with tqdm(total=count, unit="patch", disable=not terminal) as bar:
         for _ in pipe:
             done += 1
+            now = time.perf_counter()
             if first is None:
-                first = time.perf_counter() - start
+                first = now - start
             bar.update(1)
+            if not terminal and now - said >= PROGRESS_EVERY_S:
+                said = now
+                click.echo(f"{done}/{count} patches, {done / (now - start):.1f}/s", err=True)
             if done >= count:
                 break
     elapsed = time.perf_counter() - start

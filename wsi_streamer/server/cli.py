@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 from flask import Flask
-from flask.cli import ScriptInfo, with_appcontext
+from flask.cli import ScriptInfo
 
 from .. import __version__
 from ..config import SETTINGS, Config, Setting, read_secret_file, setting_from_env
@@ -30,7 +30,7 @@ from ..io.location import parse_storage_url
 from ..patches.cli import patches_group
 from .auth import signed_query, signed_url
 from .index import viewer_url
-from .services import services
+from .services import build_services
 from .startup import (
     DEMO_NAME,
     base_url,
@@ -40,6 +40,37 @@ from .startup import (
     startup_check,
     storage_advice,
 )
+
+
+def setting_help(setting: Setting) -> str:
+    """A flag's help: the setting's meaning, its variable and its default."""
+    return f"{setting.help} [env {setting.env}; default: {setting.default}]"
+
+
+def _options(fields: tuple[str, ...] | None) -> Callable[[Callable[..., Any]],
+                                                     Callable[..., Any]]:
+    """A decorator adding one option per ``SETTINGS`` row with a flag (of ``fields``, or
+    all), booleans as ``--x/--no-x``, in the table's order; every value is None unless
+    given."""
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        for setting in reversed(SETTINGS):
+            option = setting.option
+            if option is None or (fields is not None and setting.field not in fields):
+                continue
+            decls = [f"{option}/--no-{option[2:]}" if setting.boolean else option,
+                     setting.field]
+            func = click.option(*decls, default=None, help=setting_help(setting),
+                                metavar=setting.metavar)(func)
+        return func
+    return decorate
+
+
+# The settings that say where slides are and how to read them: the flags of every command
+# that reads slides (``serve`` has every setting).
+STORAGE_FIELDS = ("storage", "s3_bucket", "s3_prefix", "s3_endpoint", "s3_region",
+                  "slides_dir", "openslide_fallback")
+settings_options = _options(None)
+storage_options = _options(STORAGE_FIELDS)
 
 
 @click.command("sign-url")
@@ -88,12 +119,21 @@ def sign_url_command(path: str, ttl: int | None, base_url: str, params: tuple[st
 
 
 @click.command("check")
+@click.argument("source", required=False)
 @click.option("--list-slides", is_flag=True, help="list the first slides")
 @click.option("--test-slide", metavar="ID", default=None, help="open ID and read one tile")
-@with_appcontext
-def check_command(list_slides: bool, test_slide: str | None) -> None:
-    """Check storage reachability (and optionally list slides / read a tile)."""
-    svc = services()
+@storage_options
+def check_command(source: str | None, list_slides: bool, test_slide: str | None,
+                  **flags: Any) -> None:
+    """Check storage reachability (and optionally list slides / read a tile).
+
+    SOURCE and the storage flags are those of serve (SOURCE: s3://bucket[/prefix], another
+    storage URL or a folder); without them, the WSI_* variables say where the slides are."""
+    environ = flags_environ(flags, source, os.environ)
+    try:
+        svc = build_services(Config.from_env(environ))
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
     ok = True
     try:
         click.echo(f"storage: {svc.storage.check()} ... reachable")
@@ -138,24 +178,6 @@ def demo_command(folder: str | None) -> None:
         raise click.ClickException(str(exc)) from None
     path = ensure_demo_slide(folder)
     click.echo(f"wrote {path}" if path else f"{folder} already holds slides")
-
-
-def setting_help(setting: Setting) -> str:
-    """A flag's help: the setting's meaning, its variable and its default."""
-    return f"{setting.help} [env {setting.env}; default: {setting.default}]"
-
-
-def settings_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """One option per ``SETTINGS`` row that has a flag (booleans as ``--x/--no-x``), in the
-    table's order; every value is None unless given."""
-    for setting in reversed(SETTINGS):
-        option = setting.option
-        if option is None:
-            continue
-        decls = [f"{option}/--no-{option[2:]}" if setting.boolean else option, setting.field]
-        func = click.option(*decls, default=None, help=setting_help(setting),
-                            metavar=setting.metavar)(func)
-    return func
 
 
 # Where the command line can say the slides are: (hint, flag field; None for SOURCE).

@@ -108,7 +108,18 @@ def handle_wsi_error(exc: WsiError) -> Response:
     if status >= 500 and not isinstance(exc, MetricsOff):  # MetricsOff: warned when it began
         logger.error("%s %s failed: %s", escape(request.method), log_path(),
                      escape(redact(str(exc))), exc_info=exc)
-    return error_response(status, code, str(exc))
+    return error_response(status, code, str(exc) + _fallback_advice(exc))
+
+
+def _fallback_advice(exc: WsiError) -> str:
+    """For a format the native drivers refuse (NDPI, MRXS, Deflate tiles...; not a limit),
+    while the OpenSlide fallback is off: the setting that serves it."""
+    from .services import services
+
+    if type(exc) is not UnsupportedFormat or services().config.openslide_fallback:
+        return ""
+    return ("; OpenSlide can serve it from a local folder: --openslide-fallback "
+            "(WSI_OPENSLIDE_FALLBACK=true, the [openslide] extra)")
 
 
 def handle_http_exception(exc: HTTPException) -> Response:
