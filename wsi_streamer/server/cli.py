@@ -30,7 +30,7 @@ from ..io.location import parse_storage_url
 from ..patches.cli import patches_group
 from .auth import signed_query, signed_url
 from .index import viewer_url
-from .services import build_services
+from .services import build_services, services
 from .startup import (
     DEMO_NAME,
     base_url,
@@ -129,11 +129,14 @@ def check_command(source: str | None, list_slides: bool, test_slide: str | None,
 
     SOURCE and the storage flags are those of serve (SOURCE: s3://bucket[/prefix], another
     storage URL or a folder); without them, the WSI_* variables say where the slides are."""
-    environ = flags_environ(flags, source, os.environ)
-    try:
-        svc = build_services(Config.from_env(environ))
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+    if source is None and all(value is None for value in flags.values()):
+        # The app the entry point builds (flask --app, wsi-streamer, a test runner's app)
+        svc = services(click.get_current_context().ensure_object(ScriptInfo).load_app())
+    else:
+        try:
+            svc = build_services(Config.from_env(flags_environ(flags, source, os.environ)))
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from None
     ok = True
     try:
         click.echo(f"storage: {svc.storage.check()} ... reachable")
