@@ -270,6 +270,13 @@ gets 503 with Retry-After. A request takes a slot only when it first needs stora
 request, or waiting for another thread's read), so cached tiles never wait for one; the wait
 is short because the waiting thread is the free one."""
 
+STORAGE_STUCK_S = 5.0
+"""When every storage slot of a worker has been held longer than this, storage is slow, not
+busy: a request needing a slot is refused at once (503, Retry-After) instead of waiting
+``STORAGE_SLOT_WAIT_S`` on the free thread, so a queue of such requests cannot keep ``/health``
+waiting in turn. Longer than a slow but working read (S3 answers ranged GETs in 20-200 ms; a
+loaded host in seconds), far shorter than a trickling one (``WSI_STORAGE_DEADLINE``)."""
+
 # --- startup and readiness ----------------------------------------------------------------
 
 STARTUP_CHECK_S = 20.0

@@ -105,7 +105,11 @@ def test_two_workers_add_up(s3_bucket: S3Bucket, proxy: FaultProxy, slide_bytes:
     env = {"WSI_S3_BUCKET": s3_bucket.name, "WSI_S3_ENDPOINT": proxy.url,
            "WSI_TILE_CACHE_DIR": str(tmp_path / "tc"), "WSI_WORKERS": "2",
            "WSI_LOG_FORMAT": "json", "WSI_LOG_LEVEL": "info",
-           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
+           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+           # More storage slots (threads - 1) than connections at once: every request must
+           # be served and counted, never shed as overloaded (reads on a loaded machine can
+           # take longer than a request waits for a slot).
+           "WSI_THREADS": str(CONCURRENCY + 2)}
     (tmp_path / "metrics").mkdir(mode=0o700)
     (tmp_path / "metrics" / "counter_1.db").write_bytes(b"left by an earlier run")
     (tmp_path / "metrics" / "notes.txt").write_text("not prometheus_client's")

@@ -19,21 +19,22 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 
 from ..errors import Overloaded
-from ..limits import RETRY_AFTER_S, STORAGE_SLOT_WAIT_S
+from ..limits import RETRY_AFTER_S, STORAGE_SLOT_WAIT_S, STORAGE_STUCK_S
 
 
 class StorageSlots:
     """Thread-safe. ``slots`` storage-bound requests at once. A request finding every slot
-    taken waits up to ``wait_s`` for one when some holder took its slot less than ``wait_s``
+    taken waits up to ``wait_s`` for one while some holder took its slot less than ``stuck_s``
     ago (storage is busy, reads are finishing); when every holder has held its slot longer
     (storage is slow) it is refused at once, so a queue of requests never keeps the free
     thread waiting in turn. Refused: ``Overloaded`` (503 with Retry-After)."""
 
     def __init__(self, slots: int, wait_s: float = STORAGE_SLOT_WAIT_S,
-                 retry_after: int = RETRY_AFTER_S) -> None:
+                 retry_after: int = RETRY_AFTER_S, stuck_s: float = STORAGE_STUCK_S) -> None:
         if slots < 1:
             raise ValueError(f"storage slots need at least one slot, got {slots}")
         self.slots, self.wait_s, self.retry_after = slots, wait_s, retry_after
+        self.stuck_s = stuck_s
         self.refused = 0
         self._cond = threading.Condition()
         self._since: dict[int, float] = {}  # id(ticket) -> when it took its slot
@@ -55,7 +56,7 @@ class StorageSlots:
             give_up = time.monotonic() + self.wait_s
             while len(self._since) >= self.slots:
                 now = time.monotonic()
-                if now >= give_up or max(self._since.values()) < now - self.wait_s:
+                if now >= give_up or max(self._since.values()) < now - self.stuck_s:
                     self.refused += 1
                     raise Overloaded(
                         f"{self.slots} requests of this worker are already waiting on "

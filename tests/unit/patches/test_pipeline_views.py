@@ -78,7 +78,7 @@ def test_context_view_of_a_coarser_level_patch_is_centred_in_level0_pixels(islan
         assert coord.level == 1 and coord.patch_size == 64
         cx, cy = coord.x + 64 * 4 / 2, coord.y + 64 * 4 / 2
         x, y = int(round(cx - 64 * 16 / 2)), int(round(cy - 64 * 16 / 2))
-        expected = slide.read_region(x, y, 2, 64, 64)
+        expected = slide.read_region(x=x, y=y, level=2, width=64, height=64)
         assert np.array_equal(result.views["wide"], expected), (coord.x, coord.y)  # type: ignore[index]
 
 
