@@ -1,7 +1,7 @@
 """Distributed training on patches streamed from S3: the data path of a pathology foundation
 model (a tiny model stands in for the real one).
 
-    torchrun --nproc_per_node=N examples/train_ddp.py s3://bucket/prefix/ --recipe uni
+    torchrun --nproc_per_node=N examples/train_ddp.py s3://bucket/prefix/ --recipe prov_gigapath
     torchrun --nnodes=2 --node_rank=R --master_addr=HOST --nproc_per_node=8 \\
         examples/train_ddp.py s3://bucket/prefix/ --recipe midnight
 
@@ -64,7 +64,9 @@ class TinyEncoder(nn.Module):
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("source", help="s3://bucket/prefix/ (or a local folder)")
-    parser.add_argument("--recipe", default="uni", help="wsi_streamer.patches.recipes name")
+    parser.add_argument("--recipe", default="prov_gigapath",
+                        help="wsi_streamer.patches.recipes name (uni and gpfm assume whole "
+                             "slides: their CLAM area thresholds find no tissue on small crops)")
     parser.add_argument("--s3-endpoint", default=os.environ.get("WSI_S3_ENDPOINT"),
                         help="custom S3 endpoint URL (MinIO, Ceph, moto, ...) "
                              "[env WSI_S3_ENDPOINT]")
@@ -142,6 +144,8 @@ def main() -> None:
     checksum = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum()
     sums: list[Any] = [None] * world
     dist.all_gather_object(sums, float(checksum))
+    if counts[0] == 0:  # every rank: a run that read nothing did not train
+        raise SystemExit(f"rank {rank}: 0 patches read by all ranks: nothing was trained")
     if rank == 0:
         seconds = time.perf_counter() - started
         print(f"done in {seconds:.1f} s: {int(counts[0])} patches read by all ranks, "

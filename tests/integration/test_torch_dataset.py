@@ -27,6 +27,7 @@ from torch.utils.data import (  # noqa: E402
 
 from tests.fixtures.patch_slides import write_islands_svs  # noqa: E402
 from wsi_streamer.patches import (  # noqa: E402
+    NoPatchesError,
     NormalizeTransform,
     PatchCoordinate,
     PatchPipeline,
@@ -177,9 +178,40 @@ def test_more_workers_than_slides(slides, cache_dir):
     finite = make(two, cache_dir, cycle=False, patches_per_slide=4, seed=1)
     got = rows(DataLoader(Tagged(finite), batch_size=2, num_workers=4))
     assert Counter(r[0] for r in got) == {p: 4 for p in two}
-    assert len({r[-1] for r in got}) == 2  # two workers had a slide, two had none
+    assert len({r[-1] for r in got}) == 2  # finite: two workers had a slide, two had none
     endless = make(two, cache_dir, patches_per_slide=4, seed=1)
-    assert len(rows(take(DataLoader(endless, batch_size=4, num_workers=4), 6))) == 24
+    got = rows(take(DataLoader(Tagged(endless), batch_size=4, num_workers=4), 12))
+    assert len(got) == 48
+    assert len({r[-1] for r in got}) == 4  # endless: every worker is fed (slides shared)
+    assert {len(endless.slides_for(0, 1, w, 4, 0)) for w in range(4)} == {1}
+
+
+def never_yields(paths: list[str], cache_dir: str, **kwargs: Any) -> WsiStreamDataset:
+    """uni's CLAM detector (a_t=100 x 512^2 px) finds no tissue on 1024x768 slides."""
+    from wsi_streamer.patches.recipes import uni
+
+    return WsiStreamDataset(paths, **{**uni(), **FAST, "cache_dir": cache_dir, **kwargs})
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.filterwarnings("ignore:This DataLoader will create 3 worker processes")
+@pytest.mark.parametrize("workers", [0, 1, 3])
+def test_an_endless_stream_that_never_yields_raises_in_the_main_process(slides, cache_dir,
+                                                                         workers):
+    dataset = never_yields(slides[:2], cache_dir, seed=3)
+    loader = DataLoader(dataset, batch_size=4, num_workers=workers)
+    with pytest.raises(NoPatchesError, match="can never yield.*no tissue|no tissue"):
+        next(iter(MonitoredLoader(loader, dataset=dataset)))
+    with pytest.raises(NoPatchesError):
+        for _ in loader:  # a plain loop does not end quietly either
+            pass
+
+
+def test_a_finite_stream_of_zero_patches_says_so(slides, cache_dir, caplog):
+    dataset = never_yields(slides[:1], cache_dir, seed=3, cycle=False)
+    with caplog.at_level("WARNING"):
+        assert list(MonitoredLoader(DataLoader(dataset, batch_size=4))) == []
+    assert "ended with 0 patches" in caplog.text and "without a batch" in caplog.text
 
 
 @pytest.mark.parametrize("context", ["fork", "forkserver"])

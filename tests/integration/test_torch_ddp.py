@@ -90,15 +90,15 @@ def s3_prefix(s3_bucket: S3Bucket, local_slides: list[str]) -> str:
     return f"s3://{s3_bucket.name}/cohort/"
 
 
-def torchrun(args: list[str], tmp_path: Path, timeout: float = 150) -> str:
+def torchrun(args: list[str], tmp_path: Path, timeout: float = 150, ok: bool = True) -> str:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT),
            "PYTHONWARNINGS": "ignore"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            "--nproc_per_node=2", *args]
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=timeout)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return done.stdout
+    assert (done.returncode == 0) == ok, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout if ok else done.stdout + done.stderr
 
 
 def run_ranks(tmp_path: Path, name: str, s3_prefix: str, endpoint: str, seed: int
@@ -154,6 +154,18 @@ def test_train_ddp_example_keeps_replicas_in_sync(tmp_path, s3_prefix, moto_serv
                     "3", "--thumbnail-size", "512"], tmp_path)
     assert "parameters in sync across 2 rank(s): True" in out
     assert "epoch 1 step 3" in out
+
+
+@pytest.mark.timeout(300)
+def test_train_ddp_example_fails_when_no_patch_can_be_read(tmp_path, s3_prefix, moto_server):
+    """uni's CLAM detector finds no tissue on these 1024x768 slides: the run fails (it
+    exited 0 after "0 patches read by all ranks")."""
+    out = torchrun([str(REPO_ROOT / "examples" / "train_ddp.py"), s3_prefix, "--recipe",
+                    "uni", "--s3-endpoint", moto_server, "--epochs", "1", "--steps", "3",
+                    "--batch-size", "4", "--workers", "2", "--thumbnail-size", "512"],
+                   tmp_path, ok=False)
+    assert "NoPatchesError" in out and "can never yield" in out
+    assert "parameters in sync" not in out
 
 
 def _bench_dataset(cache_dir: str, paths: list[str], pool_size: int, patches_per_slide: int,

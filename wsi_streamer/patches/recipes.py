@@ -47,7 +47,10 @@ def uni() -> Recipe:
     """UNI (Chen et al. 2024, Nature Medicine, doi:10.1038/s41591-024-02857-3): CLAM tissue
     segmentation (parameters not published: CLAM's defaults), non-overlapping 256 px patches
     at 20x (0.5 mpp; a quarter of UNI's patches were 512 px), about 800 patches per WSI; tissue
-    threshold not published (the sampler's 0.4). Normalise with ImageNet mean and std."""
+    threshold not published (the sampler's 0.4). Normalise with ImageNet mean and std.
+    Assumes whole 40x slides: CLAM's a_t=100 drops tissue regions under 100 x 512^2
+    level-0 px (~1.6 mm^2 at 0.25 mpp), so a small crop such as CMU-1-Small-Region.svs
+    gives 0% tissue (``NoPatchesError``); lower ``CLAMTissueDetector(a_t=...)`` there."""
     from .sampling.random import RandomSampler
 
     return {
@@ -80,7 +83,8 @@ def gpfm() -> Recipe:
     preset (Otsu on saturation, mthresh 7, close 4, a_t 16, a_h 4, 8 holes), every
     non-overlapping 512 px patch at level 0, deliberately not normalised to one magnification;
     contour-based selection (the sampler's 0.4 threshold here). Normalise with ImageNet mean
-    and std."""
+    and std. Assumes whole slides: a_t=16 drops tissue regions under 16 x 512^2 level-0
+    px, which may be all of a small crop."""
     from .sampling.random import RandomSampler
 
     return {

@@ -75,11 +75,15 @@ def split_seed(seed: SeedLike, epoch: int, iteration: int = 0) -> np.random.Seed
 
 
 def shard_slides(paths: list[str], shard: int, num_shards: int, seed: SeedLike, epoch: int,
-                 iteration: int = 0) -> list[str]:
+                 iteration: int = 0, feed_every_shard: bool = False) -> list[str]:
     """Shard ``shard`` of ``num_shards``: every ``num_shards``-th position of a permutation
     drawn from ``split_seed``, in list order. Shards are disjoint (by position) and cover
-    ``paths``; sizes differ by at most one."""
+    ``paths``; sizes differ by at most one. With fewer slides than shards, shards
+    ``len(paths)`` and up are empty, unless ``feed_every_shard`` (endless streams): shard
+    ``s`` then reads slide ``order[s % len(paths)]``, shared with other shards."""
     order = np.random.default_rng(split_seed(seed, epoch, iteration)).permutation(len(paths))
+    if feed_every_shard and 0 < len(paths) < num_shards:
+        return [paths[int(order[shard % len(paths)])]]
     return [paths[int(i)] for i in np.sort(order[shard::num_shards])]
 
 
@@ -267,9 +271,9 @@ class WsiStreamDataset(IterableDataset[dict[str, Any]]):
         """The slides of (rank, worker) in (epoch, iteration)."""
         if self._partition is not None:  # the ranks are split already
             return shard_slides(self.slide_paths, worker, num_workers, self.seed, epoch,
-                                iteration)
+                                iteration, self.cycle)
         return shard_slides(self.slide_paths, rank * num_workers + worker,
-                            world_size * num_workers, self.seed, epoch, iteration)
+                            world_size * num_workers, self.seed, epoch, iteration, self.cycle)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
@@ -290,11 +294,14 @@ class WsiStreamDataset(IterableDataset[dict[str, Any]]):
         seed = stream_seed(self.seed, rank, worker, epoch, iteration)
         logger.debug("rank %d/%d worker %d/%d epoch %d.%d: %d slides", rank, world, worker,
                      num_workers, epoch, iteration, len(slides))
-        return self._stream(slides, seed, single=num_workers == 1 and (
-            world == 1 or self._partition is not None))
+        if not slides:  # a finite stream with fewer slides than (rank x worker) slots
+            logger.warning("rank %d worker %d has no slide (%d slides for %d rank x worker "
+                           "slots, cycle=False reads each slide once): it yields nothing",
+                           rank, worker, len(self.slide_paths), world * num_workers)
+        return self._stream(slides, seed, (identity, worker, num_workers))
 
     def _stream(self, slides: list[str], seed: np.random.SeedSequence,
-                single: bool) -> Iterator[dict[str, Any]]:
+                slot: tuple[str, int, int]) -> Iterator[dict[str, Any]]:
         if not slides:
             return
         pipeline = PatchPipeline(slides, seed=seed, **self._kwargs)
@@ -302,17 +309,37 @@ class WsiStreamDataset(IterableDataset[dict[str, Any]]):
             self._index = {path: i for i, path in enumerate(dict.fromkeys(self.slide_paths))}
         recorder = PipelineRecorder(self._shared.writer(), pipeline, self._index)
         run = iter(pipeline)
+        yielded = 0
         try:
             for result in run:
                 item = patch_to_item(result, self.output_dtype)
                 recorder.record()
+                yielded += 1
                 yield item
+            if not yielded:
+                logger.warning("a finite stream of %d slide(s) ended with 0 patches (slides "
+                               "processed %d, failed %d)", len(slides),
+                               pipeline.stats.slides_processed, pipeline.stats.slides_failed)
         except NoPatchesError as exc:
-            if single:
-                raise
-            logger.warning("a shard of %d slide(s) yields nothing; its worker ends, the "
-                           "others go on: %s", len(slides), exc)
+            self._shard_never_yields(slot, str(exc))
         finally:
             if isinstance(run, Generator):
                 run.close()  # stops the pipeline's threads before the last count
             recorder.record()
+
+    def _shard_never_yields(self, slot: tuple[str, int, int], message: str) -> None:
+        """A worker's endless stream can never yield: it ends with a warning while others
+        go on; the last worker of the iteration raises ``NoPatchesError`` with every
+        worker's reasons (the DataLoader re-raises it in the main process)."""
+        identity, worker, num_workers = slot
+        try:
+            ended = self._shared.shard_ended(identity, worker, num_workers, message)
+        except OSError:
+            ended = [message]
+        if ended is None:
+            logger.warning("worker %d of %d can never yield; it ends, the others go on: %s",
+                           worker, num_workers, message)
+            return
+        reasons = ended[0] if len(ended) == 1 else "; ".join(
+            f"worker {i}: {m}" for i, m in enumerate(ended))
+        raise NoPatchesError(f"the stream can never yield: {reasons}")

@@ -3,12 +3,15 @@ and its throughput, without synchronising a CUDA device except at log boundaries
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+logger = logging.getLogger(__name__)
 
 
 def batch_size_of(batch: Any) -> int:
@@ -70,6 +73,7 @@ class MonitoredLoader:
         self._pending: list[tuple[Any, Any]] = []
         self._window, self._life = _Window(), _Window()
         self.steps = 0
+        self._batches = 0  # of the current iteration
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -77,6 +81,7 @@ class MonitoredLoader:
     def __iter__(self) -> MonitoredLoader:
         self._it = iter(self.loader)
         self._started = self._yielded = self._event = None
+        self._batches = 0
         return self
 
     def __next__(self) -> Any:
@@ -86,7 +91,14 @@ class MonitoredLoader:
         if self._yielded is not None:  # no mark_step since the last batch: close it now
             self._finish()
         t0 = time.perf_counter_ns()
-        batch = next(self._it)
+        try:
+            batch = next(self._it)
+        except StopIteration:
+            if not self._batches:
+                logger.warning("the loader ended without a batch: its stream yielded 0 "
+                               "patches (an endless stream raises NoPatchesError instead)")
+            raise
+        self._batches += 1
         t1 = time.perf_counter_ns()
         n = batch_size_of(batch)
         for acc in (self._window, self._life):

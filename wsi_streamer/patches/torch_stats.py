@@ -24,6 +24,8 @@ reserve its slot runs with its statistics off (one warning per dataset, ``stats/
   iteration number, read and written under ``flock`` (microseconds per iteration start),
   padded with spaces to its reserved ``CONTROL_BYTES``.
 - ``off.bin``: how many processes could not reserve a slot (their statistics are off).
+- ``ended-<iteration>-<worker>``: the ``NoPatchesError`` message of a worker whose shard can
+  never yield; the last worker of an iteration to write one raises in the main process.
 """
 
 from __future__ import annotations
@@ -187,6 +189,23 @@ class SharedState:
                 _store(fd, state)
             epoch, iteration = claims[identity]
             return int(epoch), int(iteration)
+
+    def shard_ended(self, identity: str, worker: int, num_workers: int,
+                    message: str) -> list[str] | None:
+        """Worker ``worker`` of the loader iteration ``identity`` can never yield (``message``):
+        the messages of every such worker once all ``num_workers`` are (the last one to end
+        sees them all: each writes ``ended-<identity>-<worker>`` before listing), else None."""
+        prefix = "ended-" + "".join(c if c.isalnum() else "_" for c in identity) + "-"
+        with open(os.path.join(self.folder, f"{prefix}{worker}"), "w") as f:
+            f.write(message)
+        names = [n for n in os.listdir(self.folder) if n.startswith(prefix)]
+        if len(names) < num_workers:
+            return None
+        messages = []
+        for name in sorted(names):
+            with open(os.path.join(self.folder, name)) as f:
+                messages.append(f.read())
+        return messages
 
     def set_epoch(self, epoch: int) -> None:
         """Later iterations: ``epoch``, numbered from 0. An iteration already claimed keeps
