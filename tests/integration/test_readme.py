@@ -135,7 +135,8 @@ COVERAGE: dict[str, Run | Exempt | Output] = {
     "from wsi_streamer.patches import (PatchPipeline, OtsuTissueDetector, RandomSampler,":
         Run("test_patch_pipeline_block"),
     "from torch.utils.data import DataLoader": Run("test_torch_dataloader_block"),
-    "torchrun --nproc_per_node=N examples/train_ddp.py s3://bucket/prefix/ --recipe uni":
+    "torchrun --nproc_per_node=N examples/train_ddp.py s3://bucket/prefix/ --recipe "
+    "prov_gigapath":
         Exempt("N ranks for minutes; examples/train_ddp.py runs under torchrun (2 ranks, "
                "2 workers, moto) in test_torch_ddp.py::test_train_ddp_example_keeps_replicas_"
                "in_sync"),

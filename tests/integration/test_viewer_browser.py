@@ -267,7 +267,7 @@ def test_stock_openseadragon_iiif_signed_and_unsigned(chromium: Chromium,
 
 def test_stock_openseadragon_iiif_on_the_demo_slide_stays_on_the_grid(
         chromium: Chromium, auth_server: Gunicorn, tmp_path: Path) -> None:
-    """The demo slide (8192 x 6144, 256 px tiles): OpenSeadragon reads info.json's ``sizes``
+    """The demo slide (49152 x 36864, 256 px tiles): OpenSeadragon reads info.json's ``sizes``
     as its level sizes when there are as many as its levels, and asked for tiles off the
     advertised grid, which a viewer token refuses (401). Every request must be on the grid."""
     path = f"/iiif/3/{DEMO}/info.json"

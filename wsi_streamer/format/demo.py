@@ -8,17 +8,23 @@ Everything is painted at a quarter of the output size and enlarged once: at the 
 
 from __future__ import annotations
 
+import functools
+import io
 import math
+import struct
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from .tiff.writer import write_pyramid
+from .tiff.tags import Tag
+from .tiff.writer import _jpeg, _rational, pyramid, write_ifd, write_pyramid
 
 DEMO_MPP = 0.25  # microns per level-0 pixel (a 40x scan)
-DEMO_SIZE = (8192, 6144)
+DEMO_SIZE = (49152, 36864)  # a whole slide: 12.3 x 9.2 mm at 0.25 um/px
 DEMO_SEED = 2024
 DEMO_DESCRIPTION = "wsi_streamer demo slide (synthetic H&E-like tissue)"
+PAINTED_DOWNSAMPLE = 8  # levels from here down are painted; above, tiles of a bank
+BANK_TILES = 24  # distinct tissue tiles the tiled levels repeat
 
 _PAINT_SCALE = 4  # output pixels per painted pixel
 # Optical density per unit stain (R, G, B): Ruifrok & Johnston's hematoxylin, and an eosin
@@ -28,12 +34,88 @@ _EOSIN = np.array([0.100, 0.870, 0.480], np.float32)
 _BACKGROUND_OD = 0.015  # glass: about (251, 251, 251)
 
 
+@functools.lru_cache(maxsize=2)
 def demo_slide_bytes(width: int = DEMO_SIZE[0], height: int = DEMO_SIZE[1],
                      seed: int = DEMO_SEED) -> bytes:
     """The demo slide as a generic pyramidal TIFF (JPEG tiles of 256, levels halving down
-    to 512 px, X/YResolution in pixels per centimetre for ``DEMO_MPP``)."""
-    return write_pyramid(demo_image(width, height, seed), description=DEMO_DESCRIPTION,
-                         mpp=DEMO_MPP)
+    to 512 px, X/YResolution in pixels per centimetre for ``DEMO_MPP``). Whole-slide
+    sized by default: levels of downsample ``PAINTED_DOWNSAMPLE`` and more are painted
+    (``demo_image``); the larger ones repeat ``BANK_TILES`` tissue tiles cut from the painted
+    level where it is tissue, and one white tile elsewhere, each tile's bytes stored once
+    (a few MB, a few seconds). Cached per process. Under 8192 px wide: all painted."""
+    if width < 8192:
+        return write_pyramid(demo_image(width, height, seed), description=DEMO_DESCRIPTION,
+                             mpp=DEMO_MPP)
+    d = PAINTED_DOWNSAMPLE
+    painted = demo_image(width // d, height // d, seed)
+    return _write_whole_slide(painted, (width, height), d, np.random.default_rng(seed))
+
+
+def _write_whole_slide(painted: Image.Image, size: tuple[int, int], d: int,
+                       rng: np.random.Generator, tile: int = 256, quality: int = 85) -> bytes:
+    rgb = np.asarray(painted)
+    stained = ((rgb.max(-1).astype(np.int16) - rgb.min(-1)) > 20) | (rgb.mean(-1) < 220)
+    ph, pw = stained.shape
+    blocks = [(x, y) for y in range(0, ph - tile, tile // 2) for x in range(0, pw - tile,
+                                                                               tile // 2)
+              if stained[y:y + tile, x:x + tile].mean() > 0.97]
+    picks = rng.permutation(len(blocks))[:BANK_TILES]
+    bank = [_jpeg(painted.crop((x, y, x + tile, y + tile)), quality)
+            for x, y in (blocks[int(i)] for i in picks)]
+    white = _jpeg(Image.new("RGB", (tile, tile), (251, 251, 251)), quality)
+    out = io.BytesIO()
+    out.write(b"II" + struct.pack("<HI", 42, 0))
+    stored = []
+    for data in [white, *bank]:
+        stored.append((out.tell(), len(data)))
+        out.write(data + b"\0" * (len(data) % 2))
+    levels: list[tuple[int, int, list[int], list[int]]] = []
+    downsample = 1
+    while downsample < d:
+        width, height = -(-size[0] // downsample), -(-size[1] // downsample)
+        across, down = -(-width // tile), -(-height // tile)
+        side = tile * downsample // d  # a tile's side in painted pixels
+        grid = stained[: down * side, : across * side]
+        grid = np.pad(grid, ((0, down * side - grid.shape[0]), (0, across * side
+                                                                 - grid.shape[1])))
+        tissue = grid.reshape(down, side, across, side).mean((1, 3)).ravel() > 0.5
+        choice = np.where(tissue, 1 + rng.integers(0, len(bank), tissue.size), 0)
+        levels.append((width, height, [stored[c][0] for c in choice],
+                       [stored[c][1] for c in choice]))
+        downsample *= 2
+    for level in pyramid(painted):
+        across, down = -(-level.width // tile), -(-level.height // tile)
+        offsets, counts = [], []
+        for ty in range(down):
+            for tx in range(across):
+                data = _jpeg(level.crop((tx * tile, ty * tile, (tx + 1) * tile,
+                                         (ty + 1) * tile)), quality)
+                offsets.append(out.tell())
+                counts.append(len(data))
+                out.write(data + b"\0" * (len(data) % 2))
+        levels.append((level.width, level.height, offsets, counts))
+    link = 4
+    for index, (width, height, offsets, counts) in enumerate(levels):
+        ratio = _rational(10000.0 / (DEMO_MPP * 2**index))
+        entries: list[tuple[int, str, list[int] | bytes]] = [
+            (Tag.NEW_SUBFILE_TYPE, "I", [1 if index else 0]),
+            (Tag.IMAGE_WIDTH, "I", [width]), (Tag.IMAGE_LENGTH, "I", [height]),
+            (Tag.BITS_PER_SAMPLE, "H", [8, 8, 8]), (Tag.COMPRESSION, "H", [7]),
+            (Tag.PHOTOMETRIC, "H", [6]), (Tag.SAMPLES_PER_PIXEL, "H", [3]),
+            (Tag.PLANAR_CONFIGURATION, "H", [1]),
+            (Tag.TILE_WIDTH, "H", [tile]), (Tag.TILE_LENGTH, "H", [tile]),
+            (Tag.TILE_OFFSETS, "I", offsets), (Tag.TILE_BYTE_COUNTS, "I", counts),
+            (Tag.X_RESOLUTION, "R", ratio), (Tag.Y_RESOLUTION, "R", ratio),
+            (Tag.RESOLUTION_UNIT, "H", [3])]
+        if index == 0:
+            entries.append((Tag.IMAGE_DESCRIPTION, "s", DEMO_DESCRIPTION.encode() + b"\0"))
+        ifd = write_ifd(out, sorted(entries), False)
+        here = out.tell()
+        out.seek(link)
+        out.write(struct.pack("<I", ifd))
+        out.seek(here)
+        link = ifd + 2 + len(entries) * 12
+    return out.getvalue()
 
 
 def demo_image(width: int = DEMO_SIZE[0], height: int = DEMO_SIZE[1],
