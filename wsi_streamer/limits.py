@@ -329,3 +329,11 @@ within reach (or that repeats a page) ends in an error, not an endless loop."""
 GDC_TIMEOUT_S = 60.0
 """Seconds one GDC request (a query page, or the gap between two chunks of a download) may
 stall before it fails."""
+
+
+# --- the patch pipeline: ``patches preview`` ----------------------------------------------------
+
+PREVIEW_MAX_SLIDES = 8
+"""Slides ``wsi-streamer patches preview`` draws from a folder or an ``s3://`` prefix, at most (one
+picture each, stacked in one PNG of about 1 MB per slide): the first ones, in listing order;
+``-n`` patches are shared out over them."""

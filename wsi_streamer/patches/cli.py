@@ -14,7 +14,8 @@ from typing import Any
 import click
 import numpy as np
 
-from ..errors import WsiError
+from ..errors import UnsupportedFormat, WsiError
+from ..limits import PREVIEW_MAX_SLIDES
 from .handle import SlideHandle
 
 # The storage flags of every command that reads slides, spelled as ``serve``'s (the settings
@@ -25,12 +26,30 @@ S3_FLAGS = (("--s3-endpoint", "WSI_S3_ENDPOINT", "endpoint_url",
             ("--s3-region", "WSI_S3_REGION", "region", "S3 region"))
 
 
+FALLBACK_HELP = ("local folder only: read slides the native readers refuse (NDPI, MRXS, "
+                 "SCN, ...) through OpenSlide (the [openslide] extra)")
+FALLBACK_ADVICE = ("; OpenSlide reads it: --openslide-fallback (WSI_OPENSLIDE_FALLBACK=true, "
+                   "the [openslide] extra)")
+
+
 def storage_flags(func: Callable[..., Any]) -> Callable[..., Any]:
-    """``--s3-endpoint`` and ``--s3-region`` (each also read from its variable)."""
+    """``--s3-endpoint``, ``--s3-region`` (each also read from its variable) and
+    ``--openslide-fallback``."""
+    func = click.option("--openslide-fallback", is_flag=True, envvar="WSI_OPENSLIDE_FALLBACK",
+                        help=f"{FALLBACK_HELP} [env WSI_OPENSLIDE_FALLBACK]")(func)
     for flag, env, _, text in reversed(S3_FLAGS):
         func = click.option(flag, envvar=env, default=None, metavar="TEXT",
                             help=f"{text} [env {env}]")(func)
     return func
+
+
+def backend_of(flags: dict[str, Any]) -> dict[str, Any]:
+    """``backend=OpenSlideBackend()`` under ``--openslide-fallback``, else nothing."""
+    if not flags.get("openslide_fallback"):
+        return {}
+    from .backends.openslide import OpenSlideBackend
+
+    return {"backend": OpenSlideBackend()}
 
 
 def storage_options(flags: dict[str, Any]) -> dict[str, Any] | None:
@@ -48,6 +67,8 @@ def one_line(command: str, sources: tuple[str, ...]) -> Iterator[None]:
         yield
     except (WsiError, OSError, ValueError) as exc:
         message = str(exc) or type(exc).__name__
+        if type(exc) is UnsupportedFormat:
+            message += FALLBACK_ADVICE
         message = message.replace("check WSI_S3_BUCKET", "check the bucket in SOURCE")
         message = message.replace("WSI_S3_ENDPOINT", "--s3-endpoint / WSI_S3_ENDPOINT")
         message = message.replace("WSI_S3_REGION", "--s3-region / WSI_S3_REGION")
@@ -83,7 +104,8 @@ def patches_group() -> None:
 @patches_group.command("preview")
 @click.argument("source")
 @click.option("--recipe", default=None, help="a published recipe (midnight, uni, ...)")
-@click.option("-n", "count", default=64, show_default=True, help="patches to draw")
+@click.option("-n", "count", default=64, show_default=True,
+              help=f"patches to draw in all (shared over up to {PREVIEW_MAX_SLIDES} slides)")
 @click.option("--patch-size", type=int, default=None, help="without --recipe (default 224)")
 @click.option("--mpp", type=float, default=None, help="target mpp without --recipe")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -91,34 +113,64 @@ def patches_group() -> None:
 @storage_flags
 def preview_command(source: str, recipe: str | None, count: int, patch_size: int | None,
                     mpp: float | None, seed: int, output: str, **flags: Any) -> None:
-    """Draw SOURCE's tissue mask and sampled patches (thumbnail + boxes + patch grid).
+    """Draw SOURCE's tissue mask and sampled patches (thumbnail + boxes + patch grid), one
+    picture per slide stacked in one PNG, the detector and its threshold in each caption.
     SOURCE: a slide file, a folder, s3://bucket/key or an s3:// prefix."""
+    if count < 1:
+        raise click.BadParameter("must be at least 1", param_hint="-n")
     with one_line("preview", (source,)):
-        _preview(source, recipe, count, patch_size, mpp, seed, output, storage_options(flags))
+        _preview(source, recipe, count, patch_size, mpp, seed, output, storage_options(flags),
+                 backend_of(flags))
 
 
 def _preview(source: str, recipe: str | None, count: int, patch_size: int | None,
-             mpp: float | None, seed: int, output: str,
-             options: dict[str, Any] | None) -> None:
-    from .pipeline import PatchPipeline
-    from .viz import preview, save_png
+             mpp: float | None, seed: int, output: str, options: dict[str, Any] | None,
+             backend: dict[str, Any]) -> None:
+    from PIL import Image
 
-    # -n wins over a recipe's patches_per_slide (uni's 800): one value, not two keywords
-    args = {**_pipeline_args(recipe, patch_size, mpp), "patches_per_slide": count}
-    pipe = PatchPipeline([source], seed=seed, pool_size=1, storage_options=options, **args)
-    path = pipe.slide_paths[0]
-    results = list(pipe)
-    mask = pipe.tissue_mask(path)
-    with SlideHandle(path, backend=pipe.backend) as slide:
+    from .pipeline import PatchPipeline
+    from .viz import save_png
+
+    probe = PatchPipeline([source], pool_size=1, storage_options=options, **backend)
+    paths = probe.slide_paths[: min(count, PREVIEW_MAX_SLIDES)]
+    quotas = [count // len(paths) + (i < count % len(paths)) for i in range(len(paths))]
+    pictures = []
+    for path, quota in zip(paths, quotas, strict=True):
+        # -n wins over a recipe's patches_per_slide (uni's 800): one value, not two keywords
+        args = {**_pipeline_args(recipe, patch_size, mpp), **backend,
+                "patches_per_slide": quota}
+        pipe = PatchPipeline([path], seed=seed, pool_size=1, storage_options=options, **args)
+        pictures.append(_slide_picture(pipe, path, recipe, output))
+    width = max(p.width for p in pictures)
+    canvas = Image.new("RGB", (width, sum(p.height for p in pictures)), (255, 255, 255))
+    top = 0
+    for picture in pictures:
+        canvas.paste(picture, (0, top))
+        top += picture.height
+    save_png(canvas, output)
+    if len(probe.slide_paths) > len(paths):
+        click.echo(f"{output}: the first {len(paths)} of {len(probe.slide_paths)} slides")
+
+
+def _slide_picture(pipe: Any, path: str, recipe: str | None, output: str) -> Any:
+    from .viz import preview
+
+    with SlideHandle(path, backend=pipe.backend) as slide:  # a refused format stops here
         thumbnail = slide.get_thumbnail(pipe.thumbnail_size)
         props = slide.properties
+    results = list(pipe)
+    mask = pipe.tissue_mask(path)
+    threshold = getattr(pipe.sampler, "tissue_threshold", None)
+    caption = f"{pipe.tissue_detector!r}" + (
+        f"; a patch needs >= {threshold:.0%} tissue" if threshold is not None else "")
     title = f"{os.path.basename(path)} ({recipe or 'RandomSampler'})"
     picture = preview(thumbnail, mask.mask, [r.coordinate for r in results],
                       [_first_image(r) for r in results], props.dimensions,
-                      props.level_downsamples, title)
-    save_png(picture, output)
-    click.echo(f"{output}: {len(results)} patches, tissue {mask.tissue_fraction:.1%} of "
-               f"{props.width}x{props.height}")
+                      props.level_downsamples, title, caption=caption)
+    click.echo(f"{output}: {os.path.basename(path)}: {len(results)} patches, tissue "
+               f"{mask.tissue_fraction:.1%} of {props.width}x{props.height} "
+               f"({caption})")
+    return picture
 
 
 @patches_group.command("bench")
@@ -141,7 +193,7 @@ def bench_command(source: tuple[str, ...], recipe: str | None, patch_size: int, 
     bar on a terminal, else a line every 10 s."""
     with one_line("bench", source):
         _bench(source, recipe, patch_size, mpp, count, pool_size, patches_per_slide,
-               prefetch, io_threads, no_cache, storage_options(flags))
+               prefetch, io_threads, no_cache, storage_options(flags), backend_of(flags))
 
 
 PROGRESS_EVERY_S = 10.0
@@ -149,12 +201,14 @@ PROGRESS_EVERY_S = 10.0
 
 def _bench(source: tuple[str, ...], recipe: str | None, patch_size: int, mpp: float,
            count: int, pool_size: int, patches_per_slide: int, prefetch: int | None,
-           io_threads: int | None, no_cache: bool, options: dict[str, Any] | None) -> None:
+           io_threads: int | None, no_cache: bool, options: dict[str, Any] | None,
+           backend: dict[str, Any]) -> None:
     from tqdm import tqdm
 
     from .pipeline import DEFAULT, PatchPipeline
 
-    args = {**_pipeline_args(recipe, patch_size, mpp), "patches_per_slide": patches_per_slide}
+    args = {**_pipeline_args(recipe, patch_size, mpp), **backend,
+            "patches_per_slide": patches_per_slide}
     start = time.perf_counter()
     pipe = PatchPipeline(list(source), pool_size=pool_size, cycle=True, seed=0,
                          storage_options=options, prefetch=prefetch, io_threads=io_threads,

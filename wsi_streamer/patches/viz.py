@@ -111,13 +111,14 @@ def patch_grid(images: Sequence[np.ndarray], columns: int = 8, cell: int = 128,
 def preview(thumbnail: np.ndarray, mask: np.ndarray, coords: Sequence[PatchCoordinate],
             patches: Sequence[np.ndarray], slide_dimensions: tuple[int, int],
             level_downsamples: Sequence[float], title: str = "", *, columns: int = 8,
-            cell: int = 128, max_side: int = 1024) -> Image.Image:
+            cell: int = 128, max_side: int = 1024, caption: str = "") -> Image.Image:
     """One picture of a slide: a title line (``title``, the mask's tissue fraction, the
     number of patches), the overlay (thumbnail shrunk so its longest side is at most
     ``max_side``) on the left, the patch grid on its right; below it instead when the
     overlay is wide (width > 1.3 x height). The title line ends with a legend of the box
-    colour of each level drawn. Patches are labelled with their level-0 x, y and level when
-    ``coords`` has one coordinate per patch."""
+    colour of each level drawn; ``caption`` (the detector and its threshold: why a slide
+    gave 0% tissue) is a second line. Patches are labelled with their level-0 x, y and mpp
+    (the level when the mpp is unknown) when ``coords`` has one coordinate per patch."""
     rgb = _rgb_uint8(np.asarray(thumbnail), "thumbnail")
     height, width = rgb.shape[:2]
     scale = min(1.0, max_side / max(width, height))
@@ -127,14 +128,16 @@ def preview(thumbnail: np.ndarray, mask: np.ndarray, coords: Sequence[PatchCoord
                              Image.Resampling.BOX)
     overlay = mask_overlay(np.asarray(small), mask, coords, slide_dimensions,
                            level_downsamples)
-    labels = ([f"{c.x},{c.y} L{c.level}" for c in coords]
+    labels = ([f"{c.x},{c.y} " + (f"{c.mpp:.3g} mpp" if c.mpp is not None else f"L{c.level}")
+               for c in coords]
               if len(coords) == len(patches) else None)
     grid = patch_grid(patches, columns=columns, cell=cell, labels=labels)
     fraction = float(np.count_nonzero(mask)) / mask.size if mask.size else 0.0
     parts = [title] if title else []
     parts += [f"tissue {fraction:.1%}", f"{len(patches)} patches"]
     font = _font(14)
-    title_h = _line_height(font) + 8
+    line_h = _line_height(font)
+    title_h = line_h + 8 + (line_h + 2 if caption else 0)
     below = overlay.width > 1.3 * overlay.height
     if below:
         size = (max(overlay.width, grid.width), title_h + overlay.height + PAD + grid.height)
@@ -148,8 +151,11 @@ def preview(thumbnail: np.ndarray, mask: np.ndarray, coords: Sequence[PatchCoord
     draw = ImageDraw.Draw(canvas)
     text = _fit_text(draw, "  |  ".join(parts), font, size[0] - 8)
     draw.text((4, 4), text, fill=TEXT, font=font)
+    if caption:
+        draw.text((4, 6 + line_h), _fit_text(draw, caption, font, size[0] - 8), fill=TEXT,
+                  font=font)
     _legend(draw, sorted({c.level for c in coords}), font,
-            4 + round(draw.textlength(text, font=font)) + 16, title_h - 8, size[0])
+            4 + round(draw.textlength(text, font=font)) + 16, line_h, size[0])
     return canvas
 
 

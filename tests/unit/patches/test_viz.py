@@ -4,6 +4,7 @@ preview holds both and writes as PNG."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -174,3 +175,19 @@ def test_preview_holds_title_overlay_and_grid(tmp_path: Path) -> None:
 def test_preview_with_no_patches() -> None:
     image = preview(white(), np.zeros((10, 20), bool), [], [], SLIDE, DOWNSAMPLES)
     assert image.width >= 200 and image.height > 100
+
+
+def test_preview_labels_patches_by_mpp_and_captions_the_detector() -> None:
+    """Multi-mpp recipes read several mpps at one level: labels were all "L0"; the caption
+    (the detector and its threshold) says why a slide gave 0% tissue."""
+    patches = [np.full((128, 128, 3), 200, np.uint8)] * 2
+    mask = np.zeros((50, 100), bool)
+    at = [replace(coord(300, 250, size=128), mpp=mpp) for mpp in (0.5, 1.0)]
+    same = [replace(coord(300, 250, size=128), mpp=0.5)] * 2
+    one, other = (np.asarray(preview(white(), mask, c, patches, SLIDE, DOWNSAMPLES, cell=64))
+                  for c in (at, same))
+    assert one.shape == other.shape and not np.array_equal(one, other)
+    plain = preview(white(), mask, at, patches, SLIDE, DOWNSAMPLES, cell=64)
+    captioned = preview(white(), mask, at, patches, SLIDE, DOWNSAMPLES, cell=64,
+                        caption="CLAMTissueDetector(a_t=100); a patch needs >= 40% tissue")
+    assert captioned.height > plain.height

@@ -36,6 +36,9 @@ from .base import StreamingSlideBackend
 logger = logging.getLogger(__name__)
 DEFAULT_CACHE_BYTES = 1 << 30
 DEFAULT_BLOCK_BYTES = 256 * 1024 * 1024
+# every name a native driver opens, served or opened only to say why it is refused (NDPI)
+RECOGNISED = tuple(dict.fromkeys(ext for driver in NATIVE_FORMATS
+                                 for ext in (*driver.extensions, *driver.recognises)))
 _TABLES_PREFIX = "tables:"
 TABLES_KIND = "wsi_streamer.tile_tables"  # the host-cache record (``slide.codec``) of them
 _Tables = dict[int, tuple[np.ndarray, np.ndarray, bytes | None]]
@@ -290,7 +293,9 @@ class NativeBackend(StreamingSlideBackend):
         else:
             real = os.path.realpath(path)
             root, slide_id = os.path.split(real)
-            registry = self._registry(root + os.sep, lambda: LocalStorage(root))
+            # recognised names open too, so NDPI says why it is refused (not "not found")
+            registry = self._registry(root + os.sep, lambda: LocalStorage(
+                root, openable=RECOGNISED))
         reader = registry.get(slide_id)
         res = self._resources()
         with res.lock:
