@@ -49,6 +49,7 @@ class Snippet:
     kind: str  # "sh", "python", any other fence language, "" (plain fence) or "inline"
     text: str
     line: int  # 1-based line of the README where it starts
+    source: str = "README.md"  # or docs/NAME.md
 
     @property
     def key(self) -> str:
@@ -62,20 +63,33 @@ FENCE = re.compile(r"^```([\w-]*)[ \t]*\n(.*?)^```[ \t]*$", re.M | re.S)
 SPAN = re.compile(r"`([^`]+)`")
 
 
+DOCS = REPO_ROOT / "docs"
+
+
 def readme_snippets(text: str | None = None) -> list[Snippet]:
+    """The snippets of README.md and of every docs/*.md (or of ``text``)."""
+    if text is not None:
+        return file_snippets(text, "README.md")
+    found = file_snippets(README.read_text(), "README.md")
+    for doc in sorted(DOCS.glob("*.md")):
+        found += file_snippets(doc.read_text(), f"docs/{doc.name}")
+    return found
+
+
+def file_snippets(text: str, source: str) -> list[Snippet]:
     """Fenced blocks, then inline code spans that start with a command word."""
-    text = README.read_text() if text is None else text
     snippets = []
     prose = text
     for match in FENCE.finditer(text):
         line = text.count("\n", 0, match.start()) + 2
-        snippets.append(Snippet(match.group(1), match.group(2), line))
+        snippets.append(Snippet(match.group(1), match.group(2), line, source))
         blank = "\n" * match.group(0).count("\n")  # keeps the line numbers of the prose
         prose = prose.replace(match.group(0), blank, 1)
     for match in SPAN.finditer(prose):
         span = match.group(1)
         if "\n\n" not in span and span.startswith(COMMAND_WORDS):
-            snippets.append(Snippet("inline", span, prose.count("\n", 0, match.start()) + 1))
+            snippets.append(Snippet("inline", span, prose.count("\n", 0, match.start()) + 1,
+                                    source))
     return snippets
 
 
@@ -102,9 +116,36 @@ COVERAGE: dict[str, Run | Exempt | Output] = {
     # Set-up
     "python3 -m venv .venv && . .venv/bin/activate && pip install . && wsi-streamer serve":
         Run("test_setup_serve_writes_and_serves_the_demo_slide"),
-    'python3 -m venv .venv && . .venv/bin/activate && pip install -e ".[test]" && pytest':
+    'python3 -m venv .venv-test && . .venv-test/bin/activate && pip install -e ".[test]" '
+    '&& pytest':
         Exempt("the install is what .ci/run does on a fresh machine, and `pytest` is this "
                "suite; test_install_extras_exist checks the extras it names"),
+    'pip install ".[patches,torch]"':
+        Exempt("installs into the environment; test_install_extras_exist checks its extras"),
+    'pip install -e ".[patches,torch]"':
+        Exempt("installs into the environment; test_install_extras_exist checks its extras"),
+    "pip install torch --index-url https://download.pytorch.org/whl/cpu":
+        Exempt("downloads PyTorch; the suite runs on such a CPU-only build"),
+    "moto_server -p 5000 &                           # a local S3 on port 5000":
+        Run("test_local_s3_training_block"),
+    # docs/api.md, docs/patches.md, docs/reliability.md: synopses with placeholders
+    "wsi-streamer serve [SOURCE]":
+        Exempt("a synopsis; test_cli.py runs serve with SOURCE and each storage flag"),
+    "wsi-streamer check [SOURCE] [--list-slides] [--test-slide ID]":
+        Exempt("a synopsis; test_check_commands and test_cli.py::test_check_takes_source_"
+               "and_the_storage_flags run it"),
+    "wsi-streamer sign-url --path P [--ttl S] [--base-url U] [--param k=v] [--format "
+    "url|json]":
+        Exempt("a synopsis; test_sign_url_block_is_accepted_by_the_server runs sign-url"),
+    "torchrun --nproc_per_node=N examples/train_ddp.py SOURCE --recipe prov_gigapath":
+        Exempt("a synopsis; test_torch_ddp.py runs examples/train_ddp.py under torchrun"),
+    "wsi-streamer patches preview SOURCE [--recipe R] [-n 64] [-o preview.png]":
+        Exempt("a synopsis; test_patches_commands and tests/unit/patches/test_preview_cli.py "
+               "run preview"),
+    "wsi-streamer patches bench SOURCE... [--recipe R] [-n 1000]":
+        Exempt("a synopsis; test_patches_commands and test_local_s3_training_block run bench"),
+    "wsi-streamer serve --help":
+        Exempt("test_cli.py::test_help_and_version_build_nothing runs it"),
     "pip wheel": Exempt("names what the slow deployment test of test_deploy.py runs"),
     # Serving slides from S3
     S3_BLOCK:
@@ -123,15 +164,9 @@ COVERAGE: dict[str, Run | Exempt | Output] = {
     "from wsi_streamer.slide import open_slide, read_region, SlideNotFound, UnsupportedFormat":
         Run("test_open_slide_block"),
     # Training on slides in a bucket
-    'pip install "wsi_streamer[patches]"            # + "[torch]" for the DataLoader side, '
-    '"[openslide]"':
-        Exempt("installs into the environment (.ci/run does it on a fresh machine); "
-               "test_install_extras_exist checks the extras it names"),
     'pip install ".[openslide]"':
         Exempt("installs into the environment (the test extra has OpenSlide); "
                "test_openslide_fallback.py serves the real NDPI through it"),
-    'pip install "wsi_streamer[patches,torch]"':
-        Exempt("installs into the environment; test_install_extras_exist checks its extras"),
     "from wsi_streamer.patches import (PatchPipeline, OtsuTissueDetector, RandomSampler,":
         Run("test_patch_pipeline_block"),
     "from torch.utils.data import DataLoader": Run("test_torch_dataloader_block"),
@@ -177,7 +212,15 @@ class Sub:
     why: str
 
 
+LOCAL_S3 = "moto_server -p 5000 &                           # a local S3 on port 5000"
 SUBSTITUTIONS: dict[str, tuple[Sub, ...]] = {
+    LOCAL_S3: (
+        Sub("moto_server -p 5000 &", "moto_server -p {port} >moto.log 2>&1 &\n"
+            "trap 'kill $!' EXIT\nuntil python -c \"import socket; socket.create_connection("
+            "('127.0.0.1', {port}), 1)\" 2>/dev/null; do sleep 0.2; done",
+            "a free port; the server is awaited, and stopped when the block ends"),
+        Sub("127.0.0.1:5000", "127.0.0.1:{port}", "the same free port"),
+        Sub("-n 100", "-n 16", "16 patches: a 2-core CI")),
     "python3 -m venv .venv && . .venv/bin/activate && pip install . && wsi-streamer serve": (
         Sub("python3 -m venv .venv && . .venv/bin/activate && pip install . && ", "",
             "the install half is exempt: .ci/run does it on a fresh machine, and this venv "
@@ -218,8 +261,10 @@ SUBSTITUTIONS: dict[str, tuple[Sub, ...]] = {
 
 
 def snippet(key: str) -> Snippet:
+    """The snippet of ``key`` (several files may repeat it, word for word)."""
     found = [s for s in readme_snippets() if s.key == key]
-    assert len(found) == 1, f"README snippet {key!r}: found {len(found)} times"
+    assert found and len({s.text for s in found}) == 1, (
+        f"README snippet {key!r}: found {len(found)} different times")
     return found[0]
 
 
@@ -383,8 +428,12 @@ def slides_folder(root: Path, data: bytes, *ids: str) -> Path:
 def test_every_snippet_is_covered() -> None:
     snippets = readme_snippets()
     keys = [s.key for s in snippets]
-    assert len(keys) == len(set(keys)), f"two README snippets share a first line: {keys}"
-    uncovered = [f"README.md:{s.line} ({s.kind or 'plain'}): {s.key}"
+    texts: dict[str, set[str]] = {}
+    for s in snippets:
+        texts.setdefault(s.key, set()).add(s.text)
+    shared = sorted(key for key, found in texts.items() if len(found) > 1)
+    assert not shared, f"two different snippets share a first line: {shared}"
+    uncovered = [f"{s.source}:{s.line} ({s.kind or 'plain'}): {s.key}"
                  for s in snippets if s.key not in COVERAGE]
     assert not uncovered, "new README snippet not covered (run it here, or exempt it in " \
         "COVERAGE with a reason):\n" + "\n".join(uncovered)
@@ -660,6 +709,15 @@ def test_torch_dataloader_block(tmp_path: Path, s3_bucket: S3Bucket, clam_slide:
     env = shell_env(tmp_path, {"WSI_S3_ENDPOINT": s3_bucket.endpoint})
     shape = stated_shape(code, r"# \((B, 3, \d+, \d+)\) uint8")
     run_python(code, snippet(key).line, shape + TORCH_CHECKS, None, tmp_path, env)
+
+
+def test_local_s3_training_block(tmp_path: Path) -> None:
+    """The training quickstart's local S3: moto's server, the demo slide uploaded, and bench
+    reading patches from the bucket with the quickstart's recipe."""
+    env = shell_env(tmp_path, {"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""})
+    out = bash(substituted(LOCAL_S3, port=str(free_port())), tmp_path, env).stdout
+    assert "wrote slides/demo-slide.tif" in out, out
+    assert re.search(r"^patches +16$", out, re.M) and "patches/s" in out, out
 
 
 def test_patches_commands(tmp_path: Path, clam_slide: Path) -> None:
