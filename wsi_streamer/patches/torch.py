@@ -6,6 +6,12 @@
 - Sharding: each loader iteration splits the slides disjointly over (rank, worker), the
   union being every slide exactly once. The split is a permutation drawn from
   ``split_seed(seed, epoch, iteration)``, the same on every rank, so it changes per epoch.
+  With fewer slides than (rank, worker) slots an endless stream feeds every slot (slot s
+  reads slide ``s % n`` of the permutation, shared); a finite one leaves the extra slots
+  empty, each with a warning.
+- A stream that can never yield raises ``NoPatchesError`` in the main process: the last
+  worker of the iteration whose shard can never yield raises it (the DataLoader re-raises
+  it), with every such worker's reasons; the others end with a warning.
 - Seeding: the pipeline of (rank, worker) takes ``stream_seed(seed, rank, worker, epoch,
   iteration)`` = ``SeedSequence(entropy=seed, spawn_key=(0, rank, worker, epoch,
   iteration))`` (the split: ``spawn_key=(1, epoch, iteration)``; a ``SeedSequence`` seed
