@@ -13,6 +13,7 @@ at most ``MAX_JPEG_SEGMENTS`` Python steps plus one C search over the bytes.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from ..errors import LimitExceeded
 from ..limits import MAX_JPEG_SCAN_PIXELS, MAX_JPEG_SCANS, MAX_JPEG_SEGMENTS
@@ -20,7 +21,8 @@ from ..limits import MAX_JPEG_SCAN_PIXELS, MAX_JPEG_SCANS, MAX_JPEG_SEGMENTS
 # 0xFF then a marker code: not 0x00 (stuffing), not RSTn (0xD0-0xD7), not 0xFF (fill).
 _MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
-_SOS, _EOI, _TEM = 0xDA, 0xD9, 0x01
+_SOS, _EOI, _TEM, _DQT = 0xDA, 0xD9, 0x01, 0xDB
+_COLOUR = {0xE0, 0xEE}  # APP0 (JFIF), APP14 (Adobe)
 
 
 def _component_pixels(segment: bytes) -> dict[int, int]:
@@ -43,13 +45,39 @@ def _ceil(a: int, b: int) -> int:
     return -(-a // b)
 
 
+@dataclass(frozen=True, slots=True)
+class StreamScan:
+    """What one walk of a stream found: ``scans`` and the component pixels they cover
+    (``work``), its marker ``segments`` (plus those counted before it), the first frame
+    header's ``(width, height, components)`` (None without one) and which segments came before
+    the first SOS: quantisation tables (``dqt``: the stream is complete, not abbreviated) and
+    JFIF/Adobe segments (``colour``: APP0 or APP14, which declare a colour space)."""
+
+    scans: int
+    work: int
+    segments: int
+    frame: tuple[int, int, int] | None
+    dqt: bool
+    colour: bool
+
+
 def check_scans(stream: bytes) -> tuple[int, int]:
     """``(scans, component pixels summed over the scans)`` of a JPEG stream (after SOI).
 
     Raises ``LimitExceeded`` at the first bound exceeded (``MAX_JPEG_SCANS``,
     ``MAX_JPEG_SCAN_PIXELS``, ``MAX_JPEG_SEGMENTS``), before anything is decoded."""
+    found = scan_stream(stream)
+    return found.scans, found.work
+
+
+def scan_stream(stream: bytes, segments: int = 0) -> StreamScan:
+    """``check_scans``' walk, summarised (``StreamScan``). ``segments`` are marker segments
+    already counted against ``MAX_JPEG_SEGMENTS`` for this stream (a tile's JPEGTables, which
+    are walked once per level)."""
     pixels: dict[int, int] = {}
-    scans = work = segments = largest = 0
+    scans = work = largest = 0
+    frame: tuple[int, int, int] | None = None
+    dqt = colour = False
     pos = 2  # after SOI (checked by the caller's header walk)
     while True:
         found = _MARKER.search(stream, pos)
@@ -68,16 +96,23 @@ def check_scans(stream: bytes) -> tuple[int, int]:
                                 f"{MAX_JPEG_SEGMENTS} marker segments")
         end = start + 2 + int.from_bytes(stream[start + 2 : start + 4], "big")
         if marker in _SOF:
-            pixels = _component_pixels(stream[start + 4 : end])
+            payload = stream[start + 4 : end]
+            pixels = _component_pixels(payload)
             largest = max(pixels.values(), default=0)
+            if frame is None and not scans and len(payload) >= 6:
+                frame = (int.from_bytes(payload[3:5], "big"),
+                         int.from_bytes(payload[1:3], "big"), payload[5])
         elif marker == _SOS:
             scans += 1
             count = stream[start + 4] if start + 4 < len(stream) else 0
             ids = stream[start + 5 : start + 5 + 2 * count : 2]
             work += sum(pixels.get(i, largest) for i in ids)
             _check(scans, work)
+        elif not scans:
+            dqt = dqt or marker == _DQT
+            colour = colour or marker in _COLOUR
         pos = max(end, start + 2)
-    return scans, work
+    return StreamScan(scans, work, segments, frame, dqt, colour)
 
 
 def _check(scans: int, work: int) -> None:

@@ -92,7 +92,8 @@ class BlockStore:
         """Exact byte ranges, for tile data: each is served from cached blocks when they cover
         it or from an earlier exact read; missing ranges are fetched without block rounding
         (neighbours within ``COALESCE_GAP`` by one request; groups concurrently), with
-        singleflight per range, and cached as one entry each."""
+        singleflight per range, and cached as one entry each. A local file's groups are read
+        by the caller in turn: a page-cache read costs less than a hand-off to the pool."""
         ident = reader.identity
         found: dict[int, bytes] = {}
         waiting: dict[int, Flight[bytes]] = {}
@@ -111,7 +112,7 @@ class BlockStore:
         self.stats.add(hits=len(found), misses=len(mine))
         with self._flights.leading(self._lock, mine):
             groups = _coalesce(sorted(key[1:] for key in mine))  # type: ignore[misc]
-            if len(groups) > 1:
+            if len(groups) > 1 and getattr(reader, "local_path", None) is None:
                 outcomes = self._fan_out(reader, groups, mine)
             else:
                 outcomes = [self._fetch_group(reader, g, mine) for g in groups]

@@ -3,7 +3,7 @@ level, optionally resampled to an output size. The tile server (thumbnails, Deep
 between native ones) and the patch pipeline (level-0-anchored patches, exact target mpp) both
 read through it.
 
-Tiles are fetched concurrently (``prefetch_tiles``: exact, coalesced ranges), then decoded; a
+Tiles are fetched together (``read_raw_tiles``: exact, coalesced ranges), then decoded; a
 JPEG tile is decoded at 1/2, 1/4 or 1/8 scale (DCT scaling) when the output is that much
 smaller and ``dct_scaling`` allows it, so memory and time follow the output size. Pixels
 outside the level are white (255).
@@ -16,6 +16,7 @@ per side whatever the level's size."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 from PIL import Image
 
@@ -37,6 +38,11 @@ def decoded_bytes(image: Image.Image) -> int:
 def _canvas(size: tuple[int, int]) -> Image.Image:
     """A white RGB canvas (every canvas of this module is made here: tests count them)."""
     return Image.new("RGB", size, WHITE)
+
+
+def _assembly(size: tuple[int, int]) -> Image.Image:
+    """An RGB canvas left uninitialised, for a box its tiles cover whole (tests count them)."""
+    return Image.new("RGB", size, None)
 
 
 def tile_span(info: LevelGeometry, x: float, y: float, width: float, height: float
@@ -107,10 +113,15 @@ def render_region(slide: SlideReader, level: int, x: float, y: float, width: flo
         raise LimitExceeded("max_canvas", f"a {width:.0f}x{height:.0f} px region of level "
                             f"{level} needs its {tw}x{th} px tiles decoded whole "
                             f"({canvas_w}x{canvas_h} px, more than {max_canvas})")
-    canvas = _canvas((canvas_w, canvas_h))
     tiles = [(tx, ty) for ty in range(y0, y1 + 1) for tx in range(x0, x1 + 1)]
     target = (math.ceil(tw / reduce), math.ceil(th / reduce))
     decoded = slide.tile_images(level, tiles, target if reduce > 1 else None)
+    box = (x / reduce, y / reduce, (x + width) / reduce, (y + height) / reduce)
+    if (x >= 0 and y >= 0 and x + width <= info.width and y + height <= info.height
+            and tw % reduce == 0 and th % reduce == 0 and _tight_fits(box, out_size, resample)):
+        return _tight(tiles, decoded, (tw // reduce, th // reduce), target, box, out_size,
+                      resample)
+    canvas = _canvas((canvas_w, canvas_h))
     for (tx, ty), tile in zip(tiles, decoded, strict=True):
         checkpoint(decoded_bytes(tile))  # the request's (or the open's) budget, each tile
         if tile.size != target:
@@ -125,16 +136,51 @@ def render_region(slide: SlideReader, level: int, x: float, y: float, width: flo
         canvas.paste(WHITE, (0, bottom, canvas.width, canvas.height))
     box = ((x - left) / reduce, (y - top) / reduce,
            (x + width - left) / reduce, (y + height - top) / reduce)
+    return _finish(canvas, box, (out_w, out_h), resample)
+
+
+def _finish(canvas: Image.Image, box: tuple[float, float, float, float],
+            out: tuple[int, int], resample: Image.Resampling) -> Image.Image:
+    """``box`` of ``canvas`` at ``out``: the canvas itself, a crop, an exact integer
+    reduction (BOX) or a resampling."""
     if all(float(v).is_integer() for v in box):
         crop = (int(box[0]), int(box[1]), int(box[2]), int(box[3]))
         size = (crop[2] - crop[0], crop[3] - crop[1])
-        if size == (out_w, out_h):
-            return canvas.crop(crop)
-        factor = size[0] // out_w
+        if size == out:
+            return canvas if crop == (0, 0, *canvas.size) else canvas.crop(crop)
+        factor = size[0] // out[0]
         if (resample == Image.Resampling.BOX and factor > 1
-                and size == (out_w * factor, out_h * factor)):
-            return canvas.crop(crop).reduce(factor)  # the same area average, much faster
-    return canvas.resize((out_w, out_h), resample, box=box)
+                and size == (out[0] * factor, out[1] * factor)):
+            whole = canvas if crop == (0, 0, *canvas.size) else canvas.crop(crop)
+            return whole.reduce(factor)  # the same area average, much faster
+    return canvas.resize(out, resample, box=box)
+
+
+def _tight_fits(box: tuple[float, float, float, float], out: tuple[int, int],
+                resample: Image.Resampling) -> bool:
+    """Whether a canvas of only ``box`` gives the whole-tile canvas's pixels: a copy, or the
+    BOX filter (its windows stay inside the box; wider filters see the pixels around it)."""
+    if resample == Image.Resampling.BOX:
+        return True
+    return (all(float(v).is_integer() for v in box)
+            and (box[2] - box[0], box[3] - box[1]) == out)
+
+
+def _tight(tiles: list[tuple[int, int]], decoded: Iterator[Image.Image],
+           step: tuple[int, int], target: tuple[int, int],
+           box: tuple[float, float, float, float], out: tuple[int, int],
+           resample: Image.Resampling) -> Image.Image:
+    """A box inside the level, in (reduced) level pixels: its tiles pasted into a canvas of
+    exactly the box rounded out (not whitened: the tiles cover it), then ``_finish``."""
+    left, top = math.floor(box[0]), math.floor(box[1])
+    canvas = _assembly((math.ceil(box[2]) - left, math.ceil(box[3]) - top))
+    for (tx, ty), tile in zip(tiles, decoded, strict=True):
+        checkpoint(decoded_bytes(tile))
+        if tile.size != target:
+            tile = tile.resize(target, Image.Resampling.BOX)
+        canvas.paste(tile, (tx * step[0] - left, ty * step[1] - top))
+    return _finish(canvas, (box[0] - left, box[1] - top, box[2] - left, box[3] - top), out,
+                   resample)
 
 
 def read_region(slide: SlideReader, level: int, x: int, y: int, width: int,
@@ -151,13 +197,46 @@ def read_level0_anchored(slide: SlideReader, x0: int, y0: int, level: int, width
                          dct_scaling: bool = False) -> Image.Image:
     """OpenSlide's convention: the top left is given in level-0 pixels, ``width x height``
     in ``level`` pixels. With ``out_size`` the region is resampled to it with an area
-    (antialiasing) filter when shrinking and bicubic when enlarging. White outside."""
+    (antialiasing) filter when shrinking and bicubic when enlarging. White outside.
+
+    With ``dct_scaling``, a read whose ``out_size`` is 1/2, 1/4 or 1/8 of the box
+    (``dct_factor``) and whose origin lies on that factor's grid of the level
+    (``dct_origin``) is decoded at that scale in the DCT domain: the area filter's pixels
+    (within JPEG's own error: >= 45 dB against the exact box average) at the decoder's cost.
+    Any other read is the exact area filter: the origin is never moved."""
     ds = slide.level(level).downsample
     out = out_size or (width, height)
+    factor = dct_factor(width, height, out) if dct_scaling else 1
+    if factor > 1 and dct_origin(ds, x0, y0, factor) == (x0, y0):
+        return render_region(slide, level, round(x0 / ds), round(y0 / ds), width, height, out,
+                             resample=Image.Resampling.BOX, dct_scaling=True)
     shrink = out[0] < width or out[1] < height
     resample = Image.Resampling.BOX if shrink else Image.Resampling.BICUBIC
     return render_region(slide, level, x0 / ds, y0 / ds, width, height, out,
-                         resample=resample, dct_scaling=dct_scaling)
+                         resample=resample, dct_scaling=False)
+
+
+def dct_factor(width: int, height: int, out_size: tuple[int, int]) -> int:
+    """2, 4 or 8 when ``out_size`` is exactly that fraction of ``width x height`` (a read
+    libjpeg can scale while decoding), else 1."""
+    factor = width // out_size[0] if out_size[0] > 0 else 0
+    if factor in (2, 4, 8) and (width, height) == (out_size[0] * factor, out_size[1] * factor):
+        return factor
+    return 1
+
+
+def dct_origin(downsample: float, x0: int, y0: int, factor: int) -> tuple[int, int]:
+    """The level-0 top left at or before ``(x0, y0)`` whose level coordinates (level-0 /
+    ``downsample``) are multiples of ``factor``: where a read of ``factor`` x fewer pixels than
+    its box is decoded in the DCT domain (``read_level0_anchored``). A sampler that wants that
+    cost moves its draw there and reports the result (nothing else moves it). Exact to the
+    level-0 pixel: a point within half a level-0 pixel of the grid is on it."""
+    def snap(v: int) -> int:
+        on = round(v / downsample / factor) * factor
+        if abs(on * downsample - v) <= 0.5:
+            return v
+        return round(math.floor(v / downsample / factor) * factor * downsample)
+    return snap(x0), snap(y0)
 
 
 def overview_factor(info: LevelGeometry, out_size: tuple[int, int]) -> int:

@@ -83,7 +83,7 @@ class Work:
 @contextmanager
 def counted(data: bytes, monkeypatch: pytest.MonkeyPatch) -> Iterator[Work]:
     work = Work(CountingReader(data))
-    read_ifd, decode = chain.ChainWalker.read_ifd, tiled.decode_jpeg
+    read_ifd, decode = chain.ChainWalker.read_ifd, tiled.decode_tile_jpeg
 
     def counting_read_ifd(self: chain.ChainWalker, offset: int) -> object:
         work.ifds += 1
@@ -95,7 +95,7 @@ def counted(data: bytes, monkeypatch: pytest.MonkeyPatch) -> Iterator[Work]:
 
     with monkeypatch.context() as mp:
         mp.setattr(chain.ChainWalker, "read_ifd", counting_read_ifd)
-        mp.setattr(tiled, "decode_jpeg", counting_decode)
+        mp.setattr(tiled, "decode_tile_jpeg", counting_decode)
         yield work
 
 

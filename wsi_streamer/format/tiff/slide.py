@@ -13,11 +13,11 @@ import numpy as np
 from PIL import Image
 
 from ...errors import AssociatedImageNotFound, InvalidTiff, TileOutOfBounds
-from ...io.range_reader import RangeReader, read_ranges
+from ...io.range_reader import RangeReader
 from ..base import PyramidGeometry
 from ..contract import LevelTables
 from ..jp2k import decode_jp2k
-from ..jpeg import complete_stream, decode_jpeg
+from ..jpeg_tiles import LevelJpeg, decode_tile_jpeg, level_jpeg
 from .ifd import check_value_size, decode_array, read_fields
 from .levels import TiffLevel
 from .strips import read_strip_image
@@ -41,6 +41,7 @@ class TiffSlide(PyramidGeometry):
         self.info = structure.info
         self._arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._tables: dict[int, bytes | None] = {}
+        self._jpeg: dict[int, LevelJpeg] = {}  # per level: its tables parsed once
         self._locks = [threading.Lock() for _ in structure.levels]
         self._icc: bytes | None = None
 
@@ -117,29 +118,32 @@ class TiffSlide(PyramidGeometry):
                               f"(file is {self.reader.size} bytes)")
         return offset, length
 
-    def prefetch_tiles(self, level: int, tiles: Sequence[tuple[int, int]]) -> None:
-        """Fetch the stored bytes of several tiles concurrently (block cache permitting)."""
-        if len(tiles) > 1 and hasattr(self.reader, "read_exact_many"):
-            ranges = [self.tile_range(level, tx, ty) for tx, ty in tiles]
-            read_ranges(self.reader, [r for r in ranges if r[1]])
-
     def read_raw_tile(self, level: int, x: int, y: int) -> bytes:
         """The tile's stored bytes (empty for a sparse tile), exactly one range read."""
-        offset, length = self.tile_range(level, x, y)
-        if not length:
-            return b""
-        read_exact = getattr(self.reader, "read_exact", None)
-        return read_exact(offset, length) if read_exact is not None else self.reader.read(
-            offset, length)
+        return self.read_raw_tiles(level, [(x, y)])[0]
+
+    def read_raw_tiles(self, level: int, tiles: Sequence[tuple[int, int]]) -> list[bytes]:
+        """The stored bytes of each tile (empty for a sparse one), in order: one exact range
+        each, fetched together (neighbours coalesced and groups concurrent where the reader
+        can: ``read_exact_many``), one block-store lookup per tile."""
+        ranges = [self.tile_range(level, tx, ty) for tx, ty in tiles]
+        wanted = [r for r in ranges if r[1]]
+        many = getattr(self.reader, "read_exact_many", None)
+        if many is not None:
+            fetched = iter(many(wanted) if wanted else [])
+        else:
+            read_exact = getattr(self.reader, "read_exact", None)
+            read = read_exact if read_exact is not None else self.reader.read
+            fetched = iter([read(o, n) for o, n in wanted])
+        return [next(fetched) if n else b"" for _, n in ranges]
 
     # --- decoded tiles -----------------------------------------------------------------------
     def tile_images(self, level: int, tiles: Sequence[tuple[int, int]],
                     reduce_to: tuple[int, int] | None = None) -> Iterator[Image.Image]:
-        """Decoded tiles in order, one at a time as they are taken; their stored bytes are
-        fetched first, concurrently (the block cache holds them meanwhile)."""
-        self.prefetch_tiles(level, tiles)
-        for tx, ty in tiles:
-            yield self.decode_tile(level, self.read_raw_tile(level, tx, ty), reduce_to)
+        """Decoded tiles in order, one at a time as they are taken, from the stored bytes of
+        all of them, fetched first (``read_raw_tiles``)."""
+        for data in self.read_raw_tiles(level, tiles):
+            yield self.decode_tile(level, data, reduce_to)
 
     def decode_tile(self, level: int, data: bytes,
                     reduce_to: tuple[int, int] | None = None) -> Image.Image:
@@ -150,10 +154,7 @@ class TiffSlide(PyramidGeometry):
         if not data:
             return Image.new("RGB", size, BACKGROUND)
         if info.compression == JPEG:
-            self._tile_arrays(level)  # loads the level's JPEGTables too
-            stream = complete_stream(data, self._tables.get(level),
-                                     info.photometric == PHOTOMETRIC_RGB)
-            image = decode_jpeg(stream, size, reduce_to)
+            image = decode_tile_jpeg(self._level_jpeg(level), data, size, reduce_to)
         else:
             ycbcr = info.compression == 33003 or (
                 info.compression == 34712 and info.photometric == PHOTOMETRIC_YCBCR)
@@ -163,6 +164,16 @@ class TiffSlide(PyramidGeometry):
             padded.paste(image, (0, 0))
             image = padded
         return image
+
+    def _level_jpeg(self, level: int) -> LevelJpeg:
+        """The level's JPEGTables parsed once (``jpeg_tiles.level_jpeg``); threads that race
+        on the first tile parse the same bytes and keep one result."""
+        found = self._jpeg.get(level)
+        if found is None:
+            self._tile_arrays(level)  # loads the level's JPEGTables too
+            rgb = self.structure.levels[level].photometric == PHOTOMETRIC_RGB
+            found = self._jpeg.setdefault(level, level_jpeg(self._tables.get(level), rgb))
+        return found
 
     def associated_image(self, name: str) -> Image.Image:
         image = next((a for a in self.structure.associated if a.name == name), None)
