@@ -95,8 +95,15 @@ def rgb_to_hsv_cv(rgb: np.ndarray) -> np.ndarray:
 def rgb_to_grey_cv(rgb: np.ndarray) -> np.ndarray:
     """RGB uint8 ``(..., 3)`` -> grey uint8 ``(...)``: BT.601 luma (0.299 R + 0.587 G +
     0.114 B) in OpenCV's 15-bit fixed point, equal to ``cvtColor(rgb, COLOR_RGB2GRAY)``."""
-    r, g, b = (rgb[..., channel].astype(np.int32) for channel in range(3))
-    return ((r * 9798 + g * 19235 + b * 3735 + (1 << 14)) >> 15).astype(np.uint8)
+    grey = rgb[..., 0].astype(np.uint32)  # products and sums in place (at most 2**23)
+    grey *= 9798
+    for channel, weight in ((1, 19235), (2, 3735)):
+        term = rgb[..., channel].astype(np.uint32)
+        term *= weight
+        grey += term
+    grey += 1 << 14
+    grey >>= 15
+    return grey.astype(np.uint8)
 
 
 def check_range(name: str, value: object) -> HSVRange:

@@ -252,8 +252,10 @@ def overview_factor(info: LevelGeometry, out_size: tuple[int, int]) -> int:
 
 
 def render_overview(slide: SlideReader, level: int, out_size: tuple[int, int], *,
-                    max_tiles: int, max_canvas: int) -> Image.Image:
-    """The whole of ``level`` resampled (Lanczos) to ``out_size``, which must not be larger.
+                    max_tiles: int, max_canvas: int,
+                    resample: Image.Resampling = Image.Resampling.LANCZOS) -> Image.Image:
+    """The whole of ``level`` resampled (Lanczos, or ``resample``: BOX for an area average,
+    e.g. a thumbnail for tissue detection) to ``out_size``, which must not be larger.
 
     Every tile is decoded once, reduced by ``overview_factor`` while decoding (JPEG: DCT
     scaling up to 1/8, then exact box reductions) and pasted, a row of tiles fetched at a
@@ -294,4 +296,4 @@ def render_overview(slide: SlideReader, level: int, out_size: tuple[int, int], *
     box = (0.0, 0.0, info.width / factor, info.height / factor)
     if (canvas_w, canvas_h) == out_size and all(float(v).is_integer() for v in box):
         return canvas
-    return canvas.resize(out_size, Image.Resampling.LANCZOS, box=box)
+    return canvas.resize(out_size, resample, box=box)

@@ -116,20 +116,38 @@ def _gaussian_blur(image: np.ndarray, ksize: int) -> np.ndarray:
 
 
 def _dyadic_blur(image: np.ndarray, kernel: tuple[float, ...]) -> np.ndarray:
-    """Separable blur with weights ``k / 2**n``: integer sums, rounded half up once."""
+    """Separable blur with weights ``k / 2**n``: integer sums, rounded half up once. The
+    kernels are symmetric: each pass adds mirrored pairs of shifted views in place, the rows
+    in uint16 (at most 255 x 64), the columns in uint32."""
     scale = 1 << 6  # every fixed kernel is in 64ths
     weights = [int(round(w * scale)) for w in kernel]
-    half = len(weights) // 2
+    n = len(weights)
+    half = n // 2
     height, width = image.shape
-    padded = np.pad(image, half, mode="reflect").astype(np.uint32)
-    rows = np.zeros((height + 2 * half, width), dtype=np.uint32)
-    for offset, weight in enumerate(weights):
-        rows += weight * padded[:, offset:offset + width]
-    out = np.zeros((height, width), dtype=np.uint32)
-    for offset, weight in enumerate(weights):
-        out += weight * rows[offset:offset + height]
-    total = scale * scale
-    return ((out + total // 2) // total).astype(np.uint8)
+    padded = np.pad(image, half, mode="reflect").astype(np.uint16)
+    rows = _pair_sums(padded, weights, width, axis=1)
+    out = _pair_sums(rows.astype(np.uint32), weights, height, axis=0)
+    out += scale * scale // 2
+    out >>= 12
+    return out.astype(np.uint8)
+
+
+def _pair_sums(padded: np.ndarray, weights: list[int], size: int, axis: int) -> np.ndarray:
+    """``sum(weights[i] * padded shifted by i)`` along ``axis`` (``size`` outputs), for a
+    symmetric ``weights``: one multiply per mirrored pair, no temporaries per term."""
+    n = len(weights)
+    half = n // 2
+
+    def view(i: int) -> np.ndarray:
+        return padded[:, i:i + size] if axis == 1 else padded[i:i + size]
+
+    out: np.ndarray = view(half) * padded.dtype.type(weights[half])
+    pair = np.empty_like(out)
+    for i in range(half):
+        np.add(view(i), view(n - 1 - i), out=pair)
+        pair *= padded.dtype.type(weights[i])
+        out += pair
+    return out
 
 
 def _ellipse(ksize: int) -> np.ndarray:
