@@ -15,11 +15,13 @@ Row = dict[str, Any]
 S3_SYSTEMS = ("ours-s3", "wsistream-tiffslide-s3fs")
 SHORT = {"ours-s3": "ours-s3", "ours-local": "ours-local",
          "wsistream-tiffslide-s3fs": "wsistream-s3fs",
-         "wsistream-openslide-local": "wsistream-local"}
+         "wsistream-openslide-local": "wsistream-local", "floor-decode": "floor"}
 #: (ratio row label, numerator, denominator, goal on patches/s)
 RATIOS = [("ours-s3 / wsistream-s3fs", "ours-s3", "wsistream-tiffslide-s3fs", 20.0),
           ("ours-s3 / wsistream-local", "ours-s3", "wsistream-openslide-local", 1.0),
-          ("ours-s3 / ours-local", "ours-s3", "ours-local", 0.8)]
+          ("ours-s3 / ours-local", "ours-s3", "ours-local", 0.8),
+          ("ours-s3 / floor", "ours-s3", "floor-decode", 0.0),
+          ("ours-local / wsistream-local", "ours-local", "wsistream-openslide-local", 0.0)]
 
 
 def _per_patch(value: Any, row: Row, scale: float = 1.0) -> float:
@@ -99,7 +101,7 @@ def goals(rows: list[Row], configs: Iterable[str]) -> list[dict[str, Any]]:
     for config in configs:
         group = {r["system"]: r for r in rows if r["config"] == config and not r.get("note")}
         for label, num, den, goal in RATIOS:
-            if num in group and den in group and group[den]["patches_per_s"] > 0:
+            if goal > 0 and num in group and den in group and group[den]["patches_per_s"] > 0:
                 ratio = group[num]["patches_per_s"] / group[den]["patches_per_s"]
                 out.append({"config": config, "ratio": label, "value": round(ratio, 2),
                             "goal": goal, "met": ratio >= goal})

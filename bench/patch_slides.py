@@ -46,7 +46,9 @@ class SlideSet:
 
 
 FULL = SlideSet(12, 40000, 30000, 320)
+MEDIUM = SlideSet(8, 16000, 12000, 160)  # a few minutes per row on a loaded 2-core host
 QUICK = SlideSet(3, 6144, 4096, 48)
+SETS = {"full": FULL, "medium": MEDIUM, "quick": QUICK}
 
 
 def island_grid(spec: ms.Spec, n_tissue: int) -> np.ndarray:
@@ -99,9 +101,11 @@ def write_aperio40(path: str, spec: ms.Spec, pool: np.ndarray, grid: np.ndarray)
     write_tiff(path, pages, order + [("ifd", i) for i in range(1, len(pages))])
 
 
-def ensure_slides(quick: bool, force: bool = False) -> dict[str, Any]:
-    """Create (or reuse) the slide set; returns ``{"dir", "keys", "spec", "bytes"}``."""
-    sset = QUICK if quick else FULL
+def ensure_slides(quick: bool, force: bool = False, name: str | None = None
+                  ) -> dict[str, Any]:
+    """Create (or reuse) the slide set (``name`` in ``SETS``, else quick or full); returns
+    ``{"dir", "keys", "spec", "bytes"}``."""
+    sset = SETS[name] if name else QUICK if quick else FULL
     folder = os.path.join(ms.OUT, f"patch-slides-{sset.name}")
     stamp = os.path.join(folder, "stamp.json")
     want = {"version": VERSION, "make_slides": ms.VERSION, **asdict(sset)}
@@ -132,8 +136,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="generate the patch benchmark slides")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--force", action="store_true")
+    parser.add_argument("--set", choices=sorted(SETS), help="default full (quick: quick)")
     args = parser.parse_args()
-    info = ensure_slides(args.quick, args.force)
+    info = ensure_slides(args.quick, args.force, args.set)
     print(f"{info['dir']}: {len(info['keys'])} slides, {sum(info['bytes']) / 1e9:.2f} GB")
 
 

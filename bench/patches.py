@@ -35,6 +35,7 @@ from .run import BENCH_PACKAGES, BENCH_VENV, BUCKET, ROOT, s3_server
 
 PEER_PACKAGES = ["wsistream[tiffslide,openslide]==0.1.6", "tqdm"]
 OURS = ("ours-s3", "ours-local")
+FLOOR = "floor-decode"  # decode + assemble only (``bench.patch_floor``), local files
 PEERS = ("wsistream-tiffslide-s3fs", "wsistream-openslide-local")
 Row = dict[str, Any]
 
@@ -64,8 +65,11 @@ def configs(ppslide: int) -> tuple[dict[str, tuple[str, Spec, str | None]], list
     """``{name: (description, spec, our recipe or None)}`` and notes."""
     notes: list[str] = []
     midnight = patch_ours.recipe_spec("midnight")
+    native = {**CONFIG_A, "sampler": {"class": "RandomSampler", "args": {"patch_size": 224}}}
     return {"A": ("Otsu + RandomSampler(224, target_mpp=0.5), no filter/transforms",
                   with_run(CONFIG_A, patches_per_slide=ppslide), None),
+            "N": ("Otsu + RandomSampler(224) at level 0 (the same work for every system)",
+                  with_run(native, patches_per_slide=ppslide), None),
             "B": ("Midnight recipe", with_run(midnight, patches_per_slide=ppslide),
                   "midnight")}, notes
 
@@ -77,6 +81,9 @@ def run_row(system: str, config: str, spec: Spec, recipe: str | None, slides: li
     cmd = [python, "-m", module, "--system", system, "--config", config, "--spec",
            json.dumps(spec), "--slides", json.dumps(slides), "--endpoint", endpoint,
            "--expected", str(expected)]
+    if system == FLOOR:
+        cmd = [python, "-m", "bench.patch_floor", "--config", config, "--spec",
+               json.dumps(spec), "--slides", json.dumps(slides), "--expected", str(expected)]
     if recipe and system in OURS:
         cmd += ["--recipe", recipe]
     try:
@@ -107,17 +114,20 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="3 small slides, our rows (CI)")
     parser.add_argument("--latency-ms", type=float, default=20.0)
     parser.add_argument("--patches-per-slide", type=int, help="default 100 (quick: 20)")
-    parser.add_argument("--configs", default="A,B", help="comma-separated: A, B")
-    parser.add_argument("--systems", default=",".join(OURS + PEERS),
-                        help="comma-separated subset of the four rows")
+    parser.add_argument("--configs", default="A,B",
+                        help="comma-separated: A, B, N (native 224 px at level 0)")
+    parser.add_argument("--systems", default=",".join(OURS + PEERS + (FLOOR,)),
+                        help="comma-separated subset of the rows")
+    parser.add_argument("--slide-set", choices=sorted(patch_slides.SETS),
+                        help="default full (--quick: quick); medium: 8 slides of 16000x12000")
     parser.add_argument("--no-peers", action="store_true", help="our rows only")
     parser.add_argument("--repeat", type=int, default=1,
                         help="runs per row; the one with the median patches/s is kept")
     args = parser.parse_args()
     started = time.perf_counter()
-    mode = "quick" if args.quick else "full"
+    mode = args.slide_set or ("quick" if args.quick else "full")
     ppslide = args.patches_per_slide or (20 if args.quick else 100)
-    slides = patch_slides.ensure_slides(args.quick)
+    slides = patch_slides.ensure_slides(args.quick, name=args.slide_set)
     keys: list[str] = slides["keys"]
     folder = str(slides["dir"])
     all_configs, notes = configs(ppslide)
@@ -125,7 +135,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown configs {sorted(unknown)}; choose among {sorted(all_configs)}")
     chosen = {c: all_configs[c] for c in args.configs.split(",")}
-    systems = [s for s in OURS + PEERS if s in args.systems.split(",")]
+    systems = [s for s in OURS + PEERS + (FLOOR,) if s in args.systems.split(",")]
     peers = [s for s in systems if s in PEERS]
     python = None
     if peers and not args.no_peers:
@@ -140,10 +150,12 @@ def main() -> None:
         server_pid = int(S3Counters(endpoint).get()["pid"])
         for config, (_, spec, recipe) in chosen.items():
             for system in systems:
-                local = system.endswith("-local")
+                if system == FLOOR and recipe:
+                    continue  # the floor is defined for plain reads (A, N)
+                local = system.endswith("-local") or system == FLOOR
                 paths = ([os.path.join(folder, k) for k in keys] if local
                          else [f"s3://{BUCKET}/{k}" for k in keys])
-                exe = sys.executable if system in OURS else str(python)
+                exe = sys.executable if system in OURS + (FLOOR,) else str(python)
                 runs = []
                 for i in range(max(1, args.repeat)):
                     print(f"{config}: {system} (run {i + 1}) ...", file=sys.stderr, flush=True)

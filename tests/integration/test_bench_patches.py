@@ -50,3 +50,6 @@ def test_bench_patches_quick_runs_and_counts_hold(shared_slides: Path) -> None:
         if system.startswith("wsistream"):
             assert not row.get("note") and row["patches"] > 0, row
     assert "ours-s3 / ours-local" in proc.stdout
+    floor = rows[("A", "floor-decode")]  # decode + assemble of the same patches, timed alone
+    assert floor["patches"] == rows[("A", "ours-local")]["patches"] and floor["cpu_s"] > 0
+    assert 1 <= floor["tiles_per_patch"] <= 9 and "ours-s3 / floor" in proc.stdout
