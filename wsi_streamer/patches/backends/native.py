@@ -210,12 +210,14 @@ class _Resources:
 
 class NativeBackend(StreamingSlideBackend):
     """Our reader. ``block_cache_bytes`` bounds the in-memory block store of each process;
-    ``dct_scaling`` lets reads shrunk 2x or more decode JPEG tiles at reduced scale (faster,
-    not bit-equal to an area filter). ``configure`` (called by the pipeline) sets the S3
+    ``dct_scaling`` lets a read 2, 4 or 8 times its output whose origin is on that factor's
+    grid (where samplers place it: ``slide.region.dct_origin``) decode JPEG tiles at that
+    scale: the area filter's pixels within JPEG's own error (>= 45 dB), at the decoder's cost;
+    other reads are exact either way. ``configure`` (called by the pipeline) sets the S3
     options and the host cache folder (None: no host cache)."""
 
     def __init__(self, *, block_cache_bytes: int = DEFAULT_BLOCK_BYTES,
-                 dct_scaling: bool = False, max_open_slides: int = 64) -> None:
+                 dct_scaling: bool = True, max_open_slides: int = 64) -> None:
         if block_cache_bytes <= 0:
             raise ValueError(f"block_cache_bytes must be > 0, got {block_cache_bytes}")
         self.block_cache_bytes = block_cache_bytes

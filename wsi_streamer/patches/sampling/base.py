@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ...slide.region import dct_factor, dct_origin
 from ..rng import Randomizable
 from ..types import PatchCoordinate, SlideProperties, TissueMask
 
@@ -95,8 +96,15 @@ def plan_read(props: SlideProperties, output_size: int, *, level: int = 0,
     return ReadPlan(chosen, read, output_size, lvl_mpp * read / output_size)
 
 
-def coordinate(plan: ReadPlan, x: int, y: int, slide_path: str) -> PatchCoordinate:
-    """The ``PatchCoordinate`` of a plan placed at level-0 ``(x, y)``."""
+def coordinate(plan: ReadPlan, x: int, y: int, slide_path: str,
+               downsample: float | None = None) -> PatchCoordinate:
+    """The ``PatchCoordinate`` of a plan placed at level-0 ``(x, y)``; with the level's
+    ``downsample``, a read 2, 4 or 8 times its output is moved onto that factor's grid of the
+    level (``slide.region.dct_origin``: at most factor - 1 level pixels up and left), where it
+    decodes in the DCT domain, and the coordinate reported is the one read."""
+    factor = dct_factor(plan.read_size, plan.read_size, (plan.output_size,) * 2)
+    if downsample is not None and factor > 1:
+        x, y = dct_origin(downsample, int(x), int(y), factor)
     return PatchCoordinate(x=int(x), y=int(y), level=plan.level, patch_size=plan.read_size,
                            mpp=plan.mpp, slide_path=slide_path,
                            output_size=None if plan.output_size == plan.read_size

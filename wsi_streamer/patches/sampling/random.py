@@ -67,7 +67,8 @@ class RandomSampler(PatchSampler):
             position = table.draw(self._rng)
             if position is None:
                 return
-            yield coordinate(plan, position[0], position[1], props.path)
+            yield coordinate(plan, position[0], position[1], props.path,
+                             props.level_downsamples[plan.level])
             count += 1
 
     def build_coordinate_pool(self, slide: HasProperties, tissue_mask: TissueMask,
