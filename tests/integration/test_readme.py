@@ -185,6 +185,12 @@ COVERAGE: dict[str, Run | Exempt | Output] = {
         Output("python -m bench.patches's table"),
     "python -m bench.patches":
         Exempt("minutes of benchmark; its --quick mode runs in test_bench_patches.py"),
+    "config   system                        patches patches/s  steady/s  CPU ms/p    TTFP s "
+    "GETs/patch  KB/patch   peak MB  mpp served":
+        Output("python -m bench.patches's table, with CPU ms per patch and the floor row"),
+    "python -m bench.patches --slide-set medium --configs A,N":
+        Exempt("minutes of benchmark; its --quick mode (floor row included) runs in "
+               "test_bench_patches.py"),
     # Deployment
     'docker build -t wsi_streamer . && docker run -p 3000:3000 -v "$PWD/slides:/data/slides:ro"'
     " wsi_streamer": Exempt(DOCKER),
