@@ -3,7 +3,9 @@ the tissue mask and the sampled patch boxes, a grid of patches, and both in one 
 
 Coordinates follow the pipeline's conventions: ``PatchCoordinate.x, y`` are level-0 pixels
 (top left), ``patch_size`` is in ``level`` pixels, so a patch covers the level-0 square of side
-``patch_size * level_downsamples[level]``. Every function returns a new RGB ``PIL.Image``."""
+``patch_size * level_downsamples[level]``. Every function returns a new RGB ``PIL.Image``.
+wsistream's functions (``plot_tissue_mask``, ``plot_patch_grid``, ``plot_sampling_locations``,
+``compare_transforms``: numpy arrays out) are here too, from ``viz_arrays``."""
 
 from __future__ import annotations
 
@@ -15,6 +17,10 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .types import PatchCoordinate
+from .viz_arrays import compare_transforms as compare_transforms  # wsistream's four
+from .viz_arrays import plot_patch_grid as plot_patch_grid
+from .viz_arrays import plot_sampling_locations as plot_sampling_locations
+from .viz_arrays import plot_tissue_mask as plot_tissue_mask
 
 MASK_TINT = (0, 200, 70)  # blended over tissue at MASK_ALPHA
 MASK_ALPHA = 0.3
