@@ -26,7 +26,13 @@ from .masks import MaskStore
 from .rng import child_seq, reseed
 from .sampling.base import PatchSampler, plan_read
 from .sampling.random import RandomSampler
-from .sources import NATIVE_EXTENSIONS, OPENSLIDE_EXTENSIONS, S3Options, resolve_slide_paths
+from .sources import (
+    NATIVE_EXTENSIONS,
+    OPENSLIDE_EXTENSIONS,
+    S3Options,
+    check_schemes,
+    resolve_slide_paths,
+)
 from .stats import PipelineStats
 from .tissue import OtsuTissueDetector, TissueDetector
 from .transforms import PatchTransform
@@ -130,10 +136,12 @@ class PatchPipeline:
         self.slide_paths = resolve_slide_paths(
             slide_paths, extensions=extensions, options=options,
             any_scheme=self.reader is not self.backend)
+        if self.reader is self.backend:
+            check_schemes(self.slide_paths)
         if replacement == "without_replacement":
             dupes = sorted({p for p in self.slide_paths if self.slide_paths.count(p) > 1})
             if dupes:
-                raise ValueError(f"replacement='without_replacement' needs unique slide paths; "
+                raise ValueError(f"replacement='without_replacement' requires unique slide paths; "
                                  f"duplicates: {dupes}")
         self.tissue_detector = clone(tissue_detector if tissue_detector is not None
                                      else OtsuTissueDetector(), "tissue_detector")

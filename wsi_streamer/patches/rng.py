@@ -35,13 +35,17 @@ class Randomizable:
 def reseed(component: Any, seq: np.random.SeedSequence) -> None:
     """Reseed ``component`` (and, recursively, its children) from ``seq``: the component takes
     ``seq`` itself, child ``i`` takes ``seq.spawn``-like child ``(i,)`` of it. Anything that is
-    not ``Randomizable`` is left alone, except that its children are still visited."""
+    not ``Randomizable`` keeps its state, except that a ``numpy.random.Generator`` in its
+    ``_rng`` attribute (wsistream's convention for a user's own random component) is replaced
+    by one from ``seq``; its children are visited either way."""
     if component is None:
         return
     if isinstance(component, Randomizable):
         component.set_random_state(seq)
         kids = list(component.children())
     else:
+        if isinstance(getattr(component, "_rng", None), np.random.Generator):
+            component._rng = np.random.default_rng(seq)
         kids = list(getattr(component, "transforms", None) or ())
     for index, child in enumerate(kids):
         reseed(child, child_seq(seq, index))

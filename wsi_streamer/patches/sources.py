@@ -100,11 +100,13 @@ def resolve_slide_paths(slide_paths: str | os.PathLike[str] | Iterable[str | os.
                         any_scheme: bool = False) -> list[str]:
     """Every slide named by ``slide_paths``, in order: files as given, folders expanded
     recursively (sorted, by extension), ``s3://b/k`` and ``http(s)://h/p`` kept,
-    ``s3://b/prefix/`` listed (ListObjectsV2, sorted, by extension). Raises
-    ``FileNotFoundError`` naming a missing path, an empty folder or an empty prefix;
-    ``ValueError`` for an ``http(s)://`` prefix (no listing); ``TypeError`` for an item that
-    is not a path. With ``any_scheme`` (a user's own backend reads the paths), every
-    ``scheme://...`` string is kept as given, unlisted, for that backend to understand."""
+    ``s3://b/prefix/`` listed (ListObjectsV2, sorted, by extension), any other
+    ``scheme://...`` kept as given (the backend that reads it decides; ``check_schemes``
+    refuses them for ours). Raises ``FileNotFoundError`` naming a missing path, an empty
+    folder or an empty prefix; ``ValueError`` for an ``http(s)://`` prefix (no listing) or
+    nothing at all; ``TypeError`` for an item that is not a path. With ``any_scheme`` (a
+    user's own backend reads the paths), every ``scheme://...`` string is kept as given,
+    ``s3://`` prefixes too, unlisted."""
     if isinstance(slide_paths, (str, os.PathLike)):
         items: list[Any] = [slide_paths]
     else:
@@ -114,7 +116,7 @@ def resolve_slide_paths(slide_paths: str | os.PathLike[str] | Iterable[str | os.
         if not isinstance(item, (str, os.PathLike)):
             raise TypeError(f"slide_paths: {item!r} is not a path or URL")
         entry = os.fspath(item)
-        if any_scheme and "://" in entry:
+        if "://" in entry and (any_scheme or not is_remote(entry)):
             resolved.append(entry)
         elif is_s3(entry):
             resolved.extend(_list_s3(entry, extensions, options or S3Options.from_mapping(None)))
@@ -124,14 +126,11 @@ def resolve_slide_paths(slide_paths: str | os.PathLike[str] | Iterable[str | os.
                                  "listed (plain HTTP has no listing); name each slide's URL")
             split_object_url(entry)  # a malformed URL fails here, naming itself
             resolved.append(entry)
-        elif "://" in entry:
-            raise ValueError(f"slide_paths: {entry!r}: only local paths, s3:// and "
-                             "http(s):// URLs")
         elif os.path.isdir(entry):
             found = sorted(os.path.join(root, name) for root, dirs, names in os.walk(entry)
                            for name in names if name.lower().endswith(extensions))
             if not found:
-                raise FileNotFoundError(f"slide_paths: no slide files ({', '.join(extensions)}) "
+                raise FileNotFoundError(f"slide_paths: No WSI files ({', '.join(extensions)}) "
                                         f"in folder {entry}")
             resolved.extend(found)
         elif os.path.isfile(entry):
@@ -141,6 +140,16 @@ def resolve_slide_paths(slide_paths: str | os.PathLike[str] | Iterable[str | os.
     if not resolved:
         raise ValueError("slide_paths is empty")
     return resolved
+
+
+def check_schemes(paths: Iterable[str]) -> None:
+    """``ValueError`` naming the first path our backends cannot read: a ``scheme://`` other
+    than ``s3://`` and ``http(s)://`` (a user's own backend may read those)."""
+    for path in paths:
+        if "://" in path and not is_remote(path):
+            raise ValueError(f"slide_paths: {path!r}: only local paths, s3:// and "
+                             "http(s):// URLs (a user's own SlideBackend may read other "
+                             "schemes)")
 
 
 def _list_s3(url: str, extensions: tuple[str, ...], options: S3Options) -> list[str]:

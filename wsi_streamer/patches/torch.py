@@ -30,12 +30,13 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Generator, Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import IterableDataset
 
 from ..limits import PIPELINE_OPEN_BUDGET_S
 from .backends import SlideBackend, StreamingBackend
@@ -142,24 +143,27 @@ def partition_slides_by_rank(slide_paths: PathsLike, rank: int | None = None,
         else (rank, world_size)
     rank = found_rank if rank is None else rank
     world_size = found_world if world_size is None else world_size
-    if world_size < 1 or not 0 <= rank < world_size:
+    if world_size < 1:
+        raise ValueError(f"world_size must be >= 1, got {world_size}")
+    if not 0 <= rank < world_size:
         raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
     mine = paths[rank::world_size]
     if not mine:
-        raise RuntimeError(f"rank {rank} got no slide ({len(paths)} slides, "
+        raise RuntimeError(f"rank {rank} got 0 slides ({len(paths)} slides over "
                            f"{world_size} ranks)")
     return RankPartition(mine, rank, world_size)
 
 
 def image_tensor(image: np.ndarray, output_dtype: str) -> torch.Tensor:
     """HWC (or HW) array -> contiguous CHW tensor: uint8 as is, or float32 (uint8 / 255,
-    float images unscaled). ``TypeError`` for a non-uint8 image with ``"uint8"``."""
+    float images unscaled). ``ValueError`` for a non-uint8 image with ``"uint8"``."""
     chw = np.moveaxis(image if image.ndim == 3 else image[:, :, None], -1, 0)
     if output_dtype == "uint8":
         if image.dtype != np.uint8:
-            raise TypeError(f"output_dtype='uint8' needs uint8 images, got {image.dtype}: "
-                            "drop NormalizeTransform (or any float transform) and normalise "
-                            "the batch on the device, or use output_dtype='float32'")
+            raise ValueError(f"output_dtype='uint8' needs uint8 images, got dtype "
+                             f"{image.dtype}: drop NormalizeTransform (or any float transform) "
+                             "and normalise the batch on the device, or use "
+                             "output_dtype='float32'")
         return torch.from_numpy(np.array(chw, order="C"))
     out = np.empty(chw.shape, np.float32)
     if image.dtype == np.uint8:
@@ -282,13 +286,17 @@ class WsiStreamDataset(IterableDataset[dict[str, Any]]):
                             world_size * num_workers, self.seed, epoch, iteration, self.cycle)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        info = get_worker_info()
+        info = torch.utils.data.get_worker_info()  # looked up per call: patchable, as wsistream's
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        cv2 = sys.modules.get("cv2")  # a user's (albumentations'): never imported here
+        if info is not None and cv2 is not None:
+            cv2.setNumThreads(0)  # its thread pool deadlocks in forked workers
         rank, world = self.rank_and_world_size()
         self._iterations += 1
         # One loader iteration: its workers share the DataLoader's base seed (drawn per
         # iter(loader)) and, when persistent, their count of iterations.
-        identity = (f"w{info.seed - info.id}:{self._iterations}" if info is not None
+        base = getattr(info, "seed", None)  # a stand-in WorkerInfo may lack it
+        identity = (f"w{base - worker}:{self._iterations}" if base is not None
                     else f"m{os.getpid()}:{self._iterations}")
         try:
             epoch, iteration = self._shared.claim_iteration(identity)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import pickle
 import socket
 import tempfile
 import threading
@@ -97,6 +98,9 @@ def _measure(make_dataset: MakeDataset, slides: list[str], cfg: dict[str, Any],
              barrier: Callable[[], None]) -> dict[str, Any]:
     dataset = make_dataset(slides, cfg["pool_size"], cfg["patches_per_slide"],
                            cfg["patches_per_visit"], cfg["seed"])
+    if getattr(dataset, "cycle", True) is False:
+        raise ValueError("benchmark_throughput needs an endless dataset: make_dataset must "
+                         "build it with cycle=True")
     kwargs: dict[str, Any] = {"batch_size": cfg["batch_size"], "num_workers": cfg["num_workers"],
                               "pin_memory": cfg["pin_memory"]}
     if cfg["num_workers"] > 0:
@@ -210,18 +214,32 @@ def benchmark_throughput(make_dataset: MakeDataset, slide_paths: Any,
     (``torch.multiprocessing.spawn``, gloo on loopback), each given its ``RankPartition``
     (so wsistream's ``WsiStreamDataset`` can be measured the same way). Workers start the
     platform's default way (wsistream's default is "spawn", whose start-up counts in the
-    time to first batch). Prints one line per configuration when ``verbose``."""
+    time to first batch). The first batch is never in the measured window (its time is the
+    time to first batch), so ``warmup_batches`` counts it and may be 0. Raises ``ValueError``
+    for a dataset built with ``cycle=False``, ``RuntimeError`` when there are fewer slides
+    than ranks, ``TypeError`` for an unpicklable factory with ``world_size > 1``. Prints one
+    line per configuration when ``verbose``."""
     from .sources import S3Options, resolve_slide_paths
 
     slides = resolve_slide_paths(slide_paths, options=S3Options.from_mapping(storage_options))
-    if world_size < 1 or len(slides) < world_size:
-        raise ValueError(f"world_size must be in [1, {len(slides)} slides], got {world_size}")
-    if warmup_batches < 1 or measure_batches < 1:
-        raise ValueError("warmup_batches and measure_batches must be >= 1")
+    configs = list(itertools.product(_as_list(num_workers), _as_list(pool_size),
+                                     _as_list(patches_per_slide), _as_list(patches_per_visit)))
+    if world_size < 1:
+        raise ValueError(f"world_size must be >= 1, got {world_size}")
+    if len(slides) < world_size:
+        raise RuntimeError(f"All {len(configs)} configurations failed: each of the "
+                           f"{world_size} ranks needs a slide, and there are {len(slides)}")
+    if warmup_batches < 0 or measure_batches < 1:
+        raise ValueError("warmup_batches must be >= 0 and measure_batches >= 1")
+    if world_size > 1:
+        try:
+            pickle.dumps(make_dataset)
+        except (pickle.PicklingError, AttributeError, TypeError) as exc:
+            raise TypeError(f"make_dataset {make_dataset!r} is not picklable: with "
+                            "world_size > 1 it goes to spawned processes; define it at "
+                            "module level") from exc
     results = []
-    for nw, ps, pps, ppv in itertools.product(_as_list(num_workers), _as_list(pool_size),
-                                              _as_list(patches_per_slide),
-                                              _as_list(patches_per_visit)):
+    for nw, ps, pps, ppv in configs:
         cfg = {"num_workers": nw, "pool_size": ps, "patches_per_slide": pps,
                "patches_per_visit": ppv, "batch_size": batch_size, "seed": seed,
                "warmup_batches": warmup_batches, "measure_batches": measure_batches,

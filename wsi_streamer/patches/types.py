@@ -129,10 +129,12 @@ class PatchResult:
     views: dict[str, np.ndarray] | None = None
 
     def __post_init__(self) -> None:
-        if (self.image is None) == (self.views is None):
-            raise ValueError("PatchResult needs exactly one of image and views")
+        if self.image is None and self.views is None:
+            raise ValueError("PatchResult needs either image or views")
+        if self.image is not None and self.views is not None:
+            raise ValueError("PatchResult cannot have both image and views")
         if self.views is not None and not self.views:
-            raise ValueError("PatchResult views must not be empty")
+            raise ValueError("PatchResult views must hold at least one view")
 
 
 # wsistream's ``types`` path also names the slide-path resolver and the extension set (defined

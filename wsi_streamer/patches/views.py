@@ -76,6 +76,11 @@ class RandomResizedCrop(Randomizable, PatchTransform):
         self.seed = seed
         self.resample = resample
         self._filter = resample_filter(resample)
+        self.__post_init__()
+
+    def __post_init__(self) -> None:
+        """Runs last in ``__init__``: wsistream's crop is a dataclass, and its users' subclasses
+        add their own state by overriding this (calling ``super().__post_init__()``)."""
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         return self.apply_params(image, self.sample_params(image))
@@ -154,7 +159,7 @@ class ViewConfig:
                     f"patch_size_override must be an int >= 1, got {self.patch_size_override}")
         if self.count > 1 and self.crop is None and self.transforms is None:
             warnings.warn(f"ViewConfig(name={self.name!r}, count={self.count}) has no crop or "
-                          f"transforms: its {self.count} outputs are identical", UserWarning,
+                          f"transforms: its {self.count} outputs are identical copies", UserWarning,
                           stacklevel=3)
 
     def output_names(self) -> list[str]:

@@ -3,6 +3,7 @@
 from .detectors import (
     CLAMTissueDetector,
     CombinedTissueDetector,
+    Downsample,
     HSVTissueDetector,
     OtsuTissueDetector,
     TissueDetector,
@@ -15,5 +16,6 @@ __all__ = [
     "HSVTissueDetector",
     "CombinedTissueDetector",
     "CLAMTissueDetector",
+    "Downsample",
     "normalize_downsample",
 ]
