@@ -24,14 +24,16 @@ NATIVE_EXTENSIONS = tuple(dict.fromkeys(ext for d in NATIVE_FORMATS for ext in d
 OPENSLIDE_EXTENSIONS = NATIVE_EXTENSIONS + (".ndpi", ".mrxs", ".vms", ".vmu", ".scn", ".bif",
                                             ".svslide")
 WSI_EXTENSIONS = frozenset(OPENSLIDE_EXTENSIONS)
-_S3_OPTION_NAMES = ("endpoint_url", "region_name", "profile_name", "anonymous",
-                    "requester_pays")
+_S3_OPTION_NAMES = ("endpoint_url", "region", "region_name", "profile_name", "anonymous",
+                    "requester_pays")  # region: the storage layer's name; region_name: boto3's
 
 
 @dataclass(frozen=True)
 class S3Options:
-    """``storage_options`` for S3; unset fields fall back to the boto3 credential chain and
-    ``WSI_S3_ENDPOINT`` / ``WSI_S3_REGION`` (read when the options are built)."""
+    """``storage_options`` for S3, in the storage layer's vocabulary (``open_storage``'s
+    ``endpoint_url, region, profile_name, anonymous, requester_pays``; boto3's ``region_name``
+    is the same setting as ``region``); unset fields fall back to the boto3 credential chain
+    and ``WSI_S3_ENDPOINT`` / ``WSI_S3_REGION`` (read when the options are built)."""
 
     endpoint_url: str | None = None
     region_name: str = "us-east-1"
@@ -48,9 +50,14 @@ class S3Options:
         if unknown:
             raise ValueError(f"storage_options: unknown option(s) {unknown}; "
                              f"known: {list(_S3_OPTION_NAMES)}")
+        if opts.get("region") and opts.get("region_name") and (
+                opts["region"] != opts["region_name"]):
+            raise ValueError(f"storage_options: region {opts['region']!r} and region_name "
+                             f"{opts['region_name']!r} name one setting; give one")
+        region = opts.get("region") or opts.get("region_name")
         return cls(
             endpoint_url=opts.get("endpoint_url") or env.get("WSI_S3_ENDPOINT") or None,
-            region_name=opts.get("region_name") or env.get("WSI_S3_REGION") or "us-east-1",
+            region_name=region or env.get("WSI_S3_REGION") or "us-east-1",
             profile_name=opts.get("profile_name"),
             anonymous=bool(opts.get("anonymous", False)),
             requester_pays=bool(opts.get("requester_pays", False)),

@@ -147,3 +147,13 @@ def test_views_errors_and_the_crop_subclass_hook() -> None:
             self.params: list[int] = []
 
     assert Recording(size=4, scale=(0.5, 1.0)).params == []
+
+
+def test_storage_options_take_the_storage_layer_region_name() -> None:
+    from wsi_streamer.patches.sources import S3Options
+
+    env: dict[str, str] = {}
+    assert S3Options.from_mapping({"region": "eu-west-1"}, env).region_name == "eu-west-1"
+    assert S3Options.from_mapping({"region_name": "eu-west-1"}, env).region_name == "eu-west-1"
+    with pytest.raises(ValueError, match="one setting"):
+        S3Options.from_mapping({"region": "eu-west-1", "region_name": "us-east-2"}, env)
