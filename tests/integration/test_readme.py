@@ -188,6 +188,9 @@ COVERAGE: dict[str, Run | Exempt | Output] = {
     "config   system                        patches patches/s  steady/s  CPU ms/p    TTFP s "
     "GETs/patch  KB/patch   peak MB  mpp served":
         Output("python -m bench.patches's table, with CPU ms per patch and the floor row"),
+    "scripts/wsistream_compat.sh --no-unit --min-passed 0 -- -m e2e --slide-dir DIR --backend "
+    "openslide": Exempt("wsistream's e2e suite in its own venv over a folder of TCGA-named real "
+                        "slides (minutes); its unit suite runs in .ci/run with a floor"),
     "python -m bench.patches --slide-set medium --configs A,N":
         Exempt("minutes of benchmark; its --quick mode (floor row included) runs in "
                "test_bench_patches.py"),
