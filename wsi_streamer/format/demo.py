@@ -16,8 +16,7 @@ import struct
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from .tiff.tags import Tag
-from .tiff.writer import _jpeg, _rational, pyramid, write_ifd, write_pyramid
+from .tiff.writer import _jpeg, level_entries, pyramid, write_ifd, write_pyramid
 
 DEMO_MPP = 0.25  # microns per level-0 pixel (a 40x scan)
 DEMO_SIZE = (49152, 36864)  # a whole slide: 12.3 x 9.2 mm at 0.25 um/px
@@ -96,19 +95,8 @@ def _write_whole_slide(painted: Image.Image, size: tuple[int, int], d: int,
         levels.append((level.width, level.height, offsets, counts))
     link = 4
     for index, (width, height, offsets, counts) in enumerate(levels):
-        ratio = _rational(10000.0 / (DEMO_MPP * 2**index))
-        entries: list[tuple[int, str, list[int] | bytes]] = [
-            (Tag.NEW_SUBFILE_TYPE, "I", [1 if index else 0]),
-            (Tag.IMAGE_WIDTH, "I", [width]), (Tag.IMAGE_LENGTH, "I", [height]),
-            (Tag.BITS_PER_SAMPLE, "H", [8, 8, 8]), (Tag.COMPRESSION, "H", [7]),
-            (Tag.PHOTOMETRIC, "H", [6]), (Tag.SAMPLES_PER_PIXEL, "H", [3]),
-            (Tag.PLANAR_CONFIGURATION, "H", [1]),
-            (Tag.TILE_WIDTH, "H", [tile]), (Tag.TILE_LENGTH, "H", [tile]),
-            (Tag.TILE_OFFSETS, "I", offsets), (Tag.TILE_BYTE_COUNTS, "I", counts),
-            (Tag.X_RESOLUTION, "R", ratio), (Tag.Y_RESOLUTION, "R", ratio),
-            (Tag.RESOLUTION_UNIT, "H", [3])]
-        if index == 0:
-            entries.append((Tag.IMAGE_DESCRIPTION, "s", DEMO_DESCRIPTION.encode() + b"\0"))
+        entries = level_entries(index, width, height, tile, offsets, counts, mpp=DEMO_MPP,
+                                description=DEMO_DESCRIPTION)
         ifd = write_ifd(out, sorted(entries), False)
         here = out.tell()
         out.seek(link)

@@ -12,7 +12,7 @@ from flask import Blueprint, Response, render_template, request
 
 from .params import parse_int
 from .services import services
-from .viewer import CSP
+from .viewer import html_page
 
 bp = Blueprint("index", __name__)
 
@@ -34,12 +34,7 @@ def index() -> Response:
     html = render_template("index.html", slides=slides, more=more,
                            storage=svc.config.storage_description if not svc.config.auth_enabled
                            else "", auth=svc.config.auth_enabled, root=root)
-    response = Response(html, mimetype="text/html")
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Content-Security-Policy"] = CSP
-    response.headers["X-Frame-Options"] = "DENY"
-    response.headers["Referrer-Policy"] = "no-referrer"
-    return response
+    return html_page(html)
 
 
 def viewer_url(base: str, slide_id: str) -> str:

@@ -52,7 +52,12 @@ def viewer_context(slide_id: str) -> dict[str, Any]:
 
 @bp.route("/view/<path:slide_id>", methods=["GET"])
 def view(slide_id: str) -> Response:
-    html = render_template("viewer.html", **viewer_context(slide_id))
+    return html_page(render_template("viewer.html", **viewer_context(slide_id)))
+
+
+def html_page(html: str) -> Response:
+    """A page of ours: never cached (it may carry a signed token), scripts and styles only
+    from this server (``CSP``), never framed, no Referer to other sites."""
     response = Response(html, mimetype="text/html")
     response.headers["Cache-Control"] = "no-store"
     response.headers["Content-Security-Policy"] = CSP

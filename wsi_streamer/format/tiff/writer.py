@@ -54,21 +54,8 @@ def write_pyramid(image: Image.Image, tile: int = 256, quality: int = 85,
                 out.write(data)
                 if out.tell() % 2:
                     out.write(b"\0")
-        entries: list[tuple[int, str, list[int] | bytes]] = [
-            (Tag.NEW_SUBFILE_TYPE, "I", [1 if index else 0]),
-            (Tag.IMAGE_WIDTH, "I", [width]), (Tag.IMAGE_LENGTH, "I", [height]),
-            (Tag.BITS_PER_SAMPLE, "H", [8, 8, 8]), (Tag.COMPRESSION, "H", [7]),
-            (Tag.PHOTOMETRIC, "H", [6]), (Tag.SAMPLES_PER_PIXEL, "H", [3]),
-            (Tag.PLANAR_CONFIGURATION, "H", [1]),
-            (Tag.TILE_WIDTH, "H", [tile]), (Tag.TILE_LENGTH, "H", [tile]),
-            (Tag.TILE_OFFSETS, off_code, offsets), (Tag.TILE_BYTE_COUNTS, "I", counts),
-        ]
-        if mpp is not None:
-            ratio = _rational(10000.0 / (mpp * 2**index))
-            entries += [(Tag.X_RESOLUTION, "R", ratio), (Tag.Y_RESOLUTION, "R", ratio),
-                        (Tag.RESOLUTION_UNIT, "H", [3])]
-        if description and index == 0:
-            entries.append((Tag.IMAGE_DESCRIPTION, "s", description.encode() + b"\0"))
+        entries = level_entries(index, width, height, tile, offsets, counts, off_code=off_code,
+                                mpp=mpp, description=description)
         ifd_pos = write_ifd(out, sorted(entries), bigtiff)
         here = out.tell()
         out.seek(link_pos)
@@ -76,6 +63,31 @@ def write_pyramid(image: Image.Image, tile: int = 256, quality: int = 85,
         out.seek(here)
         link_pos = ifd_pos + (8 if bigtiff else 2) + len(entries) * (20 if bigtiff else 12)
     return out.getvalue()
+
+
+def level_entries(index: int, width: int, height: int, tile: int, offsets: list[int],
+                  counts: list[int], *, off_code: str = "I", mpp: float | None = None,
+                  description: str = "") -> list[tuple[int, str, list[int] | bytes]]:
+    """The IFD entries of pyramid level ``index`` (a reduced image past 0) of JPEG YCbCr
+    ``tile`` px tiles at ``offsets``/``counts``: with ``mpp`` its X/YResolution in pixels per
+    centimetre for its own scale (``mpp * 2**index``), with ``description`` (level 0) the
+    ImageDescription."""
+    entries: list[tuple[int, str, list[int] | bytes]] = [
+        (Tag.NEW_SUBFILE_TYPE, "I", [1 if index else 0]),
+        (Tag.IMAGE_WIDTH, "I", [width]), (Tag.IMAGE_LENGTH, "I", [height]),
+        (Tag.BITS_PER_SAMPLE, "H", [8, 8, 8]), (Tag.COMPRESSION, "H", [7]),
+        (Tag.PHOTOMETRIC, "H", [6]), (Tag.SAMPLES_PER_PIXEL, "H", [3]),
+        (Tag.PLANAR_CONFIGURATION, "H", [1]),
+        (Tag.TILE_WIDTH, "H", [tile]), (Tag.TILE_LENGTH, "H", [tile]),
+        (Tag.TILE_OFFSETS, off_code, offsets), (Tag.TILE_BYTE_COUNTS, "I", counts),
+    ]
+    if mpp is not None:
+        ratio = _rational(10000.0 / (mpp * 2**index))
+        entries += [(Tag.X_RESOLUTION, "R", ratio), (Tag.Y_RESOLUTION, "R", ratio),
+                    (Tag.RESOLUTION_UNIT, "H", [3])]
+    if description and index == 0:
+        entries.append((Tag.IMAGE_DESCRIPTION, "s", description.encode() + b"\0"))
+    return entries
 
 
 def _rational(value: float) -> list[int]:
