@@ -769,7 +769,7 @@ def test_nginx_conf_static() -> None:
                  "$http_referer", "$arg_"):
         assert leak not in fmt, leak
     assert re.findall(r"^\s*access_log ([^;]+);", code, re.M) == [
-        "/dev/stdout wsi_streamer", "off"]
+        "/dev/stdout wsi_streamer", "off", "off"]  # the two probes (/health, /health/ready)
     for status in ("400", "413", "414", "494", "502", "504"):
         assert re.search(rf"^\s*error_page [^;]*\b{status}\b", code, re.M), status
 
