@@ -73,8 +73,15 @@ def test_concurrent_cold_requests_render_once_per_process(
     path = f"/tiles/{SLIDE}/0/2/3.jpg"
     with ThreadPoolExecutor(max_workers=100) as pool:
         responses = list(pool.map(lambda _: fresh_get(server, path), range(100)))
-    assert all(r.status_code == 200 for r in responses)
-    assert len({r.content for r in responses}) == 1
+    # 100 connections on 2 x 16 threads: a request that finds its worker's 15 storage slots
+    # held (issue 26: one thread stays free for /health) waits 1 s, then may be shed with
+    # 503 overloaded + Retry-After when reads are slow (a loaded machine); never anything else.
+    shed = [r for r in responses if r.status_code == 503]
+    assert all(r.json()["error"] == "overloaded" and r.headers["Retry-After"] for r in shed)
+    served = [r for r in responses if r.status_code == 200]
+    assert len(served) + len(shed) == 100 and len(served) >= 15, [  # one worker's slots
+        r.status_code for r in responses]
+    assert len({r.content for r in served}) == 1
     lines = server.access_lines(path)
     assert len(lines) == 100
     renders = Counter(_PID.search(line).group(1)  # type: ignore[union-attr]
