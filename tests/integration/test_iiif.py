@@ -259,13 +259,13 @@ def test_a_region_reads_only_the_tiles_it_covers(app: Flask, client: Any,
     tiles its 350x250 level-1 box covers, each once, and nothing else."""
     slide = services(app).tiles.slide(SLIDE)
     reads: list[tuple[int, int, int]] = []
-    real = type(slide).read_raw_tile
+    real = type(slide).read_raw_tiles  # every tile read of a render goes through it
 
-    def counting(self: Any, level: int, x: int, y: int) -> bytes:
-        reads.append((level, x, y))
-        return real(self, level, x, y)
+    def counting(self: Any, level: int, tiles: list[tuple[int, int]]) -> list[bytes]:
+        reads.extend((level, x, y) for x, y in tiles)
+        return real(self, level, tiles)
 
-    monkeypatch.setattr(type(slide), "read_raw_tile", counting)
+    monkeypatch.setattr(type(slide), "read_raw_tiles", counting)
     response = client.get(f"{BASE}/300,300,700,500/350,/0/default.png")
     assert response.status_code == 200
     assert sorted(reads) == [(1, 0, 0), (1, 0, 1), (1, 1, 0), (1, 1, 1)]

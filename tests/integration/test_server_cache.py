@@ -85,7 +85,7 @@ def test_concurrent_cold_requests_render_once_per_process(
     lines = server.access_lines(path)
     assert len(lines) == 100
     renders = Counter(_PID.search(line).group(1)  # type: ignore[union-attr]
-                      for line in lines if "cache_hit=false" in line)
+                      for line in lines if "cache_hit=false" in line and f"{path} 200 " in line)
     assert renders and all(count == 1 for count in renders.values()), renders
     tile_reads = [line for line in lines if "storage_requests=0" not in line]
     assert len(tile_reads) <= 2 * 2, tile_reads  # open + tile read, at most per process
