@@ -8,12 +8,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 import requests
 
@@ -92,3 +94,20 @@ def gunicorn(env: Mapping[str, str], log_path: Path, workers: int = 1, threads: 
         yield server
     finally:
         stop_process(process)
+
+
+H = TypeVar("H", bound=BaseHTTPRequestHandler)
+
+
+@contextmanager
+def serving(handler: type[H]) -> Iterator[tuple[str, type[H]]]:
+    """``handler`` on a loopback port, in a thread, until the block ends: (base URL, handler)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", handler
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

@@ -5,15 +5,15 @@ origin here is a small conforming server on loopback that counts what it was sen
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from email.utils import parsedate_to_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
 
+from tests.servers import serving
 from wsi_streamer.io.http import HttpStorage
 
 DATA = bytes(range(256)) * 8
@@ -73,15 +73,8 @@ class Conforming(BaseHTTPRequestHandler):
 @contextmanager
 def conforming(etag: str) -> Iterator[tuple[str, type[Conforming]]]:
     handler = type("Origin", (Conforming,), {"etag": etag, "seen": []})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", handler
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with serving(handler) as origin:
+        yield origin
 
 
 @pytest.mark.parametrize(("etag", "pin"), [

@@ -12,14 +12,13 @@ import io
 import os
 import pwd
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import pytest
@@ -30,7 +29,7 @@ from tests.fixtures.patch_slides import write_islands_svs
 from tests.fixtures.slides import make_svs
 from tests.integration.test_deploy import nginx_binary, run_nginx, stop
 from tests.integration.test_s3_engine import HttpCounter
-from tests.servers import free_port
+from tests.servers import free_port, serving
 from wsi_streamer.config import Config
 from wsi_streamer.errors import (
     ObjectChanged,
@@ -408,26 +407,11 @@ class _Scripted(BaseHTTPRequestHandler):
         pass
 
 
-H = TypeVar("H", bound=BaseHTTPRequestHandler)
-
-
-@contextmanager
-def _serving(handler: type[H]) -> Iterator[tuple[str, type[H]]]:
-    """``handler`` on a loopback port, in a thread, until the block ends."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", handler
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 @pytest.fixture
 def scripted() -> Iterator[tuple[str, type[_Scripted]]]:
-    with _serving(type("Handler", (_Scripted,), {"script": {}, "seen": []})) as served:
+    with serving(type("Handler", (_Scripted,), {"script": {}, "seen": []})) as served:
         yield served
 
 
@@ -520,7 +504,7 @@ class _Recording(BaseHTTPRequestHandler):
 
 
 def _recording(target: str = "") -> AbstractContextManager[tuple[str, type[_Recording]]]:
-    return _serving(type("Recording", (_Recording,), {"target": target, "seen": []}))
+    return serving(type("Recording", (_Recording,), {"target": target, "seen": []}))
 
 
 def test_headers_are_sent_and_redirects_stay_within_the_origin() -> None:
