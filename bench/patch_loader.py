@@ -1,7 +1,7 @@
 """DataLoader benchmark: ``python -m bench.patch_loader [--quick] [--latency-ms 20]``.
 
 The rows of issue 10: ``torch.utils.data.DataLoader`` over a patch dataset, at 0 and 2 workers,
-every row timed by OUR ``wsi_streamer.patches.torch_bench.benchmark_throughput`` (the same
+every row timed by OUR ``wsi_streamer.patches.torch.bench.benchmark_throughput`` (the same
 window and measures for all: effective patches/s over a fixed number of batches after a
 warm-up, p50 / p95 batch time, time to first batch from ``iter(loader)``, peak PSS of the
 process and its workers), one fresh process per row:
@@ -132,7 +132,7 @@ def ours_row_main() -> None:
     args = row_parser(OURS).parse_args()
     set_fake_aws()
     import wsi_streamer
-    from wsi_streamer.patches.torch_bench import benchmark_throughput
+    from wsi_streamer.patches.torch.bench import benchmark_throughput
 
     with tempfile.TemporaryDirectory(prefix="bench-loader-cache-") as cache_dir:
         factory = functools.partial(make_ours_dataset, system=args.row,
@@ -370,7 +370,7 @@ def main() -> None:
     print(table(rows, workers_list))
     for g in goal_rows if not args.quick else ():
         print(f"goal: {g['goal']}: {g['value']:.2f}: {'met' if g['met'] else 'NOT met'}")
-    print("notes: every row timed by wsi_streamer.patches.torch_bench.benchmark_throughput in "
+    print("notes: every row timed by wsi_streamer.patches.torch.bench.benchmark_throughput in "
           "its own process: eff/s = patches over the measured batches / their wall time; "
           "p50/p95 of the time next(loader) took per measured batch; 1st batch from "
           "iter(loader) (worker start-up, slide opens, tissue detection included; the "

@@ -9,10 +9,11 @@ venv must not). One process per row:
   its workers, so they inherit it);
 - ``wsistream-openslide-local``: ``OpenSlideBackend`` on the local copies.
 
-Our ``benchmark_throughput`` is imported without ``wsi_streamer.patches/__init__`` (which
-needs the project's own dependencies): only ``torch_bench``, ``torch_monitor`` and
-``sources`` (with ``wsi_streamer.io.s3``, i.e. boto3, about 10 MB) are loaded into this
-process, i.e. the same code the project venv runs for our rows.
+Our ``benchmark_throughput`` is imported without the ``__init__`` of ``wsi_streamer.patches``
+and ``wsi_streamer.patches.torch`` (which need the project's own dependencies): only
+``torch.bench``, ``torch.monitor``, ``torch.ranks`` and ``sources`` (with
+``wsi_streamer.io.s3``, i.e. boto3, about 10 MB) are loaded into this process, i.e. the same
+code the project venv runs for our rows.
 """
 
 from __future__ import annotations
@@ -32,19 +33,22 @@ DROPPED: list[str] = []
 
 
 def import_benchmark_throughput() -> Any:
-    """``wsi_streamer.patches.torch_bench.benchmark_throughput`` from this checkout, with
-    ``wsi_streamer.patches`` registered as a bare package (its ``__init__`` not run)."""
+    """``wsi_streamer.patches.torch.bench.benchmark_throughput`` from this checkout, with
+    ``wsi_streamer.patches`` and ``wsi_streamer.patches.torch`` registered as bare packages
+    (their ``__init__`` not run)."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     if root not in sys.path:
         sys.path.insert(0, root)
     import wsi_streamer
 
-    name = "wsi_streamer.patches"
-    if name not in sys.modules:
-        pkg = types.ModuleType(name)
-        pkg.__path__ = [os.path.join(os.path.dirname(wsi_streamer.__file__), "patches")]
-        sys.modules[name] = pkg
-    from wsi_streamer.patches.torch_bench import benchmark_throughput
+    folder = os.path.dirname(wsi_streamer.__file__)
+    for name in ("patches", "patches/torch"):
+        dotted = "wsi_streamer." + name.replace("/", ".")
+        if dotted not in sys.modules:
+            pkg = types.ModuleType(dotted)
+            pkg.__path__ = [os.path.join(folder, name)]
+            sys.modules[dotted] = pkg
+    from wsi_streamer.patches.torch.bench import benchmark_throughput
 
     return benchmark_throughput
 

@@ -77,7 +77,8 @@ SHM_SCRIPT = textwrap.dedent("""
     import errno, json, logging, os, sys
     logging.basicConfig(level=logging.INFO, format="LOG %(levelname)s %(name)s %(message)s")
     from torch.utils.data import DataLoader
-    from wsi_streamer.patches import RandomSampler, torch_stats
+    from wsi_streamer.patches import RandomSampler
+    from wsi_streamer.patches.torch import stats as torch_stats
     from wsi_streamer.patches.torch import WsiStreamDataset
 
     folder, slides = sys.argv[1], json.loads(sys.argv[2])

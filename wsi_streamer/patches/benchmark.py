@@ -1,6 +1,6 @@
 """wsistream's ``benchmark`` path: ``benchmark_throughput`` and ``BenchmarkResult`` (defined in
-``torch_bench``; torch needed)."""
+``torch.bench``; torch needed)."""
 
-from .torch_bench import BenchmarkResult, benchmark_throughput
+from .torch.bench import BenchmarkResult, benchmark_throughput
 
 __all__ = ["BenchmarkResult", "benchmark_throughput"]

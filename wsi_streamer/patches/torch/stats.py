@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from .torch_slots import (
+from .slots import (
     CAPACITY,
     ENTRY,
     FMAX,

@@ -1,4 +1,4 @@
-"""The writing side of the dataset statistics (``torch_stats``): one slot per writing
+"""The writing side of the dataset statistics (``stats``): one slot per writing
 process, a header and a table of named 64-bit values, mapped and updated in place after every
 patch; ``PipelineRecorder`` adds a pipeline's deltas to it. ``reserve`` gives a file its pages
 when it is made, so a full ``/dev/shm`` can never take a mapped page away later (SIGBUS)."""
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from .pipeline import PatchPipeline
+    from ..pipeline import PatchPipeline
 
 logger = logging.getLogger(__name__)
 

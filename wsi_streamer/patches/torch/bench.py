@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import DataLoader, IterableDataset
 
-from .torch_monitor import batch_size_of
+from .monitor import batch_size_of
 
 # wsistream's factory: (slide_paths, pool_size, patches_per_slide, patches_per_visit, seed)
 MakeDataset = Callable[[list[str], int, int, int, int], IterableDataset[Any]]
@@ -141,7 +141,7 @@ def _rank_main(rank: int, world: int, port: int, out: str, make_dataset: MakeDat
                slides: list[str], cfg: dict[str, Any]) -> None:
     import torch.distributed as dist
 
-    from .torch import partition_slides_by_rank
+    from .ranks import partition_slides_by_rank
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                             world_size=world)
@@ -219,7 +219,7 @@ def benchmark_throughput(make_dataset: MakeDataset, slide_paths: Any,
     for a dataset built with ``cycle=False``, ``RuntimeError`` when there are fewer slides
     than ranks, ``TypeError`` for an unpicklable factory with ``world_size > 1``. Prints one
     line per configuration when ``verbose``."""
-    from .sources import S3Options, resolve_slide_paths
+    from ..sources import S3Options, resolve_slide_paths
 
     slides = resolve_slide_paths(slide_paths, options=S3Options.from_mapping(storage_options))
     configs = list(itertools.product(_as_list(num_workers), _as_list(pool_size),
