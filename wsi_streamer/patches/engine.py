@@ -18,40 +18,70 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import numpy as np
 
 from .. import limits
-from .slots import Entry, Opened, Pending, Streak, Task, no_patches_message
+from .slots import Entry, Opened, Pending, ReadResult, Streak, Task, no_patches_message
+from .stats import PipelineStats
 from .types import NoPatchesError, PatchCoordinate, PatchResult
-from .views import apply_views
 
-if TYPE_CHECKING:
-    from .pipeline import PatchPipeline
-
-__all__ = ["MAX_OPEN_ATTEMPTS", "Entry", "Opened", "StreamRun"]
+__all__ = ["MAX_OPEN_ATTEMPTS", "Entry", "Opened", "RunInput", "Schedule", "StreamRun"]
 logger = logging.getLogger(__name__)
 MAX_OPEN_ATTEMPTS = 3  # a slide that fails to open is retried at most twice per run
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """The pool schedule of one run (validated by ``PatchPipeline``)."""
+
+    slide_paths: tuple[str, ...]  # every slide of the stream, duplicates included
+    pool_size: int  # slides open at once
+    patches_per_slide: int  # attempts per open (every outcome counts)
+    patches_per_visit: int  # attempts per visit of a pool slot
+    cycle: bool  # queue the next pass when the queue runs out
+    prefetch: int  # patches planned ahead of the consumer
+    io_threads: int  # reads in flight
+    open_threads: int  # background opens at once
+    open_ahead: int  # slides of the queue opening in the background
+    raise_errors: bool  # a failed read raises (``on_error="raise"``) instead of being skipped
+
+
+@dataclass(frozen=True, slots=True)
+class RunInput:
+    """What one run takes from its pipeline: the schedule and the steps it cannot decide.
+    Each callable runs in the thread named; none but ``read_patch`` and ``render`` may raise."""
+
+    schedule: Schedule
+    stats: Callable[[], PipelineStats]  # the counts to add to (consuming thread)
+    slide_order: Callable[[], list[str]]  # one pass, failed slides left out (planning thread)
+    open_slide: Callable[[str, Callable[[], bool]], Opened]  # (path, stopped): opener threads
+    make_entry: Callable[[Opened], Entry]  # a slide joins the pool (planning thread)
+    read_patch: Callable[[Opened, PatchCoordinate], ReadResult]  # reader threads
+    render: Callable[[np.ndarray, Mapping[str, np.ndarray]],
+                     tuple[np.ndarray | None, dict[str, np.ndarray] | None]]  # image, views
+    mark_failed: Callable[[str], None]  # every read of a slide failed: left out from now on
+    open_failed: Callable[[Opened], None]  # an open failed (``Opened.error``): counted
 
 
 class StreamRun:
     """One iteration over a pipeline; close it (or exhaust it) to stop its threads."""
 
-    def __init__(self, pipeline: PatchPipeline) -> None:
-        self.p = pipeline
+    def __init__(self, run: RunInput) -> None:
+        self.run, self.s = run, run.schedule
         self.pool: list[Entry | Pending] = []  # a slot is opened when first visited
-        self.queue: deque[Pending] = deque(Pending(p) for p in pipeline.slide_order())
+        self.queue: deque[Pending] = deque(Pending(p) for p in run.slide_order())
         self.ahead: deque[Task] = deque()
         self.idx = 0
         self.visit = 0
         self.needs_refill = False
         self.streak = Streak()
-        self.unique = len(set(pipeline.slide_paths))
-        self.readers = ThreadPoolExecutor(pipeline.io_threads, thread_name_prefix="wsi-read")
-        self.openers = ThreadPoolExecutor(pipeline.open_threads, thread_name_prefix="wsi-open")
+        self.unique = len(set(self.s.slide_paths))
+        self.readers = ThreadPoolExecutor(self.s.io_threads, thread_name_prefix="wsi-read")
+        self.openers = ThreadPoolExecutor(self.s.open_threads, thread_name_prefix="wsi-open")
         self.stopped = threading.Event()  # set by close: opens in flight stop at their next tile
 
     # --- consuming ---------------------------------------------------------------------------
@@ -72,7 +102,7 @@ class StreamRun:
             self.close()
 
     def finish(self, task: Task) -> PatchResult | None:
-        entry, coord, p = task.entry, task.coord, self.p
+        entry, coord = task.entry, task.coord
         assert task.future is not None
         entry.done += 1
         result: PatchResult | None = None
@@ -80,14 +110,15 @@ class StreamRun:
             image, accepted, overrides = task.future.result()
             entry.reads_ok += 1
             if not accepted:
-                p.stats.patches_filtered += 1
+                self.run.stats().patches_filtered += 1
             else:
                 result = self.emit(entry, coord, image, overrides)
         except Exception as exc:  # noqa: BLE001 - faults stay with the patch (on_error)
-            if p.on_error == "raise":
+            if self.s.raise_errors:
                 raise
-            p.stats.patch_errors += 1
-            p.stats.record_error(coord.slide_path, str(exc))
+            stats = self.run.stats()
+            stats.patch_errors += 1
+            stats.record_error(coord.slide_path, str(exc))
             if not entry.logged_error:
                 entry.logged_error = True
                 logger.warning("patch of %s at (%d, %d) failed: %s", coord.slide_path, coord.x,
@@ -98,21 +129,15 @@ class StreamRun:
 
     def emit(self, entry: Entry, coord: PatchCoordinate, image: np.ndarray,
              overrides: dict[str, np.ndarray]) -> PatchResult:
-        p = self.p
-        views = None
-        if p.views is not None:
-            views = apply_views(p.views, image, p.shared_transforms,
-                                lambda view: overrides[view.name])
-            out_image = None
-        else:
-            out_image = p.transforms(image) if p.transforms is not None else image
+        out_image, views = self.run.render(image, overrides)
         props = entry.opened.handle.properties if entry.opened.handle else None
         ds = props.level_downsamples[coord.level] if props else 1.0
         side = int(coord.patch_size * ds)
         assert entry.opened.mask is not None
         fraction = entry.opened.mask.tissue_fraction_at(coord.x, coord.y, side, side)
-        p.stats.patches_extracted += 1
-        p.stats.count_mpp(coord.mpp)
+        stats = self.run.stats()
+        stats.patches_extracted += 1
+        stats.count_mpp(coord.mpp)
         entry.yielded += 1
         if self.streak.reasons:
             self.streak = Streak()
@@ -128,7 +153,7 @@ class StreamRun:
                 pass
         path = entry.opened.path
         if entry.planned > 0 and entry.reads_ok == 0:
-            self.p.mark_failed(path)
+            self.run.mark_failed(path)
             self.streak.add(path, "every read failed")
         elif entry.yielded == 0:
             self.streak.add(path, "every patch was filtered out" if entry.reads_ok
@@ -137,11 +162,11 @@ class StreamRun:
 
     # --- planning ----------------------------------------------------------------------------
     def plan(self) -> None:
-        while len(self.ahead) < self.p.prefetch:
+        while len(self.ahead) < self.s.prefetch:
             task = self.next_task()
             if task is None:
                 return
-            task.future = self.readers.submit(self.p.read_patch, task.entry.opened, task.coord)
+            task.future = self.readers.submit(self.run.read_patch, task.entry.opened, task.coord)
             self.ahead.append(task)
 
     def next_task(self) -> Task | None:
@@ -171,11 +196,11 @@ class StreamRun:
                 continue
             entry.planned += 1
             task = Task(entry, coord)
-            if entry.planned >= self.p.patches_per_slide:
+            if entry.planned >= self.s.patches_per_slide:
                 self.retire(self.idx)
             else:
                 self.visit += 1
-                if self.visit >= self.p.patches_per_visit:
+                if self.visit >= self.s.patches_per_visit:
                     self.idx = (self.idx + 1) % len(self.pool)
                     self.visit = 0
             return task
@@ -218,9 +243,9 @@ class StreamRun:
         assert slot.future is not None
         opened = slot.future.result()
         if opened.error is None:
-            self.pool[index] = self.p.make_entry(opened)
+            self.pool[index] = self.run.make_entry(opened)
             return
-        self.p.open_failed(opened)
+        self.run.open_failed(opened)
         self.streak.add(opened.path, f"could not be opened: {opened.error}")
         self.pool.pop(index)
         self.idx = index % len(self.pool) if self.pool else 0
@@ -239,9 +264,9 @@ class StreamRun:
         """Fill the pool's free slots from the queue (their opens already under way in the
         background). False when a pass boundary needs the reads in flight settled first (the
         caller stops planning; ``refill`` runs once drained)."""
-        while len(self.pool) < self.p.pool_size:
+        while len(self.pool) < self.s.pool_size:
             if not self.queue:
-                if not self.p.cycle or len(self.pool) >= self.unique:
+                if not self.s.cycle or len(self.pool) >= self.unique:
                     return True
                 if self.ahead:
                     self.needs_refill = True
@@ -258,9 +283,9 @@ class StreamRun:
         """A pass is over: unless every slide has given nothing since the last patch, queue
         the next pass (reads in flight are settled, so this is decided on complete facts)."""
         self.needs_refill = False
-        if set(self.streak.reasons) >= set(self.p.slide_paths):
+        if set(self.streak.reasons) >= set(self.s.slide_paths):
             raise NoPatchesError(no_patches_message(self.streak.reasons))
-        order = self.p.slide_order()
+        order = self.run.slide_order()
         if not order:
             raise NoPatchesError("no slide is left to read: every slide failed ("
                                  + no_patches_message(self.streak.reasons) + ")")
@@ -268,9 +293,9 @@ class StreamRun:
 
     def top_up(self) -> None:
         """Keep the next ``open_ahead`` slides of the queue opening in the background."""
-        for pending in list(self.queue)[: self.p.open_ahead]:
+        for pending in list(self.queue)[: self.s.open_ahead]:
             if pending.future is None:
-                pending.future = self.openers.submit(self.p.open_for_pool, pending.path,
+                pending.future = self.openers.submit(self.run.open_slide, pending.path,
                                                      self.stopped.is_set)
 
     def close(self) -> None:

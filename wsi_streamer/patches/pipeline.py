@@ -19,13 +19,14 @@ from .backends.base import SlideBackend, StreamingBackend, as_streaming
 from .backends.native import NativeBackend
 from .backends.openslide import OpenSlideBackend
 from .datasets import DatasetAdapter
-from .engine import MAX_OPEN_ATTEMPTS, Entry, Opened, StreamRun
+from .engine import MAX_OPEN_ATTEMPTS, Entry, Opened, RunInput, Schedule, StreamRun
 from .filters import PatchFilter
 from .handle import SlideHandle
 from .masks import MaskStore
 from .rng import child_seq, reseed
 from .sampling.base import PatchSampler, plan_read
 from .sampling.random import RandomSampler
+from .slots import ReadResult
 from .sources import (
     NATIVE_EXTENSIONS,
     OPENSLIDE_EXTENSIONS,
@@ -37,7 +38,7 @@ from .stats import PipelineStats
 from .tissue import OtsuTissueDetector, TissueDetector
 from .transforms import PatchTransform
 from .types import PatchCoordinate, PatchResult, TissueMask
-from .views import ViewConfig, validate_views
+from .views import ViewConfig, apply_views, validate_views
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -203,7 +204,20 @@ class PatchPipeline:
             self._coordinate_pools.clear()
             if self.seed is None:
                 self._seed_all()
-        return iter(StreamRun(self))
+        return iter(StreamRun(self._run_input()))
+
+    def _run_input(self) -> RunInput:
+        """The engine's view of this pipeline: its schedule now, and its steps."""
+        schedule = Schedule(
+            slide_paths=tuple(self.slide_paths), pool_size=self.pool_size,
+            patches_per_slide=self.patches_per_slide, patches_per_visit=self.patches_per_visit,
+            cycle=self.cycle, prefetch=self.prefetch, io_threads=self.io_threads,
+            open_threads=self.open_threads, open_ahead=self.open_ahead,
+            raise_errors=self.on_error == "raise")
+        return RunInput(schedule, stats=lambda: self._stats, slide_order=self.slide_order,
+                        open_slide=self.open_for_pool, make_entry=self.make_entry,
+                        read_patch=self.read_patch, render=self.render,
+                        mark_failed=self.mark_failed, open_failed=self.open_failed)
 
     @property
     def stats(self) -> PipelineStats:
@@ -292,8 +306,7 @@ class PatchPipeline:
             self._stats.count_metadata(opened.metadata.cancer_type, opened.metadata.sample_type)
         return Entry(opened, coords)
 
-    def read_patch(self, opened: Opened, coord: PatchCoordinate
-                   ) -> tuple[np.ndarray, bool, dict[str, np.ndarray]]:
+    def read_patch(self, opened: Opened, coord: PatchCoordinate) -> ReadResult:
         """Runs in a reader thread: the patch (exactly ``out_size`` square), whether the
         filter accepts it, and the re-reads of ``mpp_override`` views."""
         handle = opened.handle
@@ -308,6 +321,15 @@ class PatchPipeline:
                 if view.mpp_override is not None:
                     overrides[view.name] = self._read_override(handle, coord, view)
         return image, accepted, overrides
+
+    def render(self, image: np.ndarray, overrides: Mapping[str, np.ndarray]
+               ) -> tuple[np.ndarray | None, dict[str, np.ndarray] | None]:
+        """Runs in the consuming thread: the patch after ``transforms`` (and no views), or
+        no image and the ``views`` (an ``mpp_override`` view from ``overrides``)."""
+        if self.views is not None:
+            return None, apply_views(self.views, image, self.shared_transforms,
+                                     lambda view: overrides[view.name])
+        return (self.transforms(image) if self.transforms is not None else image), None
 
     def _read_override(self, handle: SlideHandle, coord: PatchCoordinate,
                        view: ViewConfig) -> np.ndarray:

@@ -13,6 +13,8 @@ import numpy as np
 from .handle import SlideHandle
 from .types import PatchCoordinate, SlideMetadata, TissueMask
 
+# a read's outcome: the patch, whether the filter accepts it, the ``mpp_override`` views' reads
+ReadResult = tuple[np.ndarray, bool, dict[str, np.ndarray]]
 
 @dataclass
 class Opened:
@@ -43,7 +45,7 @@ class Entry:
 class Task:
     entry: Entry
     coord: PatchCoordinate
-    future: Future[tuple[np.ndarray, bool, dict[str, np.ndarray]]] | None = None
+    future: Future[ReadResult] | None = None
 
 
 @dataclass
