@@ -8,6 +8,9 @@
   ``moto.server.ThreadedMotoServer`` bound to loopback on a free port.
 - ``s3_bucket``: a fresh, empty bucket on that server: ``S3Bucket(client, name, endpoint)``.
 - ``svs4``: the 4-level generated SVS (thumbnail, label, macro) as ``GeneratedSlide``.
+- ``dicom_series`` (session): ``dicom_series(variant)`` -> the folder of a DICOM WSI series
+  made from ``CMU-1-Small-Region.svs`` (``tests/fixtures/dicom.py``: ``jpeg``, ``jp2k``,
+  ``walk``), made once per session; skips without wsidicomizer or the shared slides.
 - ``app_config`` / ``app`` / ``client`` / ``runner`` (the Flask tutorial's fixtures): the app
   from ``create_app(app_config)``, its test client and its CLI runner. ``app_config`` is an
   empty slides folder and a private tile cache under ``tmp_path``; a module overrides
@@ -117,6 +120,24 @@ def svs4() -> Any:
     from tests.fixtures.slides import make_svs
 
     return make_svs(1536, 1152, levels=4, tile=256)
+
+
+@pytest.fixture(scope="session")
+def dicom_series(shared_slides: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """``make(variant)``: that variant's series folder (named ``CMU-1-Small-Region``),
+    written on first use under a session folder and reused."""
+    from tests.fixtures.dicom import make_series
+
+    root = tmp_path_factory.mktemp("dicom")
+    made: dict[str, Path] = {}
+
+    def make(variant: str) -> Path:
+        if variant not in made:
+            made[variant] = make_series(shared_slides / "CMU-1-Small-Region.svs",
+                                        root / variant / "CMU-1-Small-Region", variant)
+        return made[variant]
+
+    return make
 
 
 @pytest.fixture

@@ -76,6 +76,22 @@ MAX_SNIFF_BYTES = 8 << 20
 """Bytes scanned for IFD patterns per open; further pieces are not sniffed (sniffing is only
 speculation: the chain alone decides what the slide contains)."""
 
+MAX_MEMBERS = 256
+"""Objects in one multi-object slide (a DICOM series folder or prefix; real ones have 4-12:
+levels, label, overview, thumbnail). Each is a reader held open and a header read."""
+
+MAX_DICOM_HEADER = 16 << 20
+"""Bytes of one DICOM instance read before its Pixel Data (the header and, with it, an
+Extended Offset Table of 16 bytes per frame): a 1 M-frame level fits; real headers are
+2-100 KiB. The head read grows by doubling up to this."""
+
+MAX_DICOM_FRAMES = MAX_TILES_PER_LEVEL
+"""Frames of one DICOM instance (``NumberOfFrames``): their offsets are held as 16 bytes each."""
+
+MAX_ITEM_SCAN_BYTES = 64 << 20
+"""Bytes of frame items walked to find the frames of an instance without an offset table
+(no Basic or Extended Offset Table): past it the instance is refused rather than read whole."""
+
 # --- request time ------------------------------------------------------------------------
 
 MAX_OUTPUT_PIXELS = 16 * 1024 * 1024

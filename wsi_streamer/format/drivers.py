@@ -7,6 +7,10 @@ their directory at one end or the other), then offers the object to each driver 
 driver refuses, the first refusal is raised (``UnsupportedFormat`` with the reason: "Hamamatsu
 NDPI is not supported" rather than a fallback's "not a local file").
 
+A slide made of several objects (``io.series``: a DICOM series folder or prefix) is one reader
+whose ``members`` are laid end to end; its open reads every member's head instead (one round
+trip), and the first member's first bytes are sniffed.
+
 ``NATIVE`` are the drivers that read through ranges (any storage); ``with_openslide()``
 appends OpenSlide, which needs a local file, for servers of local folders that turn the
 fallback on."""
@@ -19,13 +23,15 @@ from typing import Any
 
 from ..errors import UnsupportedFormat
 from ..io.range_reader import RangeReader
+from ..io.series import MEMBER_HEAD, members_of
 from ..records import CacheEntryError, Doc, check_schema, load_json
 from .contract import FormatDriver, SlideReader
+from .dicom.driver import DRIVER as DICOM
 from .info import SlideInfo
-from .spans import OPEN_HEAD, OPEN_TAIL, open_reads, plan_open_reads
+from .spans import OPEN_HEAD, OPEN_TAIL, Spans, open_reads, plan_open_reads
 from .tiff.driver import DRIVER as TIFF
 
-NATIVE: tuple[FormatDriver, ...] = (TIFF,)
+NATIVE: tuple[FormatDriver, ...] = (TIFF, DICOM)
 __all__ = ["NATIVE", "OPEN_HEAD", "OPEN_TAIL", "Parsed", "decode", "encode", "extensions", "parse",
            "recognised",
            "plan_open_reads", "with_openslide"]
@@ -64,7 +70,12 @@ def parse(reader: RangeReader, drivers: tuple[FormatDriver, ...] = NATIVE) -> Pa
     (the first driver's reason) when none does."""
     if reader.size == 0:
         raise UnsupportedFormat("the file is empty")
-    spans = open_reads(reader)
+    members = members_of(reader)
+    if members is None:
+        spans = open_reads(reader)
+    else:  # a series: every member's head, one round trip (``io.series``)
+        spans = Spans(reader)
+        spans.fetch([(m.offset, min(m.size, MEMBER_HEAD)) for m in members])
     head = spans.read(0, min(SNIFF_BYTES, reader.size))
     refusal: UnsupportedFormat | None = None
     for driver in drivers:

@@ -25,6 +25,7 @@ from contextvars import copy_context
 
 from ..errors import FlightTimeout
 from .range_reader import IoStats, RangeReader, check_range
+from .series import Member, members_of
 from .singleflight import DEFAULT_WAIT_S, Flight, FlightTable
 
 DEFAULT_BLOCK_SIZE = 256 * 1024
@@ -340,6 +341,11 @@ class BlockCache:
         """The inner reader's file when it is local (None for object storage)."""
         path = getattr(self.inner, "local_path", None)
         return path if isinstance(path, str) else None
+
+    @property
+    def members(self) -> tuple[Member, ...] | None:
+        """The inner reader's members when it is a series (``io.series``), else None."""
+        return members_of(self.inner)
 
     def close(self) -> None:
         """Close the inner reader (its cached blocks stay in the block store)."""

@@ -9,6 +9,7 @@ Adding a storage backend is one module (a class with the ``Storage`` protocol of
 
 from __future__ import annotations
 
+import os
 import posixpath
 from collections.abc import Callable
 from typing import Any
@@ -68,11 +69,15 @@ def open_storage(spec: str | StorageSpec, **options: Any) -> Storage:
 def open_url_reader(url: str, **options: Any) -> RangeReader:
     """A reader of the one object ``url`` names (``s3://b/key``, ``https://host/path``, a
     file path); the storage is made at the URL's root and the rest is the id. A local path is
-    read as given (any file name; ``LocalStorage`` opens only what it would list). Raises
+    read as given (any file name; ``LocalStorage`` opens only what it would list), a folder
+    holding a series (``io.series``) as that series. Raises
     ``SlideNotFound`` or a ``StorageError``; ``ValueError`` for a URL naming no object."""
     if "://" not in url:  # a path, read as given
         if options:
             raise TypeError(f"a local file takes no storage options, got {sorted(options)}")
+        if os.path.isdir(url):  # a series folder (io.series): its parent is the storage
+            folder, name = os.path.split(os.path.realpath(url))
+            return LocalStorage(folder).open(name)
         return LocalReader(url, url)
     spec, object_id = split_object_url(url)
     if spec.scheme == "file":

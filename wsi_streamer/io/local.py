@@ -7,6 +7,7 @@ import threading
 
 from ..errors import ObjectChanged, SlideNotFound, StorageError
 from .range_reader import IoStats, check_range, in_flight, record_storage_request
+from .series import SeriesReader, head_reads, is_member_name, series_of
 from .storage import SLIDE_EXTENSIONS, SlidePage, page_of, probe_reads, validate_slide_id
 
 
@@ -111,6 +112,15 @@ def _identity(slide_id: str, st: os.stat_result) -> str:
     return f"file://{slide_id}#{st.st_mtime_ns:x}-{st.st_size:x}"
 
 
+def _member_files(folder: str) -> list[str]:
+    """The series members directly in ``folder`` (plain files, not hidden)."""
+    try:
+        with os.scandir(folder) as entries:
+            return [e.name for e in entries if is_member_name(e.name) and e.is_file()]
+    except OSError:
+        return []
+
+
 def _hidden(parts: list[str]) -> bool:
     return any(part.startswith(".") for part in parts)
 
@@ -146,12 +156,35 @@ class LocalStorage:
             raise SlideNotFound(slide_id)
         return path
 
-    def open(self, slide_id: str) -> LocalReader:
+    def _series(self, slide_id: str) -> tuple[str, list[str]] | None:
+        """The folder of a series id and its member names, None when the id is no series."""
+        validate_slide_id(slide_id)
+        parts = slide_id.split("/")
+        if _hidden(parts):
+            return None
+        path = os.path.realpath(os.path.join(self.root, *parts))
+        if (not path.startswith(self.root + os.sep) or not os.path.isdir(path)
+                or _hidden(os.path.relpath(path, self.root).split(os.sep))):
+            return None
+        names = _member_files(path)
+        return (path, names) if names else None
+
+    def open(self, slide_id: str) -> LocalReader | SeriesReader:
+        """A file's reader, or for a series folder a ``SeriesReader`` of its members."""
+        if not slide_id.lower().endswith(self.openable):
+            series = self._series(slide_id)
+            if series is not None:
+                folder, names = series
+                return series_of(names, lambda name: LocalReader(
+                    os.path.join(folder, name), f"{slide_id}/{name}", self.stats),
+                    f"file://{slide_id}")
         return LocalReader(self._resolve(slide_id), slide_id, self.stats)
 
     def open_probed(self, slide_id: str, head: int, tail: int
-                    ) -> tuple[LocalReader, list[tuple[int, bytes]]]:
+                    ) -> tuple[LocalReader | SeriesReader, list[tuple[int, bytes]]]:
         reader = self.open(slide_id)
+        if isinstance(reader, SeriesReader):
+            return reader, head_reads(reader)
         return reader, probe_reads(reader, head, tail)
 
     def list_slides(self, *, prefix: str = "", search: str = "", cursor: str | None = None,
@@ -161,6 +194,11 @@ class LocalStorage:
         for dirpath, dirnames, filenames in os.walk(self.root):
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             rel = os.path.relpath(dirpath, self.root)
+            folder_id = rel.replace(os.sep, "/")
+            if (rel != "." and any(is_member_name(n) for n in filenames)
+                    and folder_id.startswith(prefix) and needle in folder_id.lower()
+                    and (cursor is None or folder_id > cursor)):
+                ids.append(folder_id)  # a series: one slide
             for name in filenames:
                 slide_id = name if rel == "." else f"{rel.replace(os.sep, '/')}/{name}"
                 if (self._is_slide(name) and not name.startswith(".")

@@ -40,6 +40,8 @@ from ..errors import (
 from .range_reader import IoStats, check_range, record_storage_request
 from .s3_errors import translate
 from .s3_lean import LeanGet, get_range_lean, object_base_url
+from .series import SeriesReader, head_reads, series_of
+from .series_list import after_series, list_members, slide_of_key
 from .slots import claim
 from .storage import SlidePage, is_slide_name, page_of, validate_slide_id
 from .transfer import Clock, ReadDeadline, read_body
@@ -258,22 +260,48 @@ class S3Storage:
         return LeanGet(base, client.meta.region_name, frozen,
                        requester_pays=self._requester_pays, **self._pool_args)
 
-    def open(self, slide_id: str) -> S3Reader:
+    def open(self, slide_id: str) -> S3Reader | SeriesReader:
+        """The object's reader, or for a prefix holding a series (``io.series``; ids without
+        a slide extension are listed first) a ``SeriesReader`` made from one LIST."""
         validate_slide_id(slide_id)
+        if not is_slide_name(slide_id):
+            series = self._series(slide_id)
+            if series is not None:
+                return series
         return S3Reader(self.client, self.bucket, self.prefix + slide_id, slide_id, self.stats,
                         deadline=self.deadline, lean=self._lean_or_none())
+
+    def _series(self, slide_id: str) -> SeriesReader | None:
+        """One ListObjectsV2 of the prefix: its member objects, their sizes and ETags."""
+        key = self.prefix + slide_id + "/"
+        found = list_members(lambda **kw: _call(lambda: self.client.list_objects_v2(**kw),
+                                                "ListObjectsV2"),
+                             self.bucket, key, self.stats)
+        if not found:
+            return None
+        sizes = {name: (size, etag) for name, size, etag in found}
+        lean = self._lean_or_none()
+        return series_of(list(sizes), lambda name: S3Reader(
+            self.client, self.bucket, key + name, f"{slide_id}/{name}", self.stats,
+            size=sizes[name][0], etag=sizes[name][1], deadline=self.deadline, lean=lean),
+            f"s3://{self.bucket}/{key.rstrip('/')}")
 
     def _lean_or_none(self) -> LeanGet | None:
         getter = self.getter
         return getter if isinstance(getter, LeanGet) else None
 
     def open_probed(self, slide_id: str, head: int, tail: int
-                    ) -> tuple[S3Reader, list[tuple[int, bytes]]]:
+                    ) -> tuple[S3Reader | SeriesReader, list[tuple[int, bytes]]]:
         """Open without ``HeadObject``: the first ``head`` bytes and the last ``tail`` bytes
         (a suffix range) are fetched concurrently, and their responses give the size and ETag.
         One round trip instead of two for a slide never seen before. Returns the reader and
-        the ``(offset, bytes)`` it read."""
+        the ``(offset, bytes)`` it read. A series: one LIST, then every member's head
+        (``io.series.head_reads``), concurrently."""
         validate_slide_id(slide_id)
+        if not is_slide_name(slide_id):
+            series = self._series(slide_id)
+            if series is not None:
+                return series, head_reads(series)
         key = self.prefix + slide_id
         specs = [f"0-{head - 1}", f"-{tail}"]
         with ThreadPoolExecutor(max_workers=2) as pool:
@@ -302,15 +330,18 @@ class S3Storage:
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.prefix + prefix,
                                   "MaxKeys": 1000}
         if cursor:
-            kwargs["StartAfter"] = self.prefix + cursor
+            kwargs["StartAfter"] = self.prefix + after_series(cursor)
         last_key: str | None = None
         for _ in range(_MAX_LIST_PAGES):
             page = _call(lambda: self.client.list_objects_v2(**kwargs), "ListObjectsV2")
             record_storage_request(self.stats, 0)
             for obj in page.get("Contents", []):
                 last_key = obj["Key"][len(self.prefix):]
-                if is_slide_name(last_key) and needle in last_key.lower():
-                    ids.append(last_key)
+                found = slide_of_key(last_key)
+                if (found is not None and needle in found.lower()
+                        and (not ids or ids[-1] != found)
+                        and (cursor is None or found != cursor)):
+                    ids.append(found)
             if len(ids) > limit:
                 return page_of(ids, limit)
             if not page.get("IsTruncated"):

@@ -15,7 +15,8 @@ from typing import Any
 
 from ..io.factory import open_storage
 from ..io.location import StorageSpec, split_object_url
-from ..io.storage import Storage
+from ..io.series import is_member_name
+from ..io.storage import Storage, is_slide_name
 from ..slide import NATIVE_FORMATS
 
 # Folder listings keep these names: the native drivers' own (their table is the one home),
@@ -107,7 +108,8 @@ def resolve_slide_paths(slide_paths: str | os.PathLike[str] | Iterable[str | os.
                         any_scheme: bool = False) -> list[str]:
     """Every slide named by ``slide_paths``, in order: files as given, folders expanded
     recursively (sorted, by extension), ``s3://b/k`` and ``http(s)://h/p`` kept,
-    ``s3://b/prefix/`` listed (ListObjectsV2, sorted, by extension), any other
+    ``s3://b/prefix/`` listed (ListObjectsV2, sorted, by extension), a folder or prefix
+    holding a DICOM series (``io.series``) as one slide, any other
     ``scheme://...`` kept as given (the backend that reads it decides; ``check_schemes``
     refuses them for ours). Raises ``FileNotFoundError`` naming a missing path, an empty
     folder or an empty prefix; ``ValueError`` for an ``http(s)://`` prefix (no listing) or
@@ -134,8 +136,7 @@ def resolve_slide_paths(slide_paths: str | os.PathLike[str] | Iterable[str | os.
             split_object_url(entry)  # a malformed URL fails here, naming itself
             resolved.append(entry)
         elif os.path.isdir(entry):
-            found = sorted(os.path.join(root, name) for root, dirs, names in os.walk(entry)
-                           for name in names if name.lower().endswith(extensions))
+            found = _folder_slides(entry, extensions)
             if not found:
                 raise FileNotFoundError(f"slide_paths: No WSI files ({', '.join(extensions)}) "
                                         f"in folder {entry}")
@@ -147,6 +148,19 @@ def resolve_slide_paths(slide_paths: str | os.PathLike[str] | Iterable[str | os.
     if not resolved:
         raise ValueError("slide_paths is empty")
     return resolved
+
+
+def _folder_slides(folder: str, extensions: tuple[str, ...]) -> list[str]:
+    """Slide files under ``folder`` by extension, and each folder holding a DICOM series
+    (``io.series``) as one slide (the folder itself when it is one), sorted."""
+    found: list[str] = []
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        if any(is_member_name(name) for name in names):
+            found.append(os.path.normpath(root))
+        found.extend(os.path.join(root, name) for name in names
+                     if name.lower().endswith(extensions))
+    return sorted(found)
 
 
 def check_schemes(paths: Iterable[str]) -> None:
@@ -170,7 +184,7 @@ def _list_s3(url: str, extensions: tuple[str, ...], options: S3Options) -> list[
     while True:
         page = storage.list_slides(cursor=cursor, limit=1000)
         found.extend(f"s3://{bucket}/{prefix}{sid}" for sid in page.slides
-                     if sid.lower().endswith(extensions))
+                     if sid.lower().endswith(extensions) or not is_slide_name(sid))
         if page.next_cursor is None:
             break
         cursor = page.next_cursor

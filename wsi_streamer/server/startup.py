@@ -56,11 +56,12 @@ def ensure_demo_slide(folder: str) -> str | None:
     """Write the synthetic demo slide (``format.demo``) into ``folder`` (created if missing)
     when it holds no slide; return its path, None when it had one."""
     from ..format.demo import demo_slide_bytes
+    from ..io.series import is_member_name
     from ..io.storage import is_slide_name
 
     os.makedirs(folder, exist_ok=True)
     for _, _, names in os.walk(folder):
-        if any(is_slide_name(n) for n in names):
+        if any(is_slide_name(n) or is_member_name(n) for n in names):
             return None
     path = os.path.join(folder, DEMO_NAME)
     data = demo_slide_bytes()

@@ -1,0 +1,109 @@
+"""The DICOM driver: a VL Whole Slide Microscopy series (one folder or key prefix, one object
+per level and associated image: ``io.series``) or a single instance. Levels are the VOLUME
+instances, largest first (one per size: the first by name); LABEL, OVERVIEW and THUMBNAIL are
+the label, macro and thumbnail; mpp from level 0's PixelSpacing; the ICC profile from the
+first optical path."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...errors import UnsupportedFormat
+from ...io.range_reader import RangeReader
+from ...io.series import Member, members_of
+from ...limits import MAX_ICC_BYTES
+from ...records import Doc
+from ..info import SlideInfo
+from ..spans import Spans
+from .codec import decode_structure, encode_structure
+from .header import Header, is_dicom, read_header
+from .instance import Instance, describe, kind_of
+from .slide import DicomSlide
+from .structure import DicomStructure
+
+_PROPERTIES = ("Manufacturer", "ManufacturerModelName", "SoftwareVersions",
+               "SeriesInstanceUID", "StudyInstanceUID", "ContainerIdentifier")
+
+
+def parse(source: Spans) -> DicomStructure:
+    members = members_of(source.reader) or (Member("", 0, source.size),)
+    headers = [read_header(source, member) for member in members]
+    instances = [i for i in (_described(source, h) for h in headers) if i is not None]
+    series = {i.series_uid for i in instances}
+    if len(series) > 1:
+        raise UnsupportedFormat(f"the objects belong to {len(series)} DICOM series, not one")
+    if any(i.concatenated for i in instances):
+        raise UnsupportedFormat("DICOM concatenations (a level split over several objects) "
+                                "are not supported")
+    volumes = sorted((i for i in instances if i.kind == "volume"),
+                     key=lambda i: (-i.image.width * i.image.height, i.image.name))
+    if not volumes:
+        raise UnsupportedFormat("the DICOM series has no VOLUME image (only "
+                                f"{', '.join(sorted({i.kind or 'other' for i in instances}))})")
+    levels: list[Instance] = []
+    for instance in volumes:
+        if not levels or instance.image.width < levels[-1].image.width:
+            levels.append(instance)
+    base = levels[0]
+    associated: dict[str, Instance] = {}
+    for instance in instances:
+        if instance.kind in ("label", "macro", "thumbnail"):
+            associated.setdefault(instance.kind, instance)
+    mpp_y, mpp_x = ((s * 1000.0 for s in base.spacing_mm) if base.spacing_mm
+                    else (None, None))
+    dataset = next(h for h in headers if h.member.name == base.image.name).dataset
+    props = [(f"dicom.{key}", str(dataset.get(key))) for key in _PROPERTIES
+             if dataset.get(key) not in (None, "")]
+    return DicomStructure(tuple(i.image for i in levels),
+                          tuple((name, i.image) for name, i in sorted(associated.items())),
+                          tuple(props), mpp_x, mpp_y, _icc(headers))
+
+
+def _described(source: Spans, header: Header) -> Instance | None:
+    """The instance; None for a label, overview or thumbnail this driver cannot read (the
+    slide is served without it), ``UnsupportedFormat`` for anything else."""
+    try:
+        return describe(source, header)
+    except UnsupportedFormat:
+        if kind_of(header.dataset) in ("label", "macro", "thumbnail"):
+            return None
+        raise
+
+
+def _icc(headers: list[Header]) -> bytes | None:
+    for header in headers:
+        paths = header.dataset.get("OpticalPathSequence") or []
+        profile = paths[0].get("ICCProfile") if paths else None
+        if profile:
+            return bytes(profile) if len(profile) <= MAX_ICC_BYTES else None
+    return None
+
+
+class DicomDriver:
+    """``FormatDriver`` for DICOM WSI series."""
+
+    name = "dicom"
+    label = "DICOM WSI"
+    extensions: tuple[str, ...] = ()  # a series is a folder: io.series lists and opens it
+    recognises: tuple[str, ...] = ()
+
+    def sniff(self, head: bytes) -> bool:
+        return is_dicom(head)
+
+    def parse(self, source: Spans) -> DicomStructure:
+        return parse(source)
+
+    def info(self, structure: DicomStructure) -> SlideInfo:
+        return structure.info
+
+    def open(self, reader: RangeReader, structure: DicomStructure) -> DicomSlide:
+        return DicomSlide(reader, structure)
+
+    def encode(self, structure: DicomStructure) -> dict[str, Any]:
+        return encode_structure(structure)
+
+    def decode(self, doc: dict[str, Any]) -> DicomStructure:
+        return decode_structure(Doc(doc, "structure"))
+
+
+DRIVER = DicomDriver()
