@@ -106,6 +106,7 @@ class Config:
     s3_prefix: str = ""
     s3_endpoint: str | None = None
     s3_region: str = "us-east-1"
+    s3_anonymous: bool = False  # unsigned requests: public buckets (IDC)
     slides_dir: str = "./slides"
     openslide_fallback: bool = False  # local folders: OpenSlide reads what we refuse
     associated_images: bool = False  # labels can carry patient identifiers
@@ -253,6 +254,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("s3_endpoint", "WSI_S3_ENDPOINT", _text, "none",
             "custom S3 endpoint URL (MinIO, Ceph, moto, ...)"),
     Setting("s3_region", "WSI_S3_REGION", _text, "us-east-1", "S3 region"),
+    Setting("s3_anonymous", "WSI_S3_ANONYMOUS", parse_bool, "false",
+            "unsigned S3 requests, no credentials (public buckets such as IDC's)",
+            boolean=True),
     Setting("slides_dir", "WSI_SLIDES_DIR", _text, "./slides", "local folder (local mode)"),
     Setting("openslide_fallback", "WSI_OPENSLIDE_FALLBACK", parse_bool, "false",
             "local folder only: serve slides the native readers refuse (NDPI, MRXS, SCN, "

@@ -43,11 +43,12 @@ def gets(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     return seen
 
 
-def _upload(bucket: S3Bucket, folder: Path, prefix: str) -> list[str]:
+def _upload(bucket: S3Bucket, folder: Path, prefix: str, **extra: Any) -> list[str]:
     keys = []
     for path in sorted(folder.glob("*.dcm")):
         keys.append(f"{prefix}/{path.name}")
-        bucket.client.put_object(Bucket=bucket.name, Key=keys[-1], Body=path.read_bytes())
+        bucket.client.put_object(Bucket=bucket.name, Key=keys[-1], Body=path.read_bytes(),
+                                 **extra)
     return keys
 
 
@@ -176,3 +177,27 @@ def test_the_patch_pipeline_streams_series_folders(dicom_series, shared_slides, 
         else:  # re-encoded in JPEG 2000
             error = np.mean((result.image.astype(float) - truth) ** 2)
             assert 10 * np.log10(255 ** 2 / max(error, 1e-9)) >= 45
+
+
+def test_pipeline_sources_take_prefixes_of_series_and_anonymous_access(dicom_series,
+                                                                       s3_bucket, tmp_path):
+    from wsi_streamer.patches.sources import S3Options, resolve_slide_paths
+
+    folder = dicom_series("jpeg")
+    for name in ("s1", "s2"):  # a public bucket's objects
+        _upload(s3_bucket, folder, f"idc/{name}", ACL="public-read")
+    s3_bucket.client.put_object(Bucket=s3_bucket.name, Key="idc/s2-notes.txt", Body=b"x")
+    base = f"s3://{s3_bucket.name}/idc"
+    options = S3Options.from_mapping({"endpoint_url": s3_bucket.endpoint})
+    assert resolve_slide_paths(f"{base}/", options=options) == [f"{base}/s1", f"{base}/s2"]
+    assert resolve_slide_paths([f"{base}/s1/", f"{base}/s2"], options=options) == [
+        f"{base}/s1", f"{base}/s2"]
+    anonymous = S3Options.from_mapping(None, {"WSI_S3_ENDPOINT": s3_bucket.endpoint,
+                                              "WSI_S3_ANONYMOUS": "true"})
+    assert anonymous.anonymous
+    results = list(PatchPipeline(f"{base}/", storage_options={
+        "endpoint_url": s3_bucket.endpoint, "anonymous": True}, sampler=RandomSampler(224),
+        seed=1, thumbnail_size=(256, 256), patches_per_slide=2, pool_size=2,
+        cache_dir=str(tmp_path / "c")))
+    assert sorted(r.coordinate.slide_path for r in results) == [f"{base}/s1"] * 2 + [
+        f"{base}/s2"] * 2

@@ -34,7 +34,8 @@ class S3Options:
     """``storage_options`` for S3, in the storage layer's vocabulary (``open_storage``'s
     ``endpoint_url, region, profile_name, anonymous, requester_pays``; boto3's ``region_name``
     is the same setting as ``region``); unset fields fall back to the boto3 credential chain
-    and ``WSI_S3_ENDPOINT`` / ``WSI_S3_REGION`` (read when the options are built)."""
+    and ``WSI_S3_ENDPOINT`` / ``WSI_S3_REGION`` / ``WSI_S3_ANONYMOUS`` (read when the options
+    are built)."""
 
     endpoint_url: str | None = None
     region_name: str = "us-east-1"
@@ -60,7 +61,8 @@ class S3Options:
             endpoint_url=opts.get("endpoint_url") or env.get("WSI_S3_ENDPOINT") or None,
             region_name=region or env.get("WSI_S3_REGION") or "us-east-1",
             profile_name=opts.get("profile_name"),
-            anonymous=bool(opts.get("anonymous", False)),
+            anonymous=bool(opts.get("anonymous", env.get("WSI_S3_ANONYMOUS", "").strip().lower()
+                                    in ("1", "true", "yes", "on"))),
             requester_pays=bool(opts.get("requester_pays", False)),
         )
 
@@ -177,13 +179,16 @@ def _list_s3(url: str, extensions: tuple[str, ...], options: S3Options) -> list[
     bucket, key = split_s3(url)
     if key and not key.endswith("/"):
         return [url]
-    storage = options.storage(bucket, key)
-    prefix = key.strip("/") + "/" if key.strip("/") else ""  # as S3Storage.prefix
+    # Listed from the parent, so that a prefix that is itself one series is found as one.
+    parent, _, name = key.strip("/").rpartition("/")
+    storage = options.storage(bucket, parent)
+    root = parent + "/" if parent else ""  # as S3Storage.prefix
     found: list[str] = []
     cursor: str | None = None
     while True:
-        page = storage.list_slides(cursor=cursor, limit=1000)
-        found.extend(f"s3://{bucket}/{prefix}{sid}" for sid in page.slides
+        page = storage.list_slides(prefix=name + "/" if name else "", cursor=cursor,
+                                   limit=1000)
+        found.extend(f"s3://{bucket}/{root}{sid}" for sid in page.slides
                      if sid.lower().endswith(extensions) or not is_slide_name(sid))
         if page.next_cursor is None:
             break

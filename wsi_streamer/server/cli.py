@@ -68,7 +68,7 @@ def _options(fields: tuple[str, ...] | None) -> Callable[[Callable[..., Any]],
 # The settings that say where slides are and how to read them: the flags of every command
 # that reads slides (``serve`` has every setting).
 STORAGE_FIELDS = ("storage", "s3_bucket", "s3_prefix", "s3_endpoint", "s3_region",
-                  "slides_dir", "openslide_fallback")
+                  "s3_anonymous", "slides_dir", "openslide_fallback")
 settings_options = _options(None)
 storage_options = _options(STORAGE_FIELDS)
 

@@ -40,8 +40,9 @@ class Services:
 
 def storage_of(config: Config) -> tuple[StorageSpec, dict[str, Any]]:
     """Where the slides are and the backend's options: ``WSI_STORAGE`` when set, else the
-    aliases ``WSI_S3_BUCKET``/``WSI_S3_PREFIX``, else ``WSI_SLIDES_DIR``. ``WSI_S3_ENDPOINT``
-    and ``WSI_S3_REGION`` apply to any ``s3://`` storage (GCS and others through their S3 API).
+    aliases ``WSI_S3_BUCKET``/``WSI_S3_PREFIX``, else ``WSI_SLIDES_DIR``. ``WSI_S3_ENDPOINT``,
+    ``WSI_S3_REGION`` and ``WSI_S3_ANONYMOUS`` apply to any ``s3://`` storage (GCS and others
+    through their S3 API).
     ``ConfigError`` naming ``WSI_STORAGE`` for a URL no backend serves."""
     if config.storage:
         try:
@@ -54,7 +55,8 @@ def storage_of(config: Config) -> tuple[StorageSpec, dict[str, Any]]:
         spec = StorageSpec("file", "", config.slides_dir)
     options: dict[str, Any] = {}
     if spec.scheme == "s3":
-        options.update(endpoint_url=config.s3_endpoint, region=config.s3_region)
+        options.update(endpoint_url=config.s3_endpoint, region=config.s3_region,
+                       anonymous=config.s3_anonymous)
     if spec.scheme != "file":
         options["max_connections"] = max(10, 2 * config.threads)
         options["deadline"] = ReadDeadline(base_s=float(config.storage_deadline))

@@ -28,7 +28,8 @@ README = Path(__file__).resolve().parents[3] / "README.md"
 SAMPLES = {
     "host": "127.0.0.2", "port": "3456", "storage": "https://tiles.example.org/slides",
     "s3_bucket": "my-bucket", "s3_prefix": "cases/2024", "s3_endpoint": "http://minio:9000",
-    "s3_region": "eu-west-3", "slides_dir": "/srv/slides", "openslide_fallback": "true",
+    "s3_region": "eu-west-3", "s3_anonymous": "true", "slides_dir": "/srv/slides",
+    "openslide_fallback": "true",
     "associated_images": "true", "color_mode": "srgb", "auth_enabled": "true",
     "auth_secret": "s3cr3t", "auth_secret_file": "SECRET_FILE", "signature_ttl": "120",
     "cache_slides": "7", "cache_blocks": "64MB", "block_size": "64KB", "cache_tiles": "1GB",
