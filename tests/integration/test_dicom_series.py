@@ -134,6 +134,12 @@ def test_every_endpoint_serves_a_series_folder(served):
     assert max(Image.open(io.BytesIO(thumb.data)).size) == 256
     assert b"TileSize" in client.get(f"/slides/{SERIES}/dzi").data
     assert client.get(f"/slides/{SERIES}/dzi_files/12/2_3.jpg").status_code == 200
+    assert client.get(f"/iiif/3/{SERIES}/info.json").get_json()["width"] == 2220
+    region = client.get(f"/iiif/3/{SERIES}/720,960,240,240/max/0/default.png")
+    assert region.status_code == 200
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(region.data)).convert("RGB")),
+                          np.asarray(slide.read_tile(0, 3, 4)))
+    assert client.get(f"/view/{SERIES}").status_code == 200
     label = client.get(f"/slides/{SERIES}/associated/label.png")
     assert label.status_code == 200
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(label.data)).convert("RGB")),

@@ -106,6 +106,8 @@ def _rewrite(path: Path, **changes: Any) -> None:
     ({"TotalPixelMatrixColumns": 10 ** 7}, "MAX_DIMENSION"),
     ({"SeriesInstanceUID": "1.2.3.4"}, "2 DICOM series"),
     ({"DimensionOrganizationType": "3D"}, "dimension organisation '3D'"),
+    ({"ConcatenationUID": "1.2.3.5"}, "concatenations"),
+    ({"Columns": 9000}, "MAX_TILE_SIDE"),
 ])
 def test_hostile_headers_are_refused_with_the_reason(dicom_series, tmp_path, changes, reason):
     folder, base = _copy(dicom_series, tmp_path)
@@ -145,3 +147,60 @@ def test_the_head_read_grows_to_the_header_and_no_further(dicom_series, monkeypa
     monkeypatch.setattr(header, "MAX_DICOM_HEADER", 2048)
     with pytest.raises(LimitExceeded, match="MAX_DICOM_HEADER"):
         open_slide(str(folder))
+
+
+# --- layouts and codecs made from the series -------------------------------------------------
+
+def _full_tiles(slide: Any, level: int) -> list[np.ndarray]:
+    """Every tile of ``level``, full size (edges padded white), row-major."""
+    from PIL import Image
+
+    geometry = slide.level(level)
+    tiles = []
+    for y in range(geometry.tiles_y):
+        for x in range(geometry.tiles_x):
+            canvas = Image.new("RGB", (geometry.tile_width, geometry.tile_height), "white")
+            canvas.paste(slide.read_tile(level, x, y), (0, 0))
+            tiles.append(np.asarray(canvas))
+    return tiles
+
+
+def test_tiled_sparse_places_frames_by_position_and_fills_gaps_white(dicom_series, tmp_path):
+    from tests.fixtures.dicom import make_sparse
+
+    folder = tmp_path / "sparse"
+    shutil.copytree(dicom_series("jpeg"), folder)
+    original = open_slide(str(dicom_series("jpeg")))
+    make_sparse(folder, 12, {1, 6})  # level 2: 3 x 4 tiles
+    slide = open_slide(str(folder))
+    oracle = _wsidicom(folder).levels[2]
+    from wsidicom.geometry import Point
+
+    for index in range(12):
+        x, y = index % 3, index // 3
+        ours = np.asarray(slide.read_tile(2, x, y))
+        if index in (1, 6):
+            assert (ours == 255).all()
+        else:
+            assert np.array_equal(ours, np.asarray(original.read_tile(2, x, y)))
+            assert np.array_equal(ours, np.asarray(oracle.get_tile(Point(x, y)).convert("RGB")))
+
+
+@pytest.mark.parametrize("codec", ["native", "htj2k"])
+def test_uncompressed_and_htj2k_frames_equal_wsidicom(dicom_series, tmp_path, codec):
+    from wsidicom.geometry import Point
+
+    from tests.fixtures.dicom import make_recoded
+
+    folder = tmp_path / codec
+    shutil.copytree(dicom_series("jpeg"), folder)
+    tiles = _full_tiles(open_slide(str(folder)), 3)  # level 3: 2 x 2 tiles
+    make_recoded(folder, 4, tiles, codec)
+    slide = open_slide(str(folder))
+    oracle = _wsidicom(folder).levels[3]
+    for index in range(4):
+        x, y = index % 2, index // 2
+        ours = np.asarray(slide.read_tile(3, x, y))
+        assert np.array_equal(ours, np.asarray(oracle.get_tile(Point(x, y)).convert("RGB")))
+        if codec == "native":
+            assert np.array_equal(ours, tiles[index][: ours.shape[0], : ours.shape[1]])
