@@ -85,5 +85,16 @@ class Doc:
         value: list[Any] = self._typed(name, list)
         return value
 
+    def text_pairs(self, name: str) -> tuple[tuple[str, str], ...]:
+        """A list of ``[text, text]`` pairs (properties) as a tuple of tuples."""
+        pairs = []
+        for pair in self.items(name):
+            if not (isinstance(pair, list) and len(pair) == 2
+                    and all(isinstance(p, str) for p in pair)):
+                raise CacheEntryError(f"{self.where}: an item of {name} is not a [text, text] "
+                                      "pair")
+            pairs.append((pair[0], pair[1]))
+        return tuple(pairs)
+
     def doc(self, name: str) -> Doc:
         return Doc(self.value.get(name), f"{self.where}.{name}")

@@ -79,6 +79,25 @@ def test_s3_open_is_one_list_and_one_header_read_per_instance(dicom_series, s3_b
     assert gets == [] and storage.stats.requests == requests + 1  # the LIST alone
 
 
+def test_the_header_reads_are_one_round_trip(dicom_series, s3_bucket, monkeypatch):
+    """Every instance's header read is in flight at once (one round trip after the LIST):
+    each GET waits at a barrier for all the others, which serial reads would never pass."""
+    import threading
+
+    keys = _upload(s3_bucket, dicom_series("jpeg"), "one")
+    barrier = threading.Barrier(len(keys), timeout=30)
+    real = s3mod._get_range
+
+    def together(*args: Any, **kw: Any) -> Any:
+        barrier.wait()
+        return real(*args, **kw)
+
+    monkeypatch.setattr(s3mod, "_get_range", together)
+    storage = S3Storage(s3_bucket.name, endpoint_url=s3_bucket.endpoint)
+    slide = SlideRegistry(storage, BlockStore()).get("one")
+    assert slide.level_count == 5 and storage.stats.requests == 1 + len(keys)
+
+
 def test_a_replaced_instance_is_new_content(dicom_series, s3_bucket):
     folder = dicom_series("jpeg")
     keys = _upload(s3_bucket, folder, "a")
@@ -151,7 +170,7 @@ def test_a_ct_in_the_folder_is_refused_with_the_reason(dicom_series, tmp_path):
 
     slides = tmp_path / "slides"
     shutil.copytree(dicom_series("jpeg"), slides / "ct")
-    path = next((slides / "ct").glob("*.dcm"))
+    path = min((slides / "ct").glob("*.dcm"), key=lambda p: p.stat().st_size)  # a label
     dataset = pydicom.dcmread(path)
     dataset.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
     dataset.save_as(path, enforce_file_format=True)

@@ -60,6 +60,9 @@ def test_metadata_and_associated_images(dicom_series):
     oracle = _wsidicom(folder)
     assert slide.info.mpp_x == pytest.approx(0.499) and slide.info.mpp_y == pytest.approx(0.499)
     assert slide.info.associated == ("label", "macro", "thumbnail")
+    base = max(folder.glob("*.dcm"), key=lambda p: p.stat().st_size)
+    profile = pydicom.dcmread(base, stop_before_pixels=True).OpticalPathSequence[0].ICCProfile
+    assert slide.info.has_icc_profile and slide.icc_profile() == bytes(profile)
     assert slide.properties["dicom.SeriesInstanceUID"] == str(oracle.uids.series_instance)
     for name, theirs in (("label", oracle.read_label()), ("macro", oracle.read_overview())):
         ours = slide.associated_image(name)
@@ -95,6 +98,14 @@ def _rewrite(path: Path, **changes: Any) -> None:
         else:
             setattr(dataset, key, value)
     dataset.save_as(path, enforce_file_format=True)
+
+
+def test_an_associated_image_it_cannot_decode_is_left_out(dicom_series, tmp_path):
+    folder, _ = _copy(dicom_series, tmp_path)
+    for path in folder.glob("*.dcm"):
+        if pydicom.dcmread(path, stop_before_pixels=True).ImageType[2] == "LABEL":
+            _rewrite(path, TransferSyntaxUID="1.2.840.10008.1.2.4.80")
+    assert open_slide(str(folder)).info.associated == ("macro", "thumbnail")
 
 
 @pytest.mark.parametrize(("changes", "reason"), [

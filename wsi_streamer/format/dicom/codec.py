@@ -32,16 +32,11 @@ def decode_structure(doc: Doc) -> DicomStructure:
         if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str)):
             raise CacheEntryError("structure: an associated image is not [name, image]")
         associated.append((pair[0], _image(Doc(pair[1], f"associated {pair[0]}"))))
-    properties = []
-    for pair in doc.items("properties"):
-        if not (isinstance(pair, list) and len(pair) == 2
-                and all(isinstance(p, str) for p in pair)):
-            raise CacheEntryError("structure: a property is not a [name, value] pair")
-        properties.append((pair[0], pair[1]))
+    properties = doc.text_pairs("properties")
     icc = doc.raw("icc_profile")
     if icc is not None and not isinstance(icc, str):
         raise CacheEntryError("structure: icc_profile is not text")
-    return DicomStructure(levels, tuple(associated), tuple(properties),
+    return DicomStructure(levels, tuple(associated), properties,
                           doc.number_or_none("mpp_x"), doc.number_or_none("mpp_y"),
                           _b64(icc) if icc is not None else None)
 

@@ -17,7 +17,7 @@ from ..info import SlideInfo
 from ..spans import Spans
 from .codec import decode_structure, encode_structure
 from .header import Header, is_dicom, read_header
-from .instance import Instance, describe, kind_of
+from .instance import Instance, describe, is_wsi, kind_of
 from .slide import DicomSlide
 from .structure import DicomStructure
 
@@ -60,12 +60,14 @@ def parse(source: Spans) -> DicomStructure:
 
 
 def _described(source: Spans, header: Header) -> Instance | None:
-    """The instance; None for a label, overview or thumbnail this driver cannot read (the
-    slide is served without it), ``UnsupportedFormat`` for anything else."""
+    """The instance; None for a label, overview or thumbnail this driver cannot decode (the
+    slide is served without it), ``UnsupportedFormat`` for anything else (another SOP class
+    in the series refuses it, whatever its image type)."""
     try:
         return describe(source, header)
     except UnsupportedFormat:
-        if kind_of(header.dataset) in ("label", "macro", "thumbnail"):
+        if is_wsi(header.dataset) and kind_of(header.dataset) in ("label", "macro",
+                                                                   "thumbnail"):
             return None
         raise
 

@@ -50,7 +50,7 @@ class Instance:
 def describe(source: Spans, header: Header) -> Instance:
     ds, name = header.dataset, header.member.name
     sop = str(ds.get("SOPClassUID", ""))
-    if sop != WSI_SOP_CLASS:
+    if not is_wsi(ds):
         raise UnsupportedFormat(f"DICOM {name!r} is not a VL Whole Slide Microscopy image "
                                 f"(SOP class {_uid_name(sop)})")
     kind = kind_of(ds)
@@ -94,6 +94,11 @@ def describe(source: Spans, header: Header) -> Instance:
                        tiles.astype("<i8").tobytes())
     return Instance(kind, image, str(ds.get("SeriesInstanceUID", "")), _spacing(ds),
                     "ConcatenationUID" in ds)
+
+
+def is_wsi(ds: Any) -> bool:
+    """A VL Whole Slide Microscopy Image (its SOP class)."""
+    return str(ds.get("SOPClassUID", "")) == WSI_SOP_CLASS
 
 
 def kind_of(ds: Any) -> str:

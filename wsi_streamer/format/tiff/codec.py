@@ -42,18 +42,13 @@ def decode_structure(doc: Doc) -> TiffStructure:
     levels = tuple(_level(Doc(item, f"level {i}")) for i, item in enumerate(doc.items("levels")))
     if not levels or any(level.level != i for i, level in enumerate(levels)):
         raise CacheEntryError("structure: levels missing or out of order")
-    properties = []
-    for pair in doc.items("properties"):
-        if not (isinstance(pair, list) and len(pair) == 2
-                and all(isinstance(p, str) for p in pair)):
-            raise CacheEntryError("structure: a property is not a [name, value] pair")
-        properties.append((pair[0], pair[1]))
+    properties = doc.text_pairs("properties")
     associated = tuple(_strip(Doc(item, f"associated image {i}"))
                        for i, item in enumerate(doc.items("associated")))
     icc = doc.raw("icc_profile")
     return TiffStructure(doc.text("format_name"), doc.text("vendor"),
                          TiffFormat(byteorder, tiff.flag("bigtiff")), levels,
-                         tuple(properties), doc.number_or_none("mpp_x"),
+                         properties, doc.number_or_none("mpp_x"),
                          doc.number_or_none("mpp_y"), doc.number_or_none("magnification"),
                          associated, _entry(Doc(icc, "icc_profile")) if icc is not None else None)
 
