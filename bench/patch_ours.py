@@ -18,7 +18,7 @@ from typing import Any
 
 from .patch_common import RUN, build_pipeline_kwargs, describe, emit, measure, set_fake_aws
 
-SYSTEMS = ("ours-s3", "ours-local")
+SYSTEMS = ("ours-s3", "ours-local", "ours-dicom-s3")
 IO_KEYS = ("io/requests", "io/bytes")
 
 
@@ -44,7 +44,7 @@ def make_ours(system: str, slides: list[str], kwargs: dict[str, Any], endpoint: 
     from wsi_streamer.patches import NativeBackend, PatchPipeline
 
     kwargs = {"backend": NativeBackend(), **kwargs, "cache_dir": cache_dir}
-    if system == "ours-s3":
+    if system.endswith("-s3"):
         kwargs["storage_options"] = {"endpoint_url": endpoint, "region_name": "us-east-1"}
     return PatchPipeline(slides, **kwargs)
 

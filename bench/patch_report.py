@@ -12,8 +12,8 @@ from typing import Any
 from .report import _fmt
 
 Row = dict[str, Any]
-S3_SYSTEMS = ("ours-s3", "wsistream-tiffslide-s3fs")
-SHORT = {"ours-s3": "ours-s3", "ours-local": "ours-local",
+S3_SYSTEMS = ("ours-s3", "ours-dicom-s3", "wsistream-tiffslide-s3fs")
+SHORT = {"ours-s3": "ours-s3", "ours-local": "ours-local", "ours-dicom-s3": "ours-dicom-s3",
          "wsistream-tiffslide-s3fs": "wsistream-s3fs",
          "wsistream-openslide-local": "wsistream-local", "floor-decode": "floor"}
 #: (ratio row label, numerator, denominator, goal on patches/s)
@@ -21,7 +21,8 @@ RATIOS = [("ours-s3 / wsistream-s3fs", "ours-s3", "wsistream-tiffslide-s3fs", 20
           ("ours-s3 / wsistream-local", "ours-s3", "wsistream-openslide-local", 1.0),
           ("ours-s3 / ours-local", "ours-s3", "ours-local", 0.8),
           ("ours-s3 / floor", "ours-s3", "floor-decode", 0.0),
-          ("ours-local / wsistream-local", "ours-local", "wsistream-openslide-local", 0.0)]
+          ("ours-local / wsistream-local", "ours-local", "wsistream-openslide-local", 0.0),
+          ("ours-dicom-s3 / ours-s3", "ours-dicom-s3", "ours-s3", 1.0)]
 
 
 def _per_patch(value: Any, row: Row, scale: float = 1.0) -> float:

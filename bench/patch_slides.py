@@ -132,6 +132,29 @@ def ensure_slides(quick: bool, force: bool = False, name: str | None = None
     return {"dir": folder, "keys": keys, "spec": want, "bytes": sizes}
 
 
+def ensure_dicom(slides: dict[str, Any]) -> list[str] | None:
+    """Each slide of the set converted to a DICOM WSI series (``wsidicomizer``: the same JPEG
+    tiles, no re-encoding; label, macro and thumbnail too), cached under ``<dir>/dicom/<name>/``;
+    returns the series folders relative to the set's folder (S3 keys of the bench server's
+    bucket), None when wsidicomizer is not installed."""
+    try:
+        from wsidicomizer import WsiDicomizer
+    except ImportError:
+        return None
+    names = []
+    for key in slides["keys"]:
+        name = f"dicom/{key.rsplit('.', 1)[0]}"
+        target = os.path.join(slides["dir"], name)
+        if not os.path.exists(os.path.join(target, "done")):
+            os.makedirs(target, exist_ok=True)
+            t0 = time.perf_counter()
+            WsiDicomizer.convert(os.path.join(slides["dir"], key), target, workers=1)
+            open(os.path.join(target, "done"), "w").close()
+            print(f"  {name}: DICOM ({time.perf_counter() - t0:.0f} s)", flush=True)
+        names.append(name)
+    return names
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="generate the patch benchmark slides")
     parser.add_argument("--quick", action="store_true")

@@ -6,6 +6,9 @@ its own request counters), it runs, one process per row and configuration:
 
 - ``ours-s3`` / ``ours-local``: ``wsi_streamer.patches.PatchPipeline`` (``NativeBackend``) from
   S3 and from the local files (``bench.patch_ours``, project venv, fresh ``cache_dir``);
+- ``ours-dicom-s3``: the same, from S3, on the same slides converted to DICOM WSI series by
+  wsidicomizer (``patch_slides.ensure_dicom``: the same JPEG tiles, one prefix per slide); not
+  in ``--quick`` unless ``--systems`` names it;
 - ``wsistream-tiffslide-s3fs`` / ``wsistream-openslide-local``: wsistream 0.1.x from PyPI with
   its TiffSlide backend over s3fs on the same S3 endpoint, and with its OpenSlide backend on the
   local files (``bench.patch_peers``, in ``.venv-bench``, created on first use).
@@ -34,7 +37,8 @@ from .patch_common import CONFIG_A, Spec, with_run
 from .run import BENCH_PACKAGES, BENCH_VENV, BUCKET, ROOT, s3_server
 
 PEER_PACKAGES = ["wsistream[tiffslide,openslide]==0.1.6", "tqdm"]
-OURS = ("ours-s3", "ours-local")
+OURS = ("ours-s3", "ours-local", "ours-dicom-s3")
+DICOM = "ours-dicom-s3"  # the same slides as DICOM WSI series (one S3 prefix each)
 FLOOR = "floor-decode"  # decode + assemble only (``bench.patch_floor``), local files
 PEERS = ("wsistream-tiffslide-s3fs", "wsistream-openslide-local")
 Row = dict[str, Any]
@@ -135,7 +139,13 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown configs {sorted(unknown)}; choose among {sorted(all_configs)}")
     chosen = {c: all_configs[c] for c in args.configs.split(",")}
-    systems = [s for s in OURS + PEERS + (FLOOR,) if s in args.systems.split(",")]
+    systems = [s for s in OURS + PEERS + (FLOOR,) if s in args.systems.split(",")
+               and not (s == DICOM and args.quick and args.systems == parser.get_default(
+                   "systems"))]
+    series = patch_slides.ensure_dicom(slides) if DICOM in systems else None
+    if DICOM in systems and series is None:
+        systems.remove(DICOM)
+        notes.append(f"{DICOM} skipped: wsidicomizer is not installed")
     peers = [s for s in systems if s in PEERS]
     python = None
     if peers and not args.no_peers:
@@ -154,6 +164,7 @@ def main() -> None:
                     continue  # the floor is defined for plain reads (A, N)
                 local = system.endswith("-local") or system == FLOOR
                 paths = ([os.path.join(folder, k) for k in keys] if local
+                         else [f"s3://{BUCKET}/{k}" for k in series or ()] if system == DICOM
                          else [f"s3://{BUCKET}/{k}" for k in keys])
                 exe = sys.executable if system in OURS + (FLOOR,) else str(python)
                 runs = []

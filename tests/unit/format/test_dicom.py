@@ -119,6 +119,7 @@ def test_an_associated_image_it_cannot_decode_is_left_out(dicom_series, tmp_path
     ({"DimensionOrganizationType": "3D"}, "dimension organisation '3D'"),
     ({"ConcatenationUID": "1.2.3.5"}, "concatenations"),
     ({"Columns": 9000}, "MAX_TILE_SIDE"),
+    ({"Columns": 250, "Rows": 250}, "TILE_SIDE_MULTIPLE"),
 ])
 def test_hostile_headers_are_refused_with_the_reason(dicom_series, tmp_path, changes, reason):
     folder, base = _copy(dicom_series, tmp_path)

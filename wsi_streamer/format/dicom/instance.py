@@ -12,7 +12,14 @@ from typing import Any
 import numpy as np
 
 from ...errors import LimitExceeded, UnsupportedFormat
-from ...limits import MAX_DICOM_FRAMES, MAX_DIMENSION, MAX_TILE_SIDE, MAX_TILES_PER_LEVEL
+from ...limits import (
+    MAX_DICOM_FRAMES,
+    MAX_DIMENSION,
+    MAX_TILE_SIDE,
+    MAX_TILES_PER_LEVEL,
+    MIN_TILE_SIDE,
+    TILE_SIDE_MULTIPLE,
+)
 from ..spans import Spans
 from .frames import frame_ranges
 from .header import EXPLICIT_VR_LE, Header
@@ -81,6 +88,12 @@ def describe(source: Spans, header: Header) -> Instance:
     if not 0 < frames <= MAX_DICOM_FRAMES:
         raise LimitExceeded("MAX_DICOM_FRAMES", f"DICOM {name!r} has {frames} frames")
     tiles_x, tiles_y = -(-width // tile_w), -(-height // tile_h)
+    if kind == "volume" and tiles_x * tiles_y > 1 and (
+            min(tile_w, tile_h) < MIN_TILE_SIDE or tile_w % TILE_SIDE_MULTIPLE
+            or tile_h % TILE_SIDE_MULTIPLE):  # as TIFF levels: overviews reduce tiles evenly
+        raise LimitExceeded("TILE_SIDE_MULTIPLE", f"DICOM {name!r}: {tile_w}x{tile_h} px "
+                            f"frames; tiled levels need sides that are multiples of "
+                            f"{TILE_SIDE_MULTIPLE}, at least {MIN_TILE_SIDE}")
     if tiles_x * tiles_y > MAX_TILES_PER_LEVEL:
         raise LimitExceeded("MAX_TILES_PER_LEVEL", f"DICOM {name!r} has {tiles_x}x{tiles_y} "
                             "tiles")
