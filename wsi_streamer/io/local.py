@@ -166,8 +166,14 @@ class LocalStorage:
         if (not path.startswith(self.root + os.sep) or not os.path.isdir(path)
                 or _hidden(os.path.relpath(path, self.root).split(os.sep))):
             return None
-        names = _member_files(path)
+        names = [name for name in _member_files(path) if self._inside(os.path.join(path, name))]
         return (path, names) if names else None
+
+    def _inside(self, path: str) -> bool:
+        """Whether ``path`` resolves (symlinks followed) to a visible file under the root."""
+        real = os.path.realpath(path)
+        return real.startswith(self.root + os.sep) and not _hidden(
+            os.path.relpath(real, self.root).split(os.sep))
 
     def open(self, slide_id: str) -> LocalReader | SeriesReader:
         """A file's reader, or for a series folder a ``SeriesReader`` of its members."""

@@ -233,3 +233,18 @@ def test_uncompressed_and_htj2k_frames_equal_wsidicom(dicom_series, tmp_path, co
         assert np.array_equal(ours, np.asarray(oracle.get_tile(Point(x, y)).convert("RGB")))
         if codec == "native":
             assert np.array_equal(ours, tiles[index][: ours.shape[0], : ours.shape[1]])
+
+
+def test_a_series_folder_never_reads_through_a_link_out_of_the_root(dicom_series, tmp_path):
+    from wsi_streamer.io.local import LocalStorage
+    from wsi_streamer.io.series import SeriesReader
+
+    root = tmp_path / "root"
+    shutil.copytree(dicom_series("jpeg"), root / "s")
+    secret = tmp_path / "secret.dcm"
+    secret.write_bytes(b"x" * 200)
+    (root / "s" / "zz.dcm").symlink_to(secret)
+    reader = LocalStorage(str(root)).open("s")
+    assert isinstance(reader, SeriesReader)
+    assert "zz.dcm" not in [m.name for m in reader.members]
+    assert open_slide(str(root / "s")).level_count == 5
