@@ -212,3 +212,8 @@ class InvalidExpiryFormat(AuthError):
 
 class ConfigError(WsiError):
     """A configuration value is invalid; the message names the variable."""
+
+
+class ResumeStateError(WsiError, ValueError):
+    """A saved loader or pipeline state cannot be restored here: another version, other
+    sources, another recipe or seed, or a malformed state; the message says which."""

@@ -21,17 +21,19 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from .. import limits
+from .resume import PassMark, RunLedger, RunState
+from .run_state import MAX_OPEN_ATTEMPTS, ResumableRun
 from .slots import Entry, Opened, Pending, ReadResult, Streak, Task, no_patches_message
 from .stats import PipelineStats
 from .types import NoPatchesError, PatchCoordinate, PatchResult
 
 __all__ = ["MAX_OPEN_ATTEMPTS", "Entry", "Opened", "RunInput", "Schedule", "StreamRun"]
 logger = logging.getLogger(__name__)
-MAX_OPEN_ATTEMPTS = 3  # a slide that fails to open is retried at most twice per run
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,40 +61,58 @@ class RunInput:
     stats: Callable[[], PipelineStats]  # the counts to add to (consuming thread)
     slide_order: Callable[[], list[str]]  # one pass, failed slides left out (planning thread)
     open_slide: Callable[[str, Callable[[], bool]], Opened]  # (path, stopped): opener threads
-    make_entry: Callable[[Opened], Entry]  # a slide joins the pool (planning thread)
+    make_entry: Callable[[Opened, int, int], Entry]  # (opened, ordinal, coordinates to skip):
+    # a slide joins the pool, its coordinates seeded by its ordinal in the run (planning thread)
     read_patch: Callable[[Opened, PatchCoordinate], ReadResult]  # reader threads
     render: Callable[[np.ndarray, Mapping[str, np.ndarray]],
                      tuple[np.ndarray | None, dict[str, np.ndarray] | None]]  # image, views
     mark_failed: Callable[[str], None]  # every read of a slide failed: left out from now on
     open_failed: Callable[[Opened], None]  # an open failed (``Opened.error``): counted
+    ledger: RunLedger  # the pipeline's bookkeeping a resumable state reads and restores
+    resume: RunState | None = None  # start where this state's run stood
+    first_pass: tuple[tuple[str, int], ...] | None = None  # (slide, budget): an elastic resume
 
 
-class StreamRun:
-    """One iteration over a pipeline; close it (or exhaust it) to stop its threads."""
+class StreamRun(ResumableRun):
+    """One iteration over a pipeline; close it (or exhaust it) to stop its threads. Its state
+    as of the last patch consumed: ``state()`` (``run_state.py``)."""
 
     def __init__(self, run: RunInput) -> None:
         self.run, self.s = run, run.schedule
         self.pool: list[Entry | Pending] = []  # a slot is opened when first visited
-        self.queue: deque[Pending] = deque(Pending(p) for p in run.slide_order())
         self.ahead: deque[Task] = deque()
         self.idx = 0
         self.visit = 0
+        self.ordinal = 0  # entries made: an entry's coordinates are seeded by its ordinal
         self.needs_refill = False
+        self.finished = False
+        self.final: dict[str, Any] | None = None  # the state once closed
+        self.unsaved: Exception | None = None  # why it could not be taken at close
+        self.layout: tuple[tuple[str, Entry | None], ...] | None = None  # cached for marks
+        self.failures: tuple[tuple[str, int], ...] | None = None
+        self.budgets: tuple[PassMark | None, dict[str, int]] = (None, {})
         self.streak = Streak()
-        self.unique = len(set(self.s.slide_paths))
+        self.unique = len(set(self.s.slide_paths) | {p for p, _ in run.first_pass or ()})
         self.readers = ThreadPoolExecutor(self.s.io_threads, thread_name_prefix="wsi-read")
         self.openers = ThreadPoolExecutor(self.s.open_threads, thread_name_prefix="wsi-open")
         self.stopped = threading.Event()  # set by close: opens in flight stop at their next tile
+        if run.resume is None:
+            self.queue: deque[Pending] = deque(Pending(p) for p in self.new_pass(0))
+        else:
+            self.restore(run.resume)
+            if self.passed.explicit is not None:
+                self.unique = len(set(self.s.slide_paths) | {p for p, _ in self.passed.explicit})
 
     # --- consuming ---------------------------------------------------------------------------
     def __iter__(self) -> Iterator[PatchResult]:
         try:
-            while True:
+            while not self.finished:
                 self.plan()
                 if not self.ahead:
                     if self.needs_refill:
                         self.refill()
                         continue
+                    self.finished = True
                     return
                 task = self.ahead.popleft()
                 result = self.finish(task)
@@ -105,6 +125,8 @@ class StreamRun:
         entry, coord = task.entry, task.coord
         assert task.future is not None
         entry.done += 1
+        if task.pool_pos is not None:
+            self.run.ledger.consumed_from_pool(coord.slide_path, task.pool_pos)
         result: PatchResult | None = None
         try:
             image, accepted, overrides = task.future.result()
@@ -194,9 +216,11 @@ class StreamRun:
             if coord is None:
                 self.retire(self.idx)
                 continue
+            mark = self.mark_now()
             entry.planned += 1
-            task = Task(entry, coord)
-            if entry.planned >= self.s.patches_per_slide:
+            pool = entry.slide_pool
+            task = Task(entry, coord, mark, None if pool is None else (pool, pool.pool.popped))
+            if entry.planned >= entry.budget:
                 self.retire(self.idx)
             else:
                 self.visit += 1
@@ -242,9 +266,11 @@ class StreamRun:
         first patch does not wait for the whole pool), then make its entry or drop it."""
         assert slot.future is not None
         opened = slot.future.result()
+        self.layout = None
         if opened.error is None:
-            self.pool[index] = self.run.make_entry(opened)
+            self.pool[index] = self.join_pool(opened, slot.resume)
             return
+        self.failures = None
         self.run.open_failed(opened)
         self.streak.add(opened.path, f"could not be opened: {opened.error}")
         self.pool.pop(index)
@@ -252,6 +278,7 @@ class StreamRun:
         self.visit = 0
 
     def retire(self, index: int) -> None:
+        self.layout = None
         entry = self.pool.pop(index)
         assert isinstance(entry, Entry)
         entry.retired = True
@@ -276,6 +303,7 @@ class StreamRun:
                     return True
             self.top_up()
             self.pool.append(self.queue.popleft())
+            self.layout = None
             self.top_up()
         return True
 
@@ -285,7 +313,7 @@ class StreamRun:
         self.needs_refill = False
         if set(self.streak.reasons) >= set(self.s.slide_paths):
             raise NoPatchesError(no_patches_message(self.streak.reasons))
-        order = self.run.slide_order()
+        order = self.new_pass(self.passed.number + 1)
         if not order:
             raise NoPatchesError("no slide is left to read: every slide failed ("
                                  + no_patches_message(self.streak.reasons) + ")")
@@ -299,6 +327,7 @@ class StreamRun:
                                                      self.stopped.is_set)
 
     def close(self) -> None:
+        self.keep_final_state()
         self.stopped.set()
         for task in self.ahead:
             if task.future is not None:

@@ -23,6 +23,8 @@ from .engine import MAX_OPEN_ATTEMPTS, Entry, Opened, RunInput, Schedule, Stream
 from .filters import PatchFilter
 from .handle import SlideHandle
 from .masks import MaskStore
+from .pipeline_state import ResumableState, drain
+from .resume import PoolState, RunState, SlidePool
 from .rng import child_seq, reseed
 from .sampling.base import PatchSampler, plan_read
 from .sampling.random import RandomSampler
@@ -67,7 +69,7 @@ def _positive(name: str, value: Any) -> int:
     return value
 
 
-class PatchPipeline:
+class PatchPipeline(ResumableState):
     """Iterating yields ``PatchResult``s. See the module and PATCHES.md for the semantics;
     ``prefetch`` (patches planned ahead), ``io_threads`` (reads in flight), ``cache_dir``
     (host cache of structures and masks; None: off) and ``open_timeout`` (seconds one slide
@@ -165,14 +167,20 @@ class PatchPipeline:
         self._stats = PipelineStats()
         self._failed: set[str] = set()
         self._open_failures: dict[str, int] = {}
-        self._coordinate_pools: dict[str, Any] = {}
+        self._coordinate_pools: dict[str, SlidePool] = {}
+        self._pool_marks: dict[str, tuple[SlidePool, int]] = {}  # pops consumed per slide
+        self._saved_pools: dict[str, PoolState] = {}  # restored, rebuilt when next opened
+        self._run: StreamRun | None = None
+        self._resume: tuple[RunState | None, list[Any]] | None = None
+        self.first_pass: tuple[tuple[str, int], ...] | None = None  # (slide, budget): elastic
         self._pid = os.getpid()
         self._seed_all()
 
     # --- seeding -----------------------------------------------------------------------------
     def _seed_all(self) -> None:
-        """Every stream from one ``SeedSequence``: slide order 0, sampler 1, transforms 2,
-        shared transforms 3, views 4 (+ index), without-replacement pools 5."""
+        """Every stream from one ``SeedSequence``: slide order 0, sampler 1 (the ``n``-th
+        slide opened in a run: ``(1, n)``), transforms 2, shared transforms 3, views 4
+        (+ index), without-replacement pools 5 (+ slide key, cycle: ``resume.pool_seed``)."""
         if isinstance(self.seed, np.random.SeedSequence):
             root = self.seed
         else:
@@ -185,7 +193,6 @@ class PatchPipeline:
         for index, view in enumerate(self.views or ()):
             reseed(view.crop, child_seq(root, 4, index, 0))
             reseed(view.transforms, child_seq(root, 4, index, 1))
-        self._pool_rng = np.random.default_rng(child_seq(root, 5))
 
     # --- public API --------------------------------------------------------------------------
     @property
@@ -202,11 +209,17 @@ class PatchPipeline:
         if os.getpid() != self._pid:  # inherited through fork: own resources, own streams
             self._pid = os.getpid()
             self._coordinate_pools.clear()
+            self._pool_marks.clear()
             if self.seed is None:
                 self._seed_all()
-        return iter(StreamRun(self._run_input()))
+        resume, states = self._resume if self._resume is not None else (None, None)
+        self._resume = None
+        if states is not None:
+            self._set_consumer_states(states)
+        self._run = StreamRun(self._run_input(resume))
+        return iter(self._run)
 
-    def _run_input(self) -> RunInput:
+    def _run_input(self, resume: RunState | None = None) -> RunInput:
         """The engine's view of this pipeline: its schedule now, and its steps."""
         schedule = Schedule(
             slide_paths=tuple(self.slide_paths), pool_size=self.pool_size,
@@ -217,7 +230,8 @@ class PatchPipeline:
         return RunInput(schedule, stats=lambda: self._stats, slide_order=self.slide_order,
                         open_slide=self.open_for_pool, make_entry=self.make_entry,
                         read_patch=self.read_patch, render=self.render,
-                        mark_failed=self.mark_failed, open_failed=self.open_failed)
+                        mark_failed=self.mark_failed, open_failed=self.open_failed,
+                        ledger=self, resume=resume, first_pass=self.first_pass)
 
     @property
     def stats(self) -> PipelineStats:
@@ -285,26 +299,29 @@ class PatchPipeline:
                 handle.close()
             return Opened(path, error=f"{type(exc).__name__}: {exc}")
 
-    def make_entry(self, opened: Opened) -> Entry:
-        """Runs in the planning thread (the order of random draws is the plan's)."""
+    def make_entry(self, opened: Opened, ordinal: int = 0, skip: int = 0) -> Entry:
+        """Runs in the planning thread. The ``ordinal``-th slide opened in a run draws from
+        a copy of the sampler seeded ``(1, ordinal)``; ``skip``: coordinates it had already
+        drawn (a resumed entry: drawn again, nothing read). ``without_replacement``: the
+        slide's pool (``slide_pool``)."""
         assert opened.handle is not None and opened.mask is not None
+        slide_pool = None
         if self.replacement == "without_replacement":
-            pool = self._coordinate_pools.get(opened.path)
-            if pool is None:
-                pool = self.sampler.build_coordinate_pool(opened.handle, opened.mask,
-                                                          self._pool_rng)
-            elif pool.exhausted and self.cycle:
-                pool = pool.reshuffled(self._pool_rng)
-            self._coordinate_pools[opened.path] = pool
-            coords: Iterator[PatchCoordinate] = _drain(pool, self._pool_rng)
+            slide_pool = self.slide_pool(opened)
+            coords: Iterator[PatchCoordinate] = drain(slide_pool)
         else:
-            coords = iter(self.sampler.sample(opened.handle, opened.mask))
+            sampler = copy.copy(self.sampler)
+            reseed(sampler, child_seq(self._root, 1, ordinal))
+            coords = iter(sampler.sample(opened.handle, opened.mask))
+            for _ in range(skip):
+                if next(coords, None) is None:
+                    break
         self._stats.slides_processed += 1
         self._stats.slides_seen.add(opened.path)
         self._stats.tissue_fractions.update(opened.mask.tissue_fraction)
         if opened.metadata is not None:
             self._stats.count_metadata(opened.metadata.cancer_type, opened.metadata.sample_type)
-        return Entry(opened, coords)
+        return Entry(opened, coords, ordinal, self.patches_per_slide, slide_pool)
 
     def read_patch(self, opened: Opened, coord: PatchCoordinate) -> ReadResult:
         """Runs in a reader thread: the patch (exactly ``out_size`` square), whether the
@@ -348,11 +365,3 @@ class PatchPipeline:
         x, y = int(round(cx - side / 2)), int(round(cy - side / 2))
         out = None if plan.output_size == plan.read_size else (plan.output_size,) * 2
         return handle.read_region(x, y, plan.read_size, plan.read_size, plan.level, out)
-
-
-def _drain(pool: Any, rng: np.random.Generator) -> Iterator[PatchCoordinate]:
-    while not pool.exhausted:
-        coord = pool.pop(rng)
-        if coord is None:
-            return
-        yield coord

@@ -51,6 +51,22 @@ def reseed(component: Any, seq: np.random.SeedSequence) -> None:
         reseed(child, child_seq(seq, index))
 
 
+def generators(component: Any) -> list[np.random.Generator]:
+    """The generators ``reseed`` would replace in ``component`` and its children, in the
+    same order (their states are what a resumed pipeline restores)."""
+    if component is None:
+        return []
+    found: list[np.random.Generator] = []
+    own = getattr(component, "_rng", None)
+    if isinstance(own, np.random.Generator):
+        found.append(own)
+    kids = (list(component.children()) if isinstance(component, Randomizable)
+            else list(getattr(component, "transforms", None) or ()))
+    for child in kids:
+        found.extend(generators(child))
+    return found
+
+
 def child_seq(seq: np.random.SeedSequence, *path: int) -> np.random.SeedSequence:
     """A deterministic child of ``seq`` addressed by ``path`` (independent of spawn order)."""
     return np.random.SeedSequence(seq.entropy, spawn_key=(*seq.spawn_key, *path))

@@ -7,11 +7,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .handle import SlideHandle
 from .types import PatchCoordinate, SlideMetadata, TissueMask
+
+if TYPE_CHECKING:
+    from .resume import EntryResume, Mark, SlidePool
 
 # a read's outcome: the patch, whether the filter accepts it, the ``mpp_override`` views' reads
 ReadResult = tuple[np.ndarray, bool, dict[str, np.ndarray]]
@@ -29,10 +33,14 @@ class Opened:
 
 @dataclass
 class Entry:
-    """A slide in the pool."""
+    """A slide in the pool: ``ordinal`` numbers the run's entries (its coordinate stream);
+    ``budget``: attempts before it retires; ``slide_pool``: its ``without_replacement`` pool."""
 
     opened: Opened
     coords: Iterator[PatchCoordinate]
+    ordinal: int = 0
+    budget: int = 0
+    slide_pool: SlidePool | None = None
     planned: int = 0
     done: int = 0
     reads_ok: int = 0
@@ -43,8 +51,13 @@ class Entry:
 
 @dataclass
 class Task:
+    """A planned read; ``mark``: the planner just before it (``resume.Mark``); ``pool_pos``:
+    its slide pool and the pops taken once it was drawn."""
+
     entry: Entry
     coord: PatchCoordinate
+    mark: Mark | None = None
+    pool_pos: tuple[SlidePool, int] | None = None
     future: Future[ReadResult] | None = None
 
 
@@ -56,6 +69,7 @@ class Pending:
     path: str
     future: Future[Opened] | None = None
     deferred: bool = False
+    resume: EntryResume | None = None  # a resumed run's entry, rebuilt when opened
 
 
 @dataclass

@@ -6,16 +6,41 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pytest
 
 from wsi_streamer.patches.engine import Entry, Opened, RunInput, Schedule, StreamRun
+from wsi_streamer.patches.resume import PoolState, RunState, SlidePool, run_from_json
 from wsi_streamer.patches.slots import ReadResult
 from wsi_streamer.patches.stats import PipelineStats
 from wsi_streamer.patches.types import NoPatchesError, PatchCoordinate, TissueMask
 
 MASK = TissueMask(np.ones((4, 4), bool), 1.0, (4, 4))
+
+
+@dataclass
+class Ledger:
+    """The pipeline's bookkeeping that outlives a run (``resume.RunLedger``)."""
+
+    failed: set[str] = field(default_factory=set)
+    opens: dict[str, int] = field(default_factory=dict)
+
+    def order_state(self) -> dict[str, Any]:
+        return {}
+
+    def set_order_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    def failures(self) -> tuple[set[str], dict[str, int]]:
+        return self.failed, self.opens
+
+    def pool_states(self) -> dict[str, PoolState]:
+        return {}
+
+    def consumed_from_pool(self, path: str, position: tuple[SlidePool, int]) -> None:
+        pass
 
 
 @dataclass
@@ -33,9 +58,9 @@ class Steps:
         return Opened(path, error="broken") if path in self.open_fails else Opened(path,
                                                                                    mask=MASK)
 
-    def make_entry(self, opened: Opened) -> Entry:
+    def make_entry(self, opened: Opened, ordinal: int, skip: int) -> Entry:
         return Entry(opened, (PatchCoordinate(x, 0, 0, 1, None, opened.path)
-                              for x in range(10)))
+                              for x in range(skip, 10)))
 
     def read_patch(self, opened: Opened, coord: PatchCoordinate) -> ReadResult:
         if opened.path in self.read_fails:
@@ -48,7 +73,7 @@ class Steps:
         return image + 100, None
 
     def run(self, paths: list[str], *, cycle: bool = False,
-            raise_errors: bool = False) -> StreamRun:
+            raise_errors: bool = False, resume: RunState | None = None) -> StreamRun:
         schedule = Schedule(slide_paths=tuple(paths), pool_size=2, patches_per_slide=2,
                             patches_per_visit=1, cycle=cycle, prefetch=4, io_threads=3,
                             open_threads=1, open_ahead=2, raise_errors=raise_errors)
@@ -57,7 +82,8 @@ class Steps:
             schedule, stats=lambda: self.stats, slide_order=lambda: list(alive),
             open_slide=self.open_slide, make_entry=self.make_entry, read_patch=self.read_patch,
             render=self.render, mark_failed=self.failed.append,
-            open_failed=lambda opened: self.open_failures.append(opened.path)))
+            open_failed=lambda opened: self.open_failures.append(opened.path),
+            ledger=Ledger(), resume=resume))
 
 
 def test_the_schedule_is_round_robin_over_the_pool_and_rendered_by_the_consumer():
@@ -93,3 +119,16 @@ def test_a_failed_open_is_reported_and_the_pass_goes_on():
 def test_a_cycling_run_that_can_never_yield_raises():
     with pytest.raises(NoPatchesError, match="could not be opened: broken"):
         list(Steps(open_fails=("a", "b")).run(["a", "b"], cycle=True))
+
+
+def test_a_run_resumed_from_its_state_goes_on_with_the_next_patch():
+    whole = [(r.coordinate.slide_path, r.coordinate.x) for r in Steps().run(["a", "b", "c"])]
+    for k in range(len(whole) + 1):
+        first = Steps().run(["a", "b", "c"])
+        stream = iter(first)
+        head = [(r.coordinate.slide_path, r.coordinate.x)
+                for _, r in zip(range(k), stream, strict=False)]
+        state = first.state()  # the planner ran ahead; the state is the consumer's
+        rest = [(r.coordinate.slide_path, r.coordinate.x)
+                for r in Steps().run(["a", "b", "c"], resume=run_from_json(state))]
+        assert head + rest == whole, k

@@ -36,6 +36,8 @@ class CoordinatePoolLike(Protocol):
     def reshuffled(self, rng: np.random.Generator) -> CoordinatePoolLike:
         """The same coordinate set, full again, in a new order (the next cycle)."""
         ...
+    # Resumable pools (``PatchPipeline.state_dict``) also have ``popped`` (coordinates
+    # taken), ``draws`` (permutations drawn for the order) and ``redrawn(rng, draws)``.
 
 
 class PatchSampler(Randomizable, ABC):

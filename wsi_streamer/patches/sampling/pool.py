@@ -21,12 +21,18 @@ from .positions import iter_grid
 K = TypeVar("K", bound=Hashable)
 
 
-def _order(n: int, rng: np.random.Generator, avoid: Sequence[int] | None) -> list[int]:
-    """A random permutation of ``range(n)``, different from ``avoid`` whenever ``n > 1``."""
+def _order(n: int, rng: np.random.Generator, avoid: Sequence[int] | None,
+           draws: int | None = None) -> tuple[list[int], int]:
+    """A random permutation of ``range(n)``, different from ``avoid`` whenever ``n > 1``, and
+    the number of permutations drawn for it; with ``draws``, the ``draws``-th permutation of
+    ``rng`` (a recorded order rebuilt without its predecessor, ``PatchPipeline`` resume)."""
     order = [int(i) for i in rng.permutation(n)]
-    while n > 1 and avoid is not None and order == list(avoid):
+    count = 1
+    while (count < draws if draws is not None
+           else n > 1 and avoid is not None and order == list(avoid)):
         order = [int(i) for i in rng.permutation(n)]
-    return order
+        count += 1
+    return order, count
 
 
 class CoordinatePool:
@@ -37,15 +43,16 @@ class CoordinatePool:
     more than one coordinate); when ``max_size`` truncates, the next cycle is a fresh subset, as
     wsistream's rebuild gives."""
 
-    __slots__ = ("_all", "_max_size", "_order", "_coords", "_total")
+    __slots__ = ("_all", "_max_size", "_order", "_coords", "_total", "draws")
 
     def __init__(self, coordinates: Sequence[PatchCoordinate], rng: np.random.Generator,
-                 max_size: int | None = None, *, _avoid: Sequence[int] | None = None) -> None:
+                 max_size: int | None = None, *, _avoid: Sequence[int] | None = None,
+                 _draws: int | None = None) -> None:
         if max_size is not None and max_size < 0:
             raise ValueError(f"max_size must be >= 0 or None, got {max_size}")
         self._all = tuple(coordinates)
         self._max_size = max_size
-        order = _order(len(self._all), rng, _avoid)
+        order, self.draws = _order(len(self._all), rng, _avoid, _draws)
         if max_size is not None:
             order = order[:max_size]
         self._order = order
@@ -61,6 +68,11 @@ class CoordinatePool:
         return len(self._coords)
 
     @property
+    def popped(self) -> int:
+        """Coordinates taken so far."""
+        return self._total - len(self._coords)
+
+    @property
     def exhausted(self) -> bool:
         return not self._coords
 
@@ -71,6 +83,10 @@ class CoordinatePool:
 
     def reshuffled(self, rng: np.random.Generator) -> CoordinatePool:
         return CoordinatePool(self._all, rng, self._max_size, _avoid=self._order)
+
+    def redrawn(self, rng: np.random.Generator, draws: int) -> CoordinatePool:
+        """The pool over the same coordinates, full, in the ``draws``-th order of ``rng``."""
+        return CoordinatePool(self._all, rng, self._max_size, _draws=draws)
 
 
 class MultiLevelCoordinatePool(Generic[K]):
@@ -83,12 +99,13 @@ class MultiLevelCoordinatePool(Generic[K]):
     caps the pops (and each stored pool, which can never give more)."""
 
     __slots__ = ("_lists", "_weights", "_max_total", "_orders", "_pools", "_keys", "_total",
-                 "_pops")
+                 "_pops", "draws")
 
     def __init__(self, level_pools: Mapping[K, Sequence[PatchCoordinate]],
                  level_weights: Mapping[K, float], rng: np.random.Generator,
                  max_total: int | None = None, *,
-                 _avoid: Mapping[K, Sequence[int]] | None = None) -> None:
+                 _avoid: Mapping[K, Sequence[int]] | None = None,
+                 _draws: Sequence[int] | None = None) -> None:
         if max_total is not None and max_total < 0:
             raise ValueError(f"max_total must be >= 0 or None, got {max_total}")
         self._lists = {key: tuple(coords) for key, coords in level_pools.items()
@@ -97,8 +114,11 @@ class MultiLevelCoordinatePool(Generic[K]):
         self._max_total = max_total
         self._orders: dict[K, list[int]] = {}
         self._pools: dict[K, deque[PatchCoordinate]] = {}
-        for key, coords in self._lists.items():
-            order = _order(len(coords), rng, None if _avoid is None else _avoid.get(key))
+        self.draws: list[int] = []  # permutations drawn per key (``CoordinatePool.draws``)
+        for index, (key, coords) in enumerate(self._lists.items()):
+            order, count = _order(len(coords), rng, None if _avoid is None else _avoid.get(key),
+                                  None if _draws is None else _draws[index])
+            self.draws.append(count)
             if max_total is not None:
                 order = order[:max_total]
             self._orders[key] = order
@@ -120,6 +140,10 @@ class MultiLevelCoordinatePool(Generic[K]):
         return self._pools[active[choice]].popleft()
 
     @property
+    def popped(self) -> int:
+        return self._pops
+
+    @property
     def remaining(self) -> int:
         left = sum(len(pool) for pool in self._pools.values())
         if self._max_total is not None:
@@ -138,6 +162,12 @@ class MultiLevelCoordinatePool(Generic[K]):
     def reshuffled(self, rng: np.random.Generator) -> MultiLevelCoordinatePool[K]:
         return MultiLevelCoordinatePool(self._lists, self._weights, rng, self._max_total,
                                         _avoid=self._orders)
+
+    def redrawn(self, rng: np.random.Generator, draws: Sequence[int]
+                ) -> MultiLevelCoordinatePool[K]:
+        """Full again, key ``i`` in the ``draws[i]``-th order of ``rng``."""
+        return MultiLevelCoordinatePool(self._lists, self._weights, rng, self._max_total,
+                                        _draws=draws)
 
 
 def plan_grid_coordinates(slide: HasProperties, tissue_mask: TissueMask, plan: ReadPlan,
