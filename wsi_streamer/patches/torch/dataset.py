@@ -56,6 +56,7 @@ from .ranks import (
     shard_slides,
     stream_seed,
 )
+from .resume import ActiveStream, Elastic, ResumableDataset, ResumePlan
 from .stats import PipelineRecorder, SharedState
 
 logger = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ def patch_to_item(result: PatchResult, output_dtype: str = "float32") -> dict[st
     return item
 
 
-class WsiStreamDataset(IterableDataset[dict[str, Any]]):
+class WsiStreamDataset(ResumableDataset, IterableDataset[dict[str, Any]]):
     """``PatchPipeline``'s arguments (defaults ``cycle=True``, ``slide_sampling="random"``)
     plus ``output_dtype`` ("float32": uint8 / 255; "uint8": a quarter of the bytes to move,
     normalise on the device). Yields ``patch_to_item`` dicts. See the module for sharding,
@@ -145,12 +146,17 @@ class WsiStreamDataset(IterableDataset[dict[str, Any]]):
         self._iterations = 0  # iter() calls in this process (with persistent workers: epochs)
         self._captured = dist_rank_world()
         self._index: dict[str, int] | None = None
+        self._active: ActiveStream | None = None  # the stream of this process's last iter()
+        self._pending: dict[str, Any] | None = None  # a stream state to continue
+        self._elastic: Elastic | None = None  # a merged epoch to continue
+        self._skip: tuple[int, int, int] | None = None  # skip_steps: (epoch, steps, batch)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_captured"] = dist_rank_world() or self._captured
         state["_index"] = None
         state["_iterations"] = 0
+        state["_active"] = None
         return state
 
     # --- epochs, statistics ------------------------------------------------------------------
@@ -211,28 +217,41 @@ class WsiStreamDataset(IterableDataset[dict[str, Any]]):
             logger.warning("shared epoch state unusable (%s): epoch %d, iteration %d",
                            exc, self._epoch, self._iterations - 1)
             epoch, iteration = self._epoch, self._iterations - 1
+        epoch, iteration, worker, plan = self._resume_plan(rank, world, worker, num_workers,
+                                                           epoch, iteration)
+        self._active = ActiveStream(epoch, iteration, rank, world, worker, num_workers)
         slides = self.slides_for(rank, world, worker, num_workers, epoch, iteration)
         seed = stream_seed(self.seed, rank, worker, epoch, iteration)
         logger.debug("rank %d/%d worker %d/%d epoch %d.%d: %d slides", rank, world, worker,
                      num_workers, epoch, iteration, len(slides))
-        if not slides:  # a finite stream with fewer slides than (rank x worker) slots
+        if not slides and plan is None:  # fewer slides than (rank x worker) slots, finite
             logger.warning("rank %d worker %d has no slide (%d slides for %d rank x worker "
                            "slots, cycle=False reads each slide once): it yields nothing",
                            rank, worker, len(self.slide_paths), world * num_workers)
-        return self._stream(slides, seed, (identity, worker, num_workers))
+        return self._stream(slides, seed, (identity, worker, num_workers), plan)
 
     def _stream(self, slides: list[str], seed: np.random.SeedSequence,
-                slot: tuple[str, int, int]) -> Iterator[dict[str, Any]]:
-        if not slides:
+                slot: tuple[str, int, int], plan: ResumePlan | None = None
+                ) -> Iterator[dict[str, Any]]:
+        first = [] if plan is None else [path for path, _ in plan.first_pass or ()]
+        if not slides and not first:
             return
-        pipeline = PatchPipeline(slides, seed=seed, **self._kwargs)
+        pipeline = PatchPipeline(slides or first, seed=seed, **self._kwargs)
+        if plan is not None:
+            plan.apply(pipeline)
+        if self._active is not None:
+            self._active.pipeline = pipeline
         if self._index is None:  # slide -> its byte in the shared "seen" map
             self._index = {path: i for i, path in enumerate(dict.fromkeys(self.slide_paths))}
         recorder = PipelineRecorder(self._shared.writer(), pipeline, self._index)
         run = iter(pipeline)
         yielded = 0
+        skip = plan.skip if plan is not None else 0
         try:
             for result in run:
+                if skip:  # skip_steps: trained on before the restart
+                    skip -= 1
+                    continue
                 item = patch_to_item(result, self.output_dtype)
                 recorder.record()
                 yielded += 1
