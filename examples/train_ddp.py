@@ -19,6 +19,13 @@ GPUs, gloo on CPUs. What matters here:
   every rank, so DDP's all-reduce never waits for a rank that ran out of data.
 - uint8 batches (a quarter of the bytes through worker queues and pinned memory),
   normalised on the device.
+- Preemption: torchdata's ``StatefulDataLoader`` (torch's ``DataLoader``, resumable). Every
+  ``--save-every`` steps each rank writes ``CHECKPOINT/rank-R.pt``: the model and optimiser
+  (the same on every rank) with its loader's ``state_dict()``. ``--resume`` loads them and
+  goes on from the next batch, exactly the batches an uninterrupted run would have had. On
+  another number of ranks (``torchrun --nnodes=1:4``), each rank gives every old rank's loader
+  state to ``dataset.load_state_dict`` instead: the epoch goes on, each slide's budget used
+  once (docs/resume.md).
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 from wsi_streamer.patches.torch import MonitoredLoader, WsiStreamDataset
 
@@ -81,7 +88,35 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--log-every", type=int, default=10)
     parser.add_argument("--patches-per-slide", type=int, help="override the recipe's")
     parser.add_argument("--thumbnail-size", type=int, help="override the recipe's (pixels)")
+    parser.add_argument("--checkpoint", default="checkpoint",
+                        help="folder of the checkpoints (rank-R.pt per rank)")
+    parser.add_argument("--save-every", type=int, default=0,
+                        help="steps between checkpoints (0: none)")
+    parser.add_argument("--resume", action="store_true",
+                        help="go on from the checkpoints in --checkpoint")
     return parser.parse_args()
+
+
+def save_checkpoint(folder: str, rank: int, model: nn.Module, optimizer: Any,
+                    loader: StatefulDataLoader, epoch: int, step: int) -> None:
+    """This rank's checkpoint, written whole or not at all (a kill mid-write keeps the last)."""
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"rank-{rank}.pt")
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "loader": loader.state_dict(), "epoch": epoch, "step": step}, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+def load_checkpoints(folder: str, rank: int, world: int) -> tuple[dict[str, Any], list[Any]]:
+    """This rank's checkpoint (its own, or rank 0's on a grown topology) and every old rank's
+    loader state (for a restart on another topology)."""
+    ranks = sorted(int(name[5:-3]) for name in os.listdir(folder)
+                   if name.startswith("rank-") and name.endswith(".pt"))
+    mine = torch.load(os.path.join(folder, f"rank-{rank if rank in ranks else 0}.pt"),
+                      weights_only=False)
+    states = [torch.load(os.path.join(folder, f"rank-{r}.pt"), weights_only=False)["loader"]
+              for r in ranks] if len(ranks) != world else []
+    return mine, states
 
 
 def main() -> None:
@@ -105,8 +140,8 @@ def main() -> None:
         storage_options={key: value for key, value in (("endpoint_url", args.s3_endpoint),
                                                        ("region", args.s3_region)) if value}
         or None)
-    loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers,
-                        pin_memory=cuda, persistent_workers=args.workers > 0)
+    loader = StatefulDataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers,
+                                pin_memory=cuda, persistent_workers=args.workers > 0)
     monitor = MonitoredLoader(loader, dataset=dataset, device=device,
                               log_every=args.log_every)
 
@@ -115,14 +150,30 @@ def main() -> None:
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
     mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    first_epoch, first_step = 0, 0
+    if args.resume:
+        saved, old_states = load_checkpoints(args.checkpoint, rank, world)
+        model.module.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        first_epoch, first_step = saved["epoch"], saved["step"]
+        if old_states:  # another number of ranks: the epoch goes on over this topology
+            dataset.load_state_dict(old_states)
+        else:  # the same ranks: each loader exactly where it was
+            loader.load_state_dict(saved["loader"])
+        if first_step == args.steps:
+            first_epoch, first_step = first_epoch + 1, 0
     if rank == 0:
         print(f"{world} rank(s), {len(dataset.slide_paths)} slides, recipe {args.recipe}, "
-              f"{args.workers} workers per rank", flush=True)
+              f"{args.workers} workers per rank"
+              + (f", resumed at epoch {first_epoch} step {first_step}" if args.resume else ""),
+              flush=True)
 
     started = time.perf_counter()
-    for epoch in range(args.epochs):
+    last = (first_epoch, first_step)
+    for epoch in range(first_epoch, args.epochs):
         dataset.set_epoch(epoch)  # every rank: a new split of the slides, new patches
-        for step, batch in enumerate(monitor):
+        start = first_step if epoch == first_epoch else 0
+        for step, batch in enumerate(monitor, start=start):
             images = batch["image"].to(device, non_blocking=True).float().div_(255)
             images = (images - mean) / std
             loss = nn.functional.mse_loss(model(images), images.mean(dim=(2, 3)))
@@ -134,6 +185,10 @@ def main() -> None:
                 print(f"epoch {epoch} step {step + 1}: loss {payload['loss']:.4f}, "
                       f"{payload['loader/patches_per_sec']:.0f} patches/s per rank, data "
                       f"wait {payload['loader/data_fraction']:.0%}", flush=True)
+            last = (epoch, step + 1)
+            if args.save_every and (step + 1) % args.save_every == 0:
+                save_checkpoint(args.checkpoint, rank, model.module, optimizer, loader, epoch,
+                                step + 1)
             if step + 1 == args.steps:  # the same number of steps on every rank
                 break
 
@@ -150,7 +205,8 @@ def main() -> None:
         seconds = time.perf_counter() - started
         print(f"done in {seconds:.1f} s: {int(counts[0])} patches read by all ranks, "
               f"{int(counts[1])} storage requests, {counts[2] / 2**20:.1f} MiB", flush=True)
-        print(f"parameters in sync across {world} rank(s): {len(set(sums)) == 1}", flush=True)
+        print(f"parameters in sync across {world} rank(s): {len(set(sums)) == 1}; trained "
+              f"to epoch {last[0]} step {last[1]}", flush=True)
     dist.destroy_process_group()
 
 

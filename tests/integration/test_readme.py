@@ -169,7 +169,8 @@ COVERAGE: dict[str, Run | Exempt | Output] = {
                "test_openslide_fallback.py serves the real NDPI through it"),
     "from wsi_streamer.patches import (PatchPipeline, OtsuTissueDetector, RandomSampler,":
         Run("test_patch_pipeline_block"),
-    "from torch.utils.data import DataLoader": Run("test_torch_dataloader_block"),
+    "from torchdata.stateful_dataloader import StatefulDataLoader  # torch's DataLoader, "
+    "resumable": Run("test_torch_dataloader_block"),
     "torchrun --nproc_per_node=N examples/train_ddp.py s3://bucket/prefix/ --recipe "
     "prov_gigapath":
         Exempt("N ranks for minutes; examples/train_ddp.py runs under torchrun (2 ranks, "
@@ -255,7 +256,8 @@ SUBSTITUTIONS: dict[str, tuple[Sub, ...]] = {
     "from wsi_streamer.patches import (PatchPipeline, OtsuTissueDetector, RandomSampler,": (
         Sub("my-bucket", "{bucket}", "a bucket on the loopback moto server"),
         Sub("http://minio:9000", "{endpoint}", "the moto server")),
-    "from torch.utils.data import DataLoader": (
+    "from torchdata.stateful_dataloader import StatefulDataLoader  # torch's DataLoader, "
+    "resumable": (
         Sub("my-bucket", "{bucket}", "a bucket on the loopback moto server"),
         Sub("batch_size=256", "batch_size=8", "fits a 2-core CI"),
         Sub("num_workers=8", "num_workers=2", "fits a 2-core CI (still real worker processes)")),
@@ -676,12 +678,16 @@ for image, mpp in calls:
 """
 
 TORCH_CHECKS = """
+import json
 assert len(calls) == epochs * steps_per_epoch, len(calls)
 for images, mpps in calls:
     assert tuple(images.shape) == (8, *SHAPE[1:]) and str(images.dtype) == "torch.uint8", \
         images.shape
 stats = dataset.stats_dict()
 assert stats["pipeline/patches_extracted"] >= epochs * steps_per_epoch * 8, stats
+saved = [s for s in json.loads(json.dumps(checkpoint["loader"]))["_snapshot"][
+    "_worker_snapshots"].values()]
+assert all(s["dataset_state"]["pipeline"] is not None for s in saved), saved
 """
 
 
@@ -711,7 +717,8 @@ def test_torch_dataloader_block(tmp_path: Path, s3_bucket: S3Bucket, clam_slide:
     """WSI_S3_ENDPOINT in the environment: the block names no endpoint (boto3's chain). Two
     keys, so each of the two DataLoader workers has a slide."""
     pytest.importorskip("torch")
-    key = "from torch.utils.data import DataLoader"
+    key = ("from torchdata.stateful_dataloader import StatefulDataLoader  # torch's DataLoader, "
+           "resumable")
     for name in ("case-0.svs", "case-1.svs"):
         s3_bucket.client.upload_file(str(clam_slide), s3_bucket.name, f"tcga/{name}")
     code = substituted(key, bucket=s3_bucket.name)

@@ -90,11 +90,12 @@ def s3_prefix(s3_bucket: S3Bucket, local_slides: list[str]) -> str:
     return f"s3://{s3_bucket.name}/cohort/"
 
 
-def torchrun(args: list[str], tmp_path: Path, timeout: float = 150, ok: bool = True) -> str:
+def torchrun(args: list[str], tmp_path: Path, timeout: float = 150, ok: bool = True,
+             ranks: int = 2) -> str:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT),
            "PYTHONWARNINGS": "ignore"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           "--nproc_per_node=2", *args]
+           f"--nproc_per_node={ranks}", *args]
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=timeout)
     assert (done.returncode == 0) == ok, done.stdout[-3000:] + done.stderr[-3000:]
@@ -148,12 +149,19 @@ def test_torchrun_split_streams_epochs_and_reproducibility(tmp_path, s3_prefix, 
 
 @pytest.mark.timeout(300)
 def test_train_ddp_example_keeps_replicas_in_sync(tmp_path, s3_prefix, moto_server):
-    out = torchrun([str(REPO_ROOT / "examples" / "train_ddp.py"), s3_prefix, "--recipe",
-                    "prov_gigapath", "--s3-endpoint", moto_server, "--epochs", "2",
-                    "--steps", "3", "--batch-size", "4", "--workers", "2", "--log-every",
-                    "3", "--thumbnail-size", "512"], tmp_path)
+    """Two ranks with a checkpoint every 2 steps, then ``--resume`` on one rank: the last
+    checkpoint (epoch 1 step 2) goes on over the new topology (the elastic form)."""
+    example = [str(REPO_ROOT / "examples" / "train_ddp.py"), s3_prefix, "--recipe",
+               "prov_gigapath", "--s3-endpoint", moto_server, "--epochs", "2", "--steps", "3",
+               "--batch-size", "4", "--workers", "2", "--log-every", "3", "--thumbnail-size",
+               "512", "--checkpoint", str(tmp_path / "ckpt"), "--save-every", "2"]
+    out = torchrun(example, tmp_path)
     assert "parameters in sync across 2 rank(s): True" in out
     assert "epoch 1 step 3" in out
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["rank-0.pt", "rank-1.pt"]
+    out = torchrun([*example, "--resume"], tmp_path, ranks=1)
+    assert "1 rank(s)" in out and "resumed at epoch 1 step 2" in out
+    assert "trained to epoch 1 step 3" in out and "epoch 0" not in out
 
 
 @pytest.mark.timeout(300)
