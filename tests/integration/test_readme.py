@@ -171,6 +171,11 @@ COVERAGE: dict[str, Run | Exempt | Output] = {
         Run("test_patch_pipeline_block"),
     "from torchdata.stateful_dataloader import StatefulDataLoader  # torch's DataLoader, "
     "resumable": Run("test_torch_dataloader_block"),
+    'old = [torch.load(f"checkpoint/rank-{r}.pt")["loader"] for r in range(old_world_size)]':
+        Exempt("docs/resume.md's elastic form: it runs in test_torch_resume.py::test_elastic_"
+               "resume_on_other_topologies_consumes_each_budget_once (2x2 -> 1x3, 3x1) and, "
+               "from the example's checkpoint files, in test_torch_ddp.py::test_train_ddp_"
+               "example_keeps_replicas_in_sync"),
     "torchrun --nproc_per_node=N examples/train_ddp.py s3://bucket/prefix/ --recipe "
     "prov_gigapath":
         Exempt("N ranks for minutes; examples/train_ddp.py runs under torchrun (2 ranks, "
