@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .. import limits
-from .resume import PassMark, RunLedger, RunState
+from .resume import EntryResume, PassMark, RunLedger, RunState
 from .run_state import MAX_OPEN_ATTEMPTS, ResumableRun
 from .slots import Entry, Opened, Pending, ReadResult, Streak, Task, no_patches_message
 from .stats import PipelineStats
@@ -88,7 +88,7 @@ class StreamRun(ResumableRun):
         self.finished = False
         self.final: dict[str, Any] | None = None  # the state once closed
         self.unsaved: Exception | None = None  # why it could not be taken at close
-        self.layout: tuple[tuple[str, Entry | None], ...] | None = None  # cached for marks
+        self.layout: tuple[tuple[str, Entry | EntryResume | None], ...] | None = None
         self.failures: tuple[tuple[str, int], ...] | None = None
         self.budgets: tuple[PassMark | None, dict[str, int]] = (None, {})
         self.streak = Streak()

@@ -45,12 +45,13 @@ class PassMark:
 
 @dataclass(frozen=True, slots=True)
 class Mark:
-    """The planner between two tasks. ``slots``: the pool, each an open entry or a slide
-    still opening (None); ``left``: slides of the pass still queued."""
+    """The planner between two tasks. ``slots``: the pool, each an open entry, a slide still
+    opening (None), or a resumed one still opening (its saved counters); ``left``: slides of
+    the pass still queued."""
 
     passed: PassMark
     left: int
-    slots: tuple[tuple[str, Entry | None], ...]
+    slots: tuple[tuple[str, Entry | EntryResume | None], ...]
     idx: int
     visit: int
     ordinal: int

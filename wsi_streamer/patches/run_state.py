@@ -33,7 +33,7 @@ class ResumableRun:
     finished: bool
     final: dict[str, Any] | None
     unsaved: Exception | None
-    layout: tuple[tuple[str, Entry | None], ...] | None
+    layout: tuple[tuple[str, Entry | EntryResume | None], ...] | None
     failures: tuple[tuple[str, int], ...] | None
     budgets: tuple[PassMark | None, dict[str, int]]
     passed: PassMark
@@ -60,9 +60,9 @@ class ResumableRun:
         return self.budgets[1].get(path, self.s.patches_per_slide)
 
     def mark_now(self) -> Mark:
-        if self.layout is None:
-            self.layout = tuple((s.path, None) if isinstance(s, Pending) else (s.opened.path, s)
-                                for s in self.pool)
+        if self.layout is None:  # a resumed slot not yet open keeps its counters
+            self.layout = tuple((s.path, s.resume) if isinstance(s, Pending)
+                                else (s.opened.path, s) for s in self.pool)
         if self.failures is None:
             self.failures = tuple(self.run.ledger.failures()[1].items())
         return Mark(self.passed, len(self.queue), self.layout, self.idx, self.visit,

@@ -132,3 +132,20 @@ def test_a_run_resumed_from_its_state_goes_on_with_the_next_patch():
         rest = [(r.coordinate.slide_path, r.coordinate.x)
                 for r in Steps().run(["a", "b", "c"], resume=run_from_json(state))]
         assert head + rest == whole, k
+
+
+def test_a_resumed_run_can_be_resumed_again_before_its_slides_reopen():
+    def key(run: StreamRun, n: int) -> tuple[list[tuple[str, int]], RunState]:
+        stream = iter(run)
+        got = [(r.coordinate.slide_path, r.coordinate.x)
+               for _, r in zip(range(n), stream, strict=False)]
+        return got, run_from_json(run.state())
+
+    paths = ["a", "b", "c", "d"]
+    whole = [(r.coordinate.slide_path, r.coordinate.x) for r in Steps().run(paths)]
+    for k in range(1, 6):
+        for j in range(3):  # a second preemption j patches after the first resume
+            head, state = key(Steps().run(paths), k)
+            middle, state = key(Steps().run(paths, resume=state), j)
+            rest, _ = key(Steps().run(paths, resume=state), 100)
+            assert head + middle + rest == whole, (k, j)
