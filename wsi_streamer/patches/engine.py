@@ -11,7 +11,8 @@ mask) by background threads before the pool needs them. Results are taken in pla
 transformed in the consuming thread, so a seeded run gives the same patches whatever the
 timing. The one outcome the schedule depends on (a slide whose every read failed is dropped
 from later passes) is settled at the pass boundary, where the planner waits for the reads
-in flight."""
+in flight. Each planned task carries the planner's mark, so the run's state as of the last
+patch consumed is known without waiting for the reads ahead (``run_state.py``)."""
 
 from __future__ import annotations
 
