@@ -136,14 +136,22 @@ def test_torchrun_sigkill_after_step_k_resumes_steps_k1_to_n_exactly(slides, tmp
     source, cache, k, n = str(Path(slides[0]).parent), str(tmp_path / "cache"), 2, 5
     args = [str(script), source, cache, str(tmp_path)]
     job = torchrun([*args, "kill", str(k), str(n)], tmp_path)
-    deadline = time.monotonic() + 150
-    while not all((tmp_path / f"ready-{r}").exists() for r in range(2)):
-        assert job.poll() is None, job.communicate()[0][-3000:]
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
-    assert kill_tree(job) >= 1 + 2 + 2 * 2  # torchrun, 2 ranks, their 4 DataLoader workers
+    try:
+        deadline = time.monotonic() + 150
+        while not all((tmp_path / f"ready-{r}").exists() for r in range(2)):
+            assert job.poll() is None, job.communicate()[0][-3000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert kill_tree(job) >= 1 + 2 + 2 * 2  # torchrun, 2 ranks, their 4 workers
+    finally:
+        if job.poll() is None:
+            kill_tree(job)
     resumed = torchrun([*args, "resume", str(k), str(n)], tmp_path)
-    out = resumed.communicate(timeout=150)[0]
+    try:
+        out = resumed.communicate(timeout=150)[0]
+    finally:
+        if resumed.poll() is None:
+            kill_tree(resumed)
     assert resumed.returncode == 0, out[-3000:]
     for rank in range(2):
         result = json.loads((tmp_path / f"rank-{rank}.json").read_text())
