@@ -83,12 +83,22 @@ class ResumableState:
 
     def recipe_digest(self) -> str:
         """A fingerprint of everything that shapes the stream of patches (components and
-        schedule arguments; not ``prefetch``, ``io_threads`` or storage settings)."""
-        return digest(describe_config([
-            type(self.backend).__name__, self.tissue_detector, self.sampler, self.patch_filter,
-            self.transforms, self.shared_transforms, self.views, self.thumbnail_size,
-            self.slide_sampling, self.pool_size, self.patches_per_slide,
-            self.patches_per_visit, self.cycle, self.replacement]))
+        schedule arguments; not ``prefetch``, ``io_threads`` or storage settings). Computed
+        once (components are copies the pipeline never changes)."""
+        return self._fingerprints()[1]
+
+    def _fingerprints(self) -> tuple[str, str]:
+        """(sources, recipe) digests, cached: a state is taken after every batch."""
+        cached = self.__dict__.get("_digests")
+        if cached is None:
+            cached = (digest("\n".join(self.slide_paths)), digest(describe_config([
+                type(self.backend).__name__, self.tissue_detector, self.sampler,
+                self.patch_filter, self.transforms, self.shared_transforms, self.views,
+                self.thumbnail_size, self.slide_sampling, self.pool_size,
+                self.patches_per_slide, self.patches_per_visit, self.cycle,
+                self.replacement])))
+            self.__dict__["_digests"] = cached
+        return cached
 
     def state_dict(self) -> dict[str, Any]:
         """The stream as of the last ``PatchResult`` handed out (patches planned or read
@@ -97,7 +107,7 @@ class ResumableState:
         torchdata's ``Stateful`` protocol."""
         run = self._run
         return {"version": STATE_VERSION, "kind": PIPELINE_KIND,
-                "sources": digest("\n".join(self.slide_paths)),
+                "sources": self._fingerprints()[0],
                 "recipe": self.recipe_digest(), "seed": seed_to_json(self._root),
                 "run": run.state() if run is not None else None,
                 "transforms": [dict(g.bit_generator.state)
@@ -113,7 +123,7 @@ class ResumableState:
         if state.get("version") != STATE_VERSION:
             raise ResumeStateError(f"pipeline state version {state.get('version')!r}; this "
                                    f"release reads version {STATE_VERSION}")
-        if state.get("sources") != digest("\n".join(self.slide_paths)):
+        if state.get("sources") != self._fingerprints()[0]:
             raise ResumeStateError("the saved state is of other sources (another slide list "
                                    f"than these {len(self.slide_paths)} slides)")
         if state.get("recipe") != self.recipe_digest():

@@ -206,7 +206,12 @@ class ResumableDataset:
         raise NotImplementedError
 
     def _fingerprint(self) -> dict[str, Any]:
-        return fingerprint(self.slide_paths, self._kwargs, self.output_dtype, self.seed)
+        """Sources, recipe and seed digests, computed once (a state is taken per batch)."""
+        cached: dict[str, Any] | None = self.__dict__.get("_digests")
+        if cached is None:
+            cached = fingerprint(self.slide_paths, self._kwargs, self.output_dtype, self.seed)
+            self.__dict__["_digests"] = cached
+        return cached
 
     def state_dict(self) -> dict[str, Any]:
         """The stream of this process's current iteration as of its last item handed out
