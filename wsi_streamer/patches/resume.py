@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import zlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -43,8 +43,7 @@ class PassMark:
     explicit: tuple[tuple[str, int], ...] | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Mark:
+class Mark(NamedTuple):  # a tuple: one is made per planned patch
     """The planner between two tasks. ``slots``: the pool, each an open entry, a slide still
     opening (None), or a resumed one still opening (its saved counters); ``left``: slides of
     the pass still queued."""
