@@ -17,14 +17,14 @@ from typing import Any
 
 from ..io.factory import BACKENDS, open_storage
 from ..io.location import StorageSpec, parse_storage_url, split_object_url, url_scheme
-from ..io.storage import Storage
+from ..io.storage import OPENSLIDE_ONLY_EXTENSIONS, Storage
 from ..slide import NATIVE_FORMATS
 
-# Folder listings keep these names: the native drivers' own (their table is the one home),
-# plus OpenSlide's formats when that backend reads them. ``WSI_EXTENSIONS`` is wsistream's name.
+# Folder listings keep these names: the native drivers' own (their table), plus OpenSlide's
+# formats when that backend reads them (``io/storage.py`` holds the names). ``WSI_EXTENSIONS``
+# is wsistream's name.
 NATIVE_EXTENSIONS = tuple(dict.fromkeys(ext for d in NATIVE_FORMATS for ext in d.extensions))
-OPENSLIDE_EXTENSIONS = NATIVE_EXTENSIONS + (".ndpi", ".mrxs", ".vms", ".vmu", ".scn", ".bif",
-                                            ".svslide")
+OPENSLIDE_EXTENSIONS = NATIVE_EXTENSIONS + OPENSLIDE_ONLY_EXTENSIONS
 WSI_EXTENSIONS = frozenset(OPENSLIDE_EXTENSIONS)
 # Schemes our backends read through a storage backend: the factory's, but for local folders.
 REMOTE_SCHEMES = frozenset(scheme for scheme in BACKENDS if scheme != "file")

@@ -57,3 +57,14 @@ def test_object_urls_go_through_the_location_grammar() -> None:
         resolve_slide_paths("https://h/folder/")
     assert resolve_slide_paths(["s3://b/k.svs", "memory://m.svs"], any_scheme=True) == [
         "s3://b/k.svs", "memory://m.svs"]
+
+
+def test_slide_extensions_have_one_home() -> None:
+    from wsi_streamer.format.openslide_driver import DRIVER as OPENSLIDE
+    from wsi_streamer.format.tiff.driver import DRIVER as TIFF
+    from wsi_streamer.io.storage import OPENSLIDE_ONLY_EXTENSIONS, SLIDE_EXTENSIONS
+    from wsi_streamer.patches.sources import OPENSLIDE_EXTENSIONS, WSI_EXTENSIONS
+
+    assert TIFF.extensions is SLIDE_EXTENSIONS
+    assert set(OPENSLIDE.extensions) == set(OPENSLIDE_EXTENSIONS) == WSI_EXTENSIONS
+    assert set(OPENSLIDE_EXTENSIONS) == {*SLIDE_EXTENSIONS, *OPENSLIDE_ONLY_EXTENSIONS}
