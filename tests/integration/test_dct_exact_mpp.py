@@ -57,8 +57,8 @@ def test_dct_reads_are_the_area_filter(slide_path: Path, level: int, k: int,
         ax, ay = dct_origin(ds, x, y, k)
         assert ax <= x < ax + k * ds and ay <= y < ay + k * ds
         assert dct_origin(ds, ax, ay, k) == (ax, ay)
-        ours = np.asarray(read_level0_anchored(slide, ax, ay, level, side, side, (out, out),
-                                               dct_scaling=True))
+        ours = np.asarray(read_level0_anchored(slide, level, x0=ax, y0=ay, width=side, height=side,
+                                               out_size=(out, out), dct_scaling=True))
         assert psnr(ours, openslide_reduced(slide_path, ax, ay, level, side, k)) >= 45
     tile = slide.level(level).tile_width
     assert scales == [(tile // k, tile // k)] * 3  # decoded at 1/k, not reduced afterwards
@@ -70,12 +70,14 @@ def test_other_origins_are_never_moved(slide_path: Path,
     slide = open_slide(str(slide_path))
     x, y = 901, 703
     assert dct_origin(1.0, x, y, 2) == (900, 702)
-    ours = np.asarray(read_level0_anchored(slide, x, y, 0, 448, 448, (224, 224),
-                                           dct_scaling=True))
-    exact = np.asarray(read_level0_anchored(slide, x, y, 0, 448, 448, (224, 224)))
+    ours = np.asarray(read_level0_anchored(slide, 0, x0=x, y0=y, width=448, height=448,
+                                           out_size=(224, 224), dct_scaling=True))
+    exact = np.asarray(read_level0_anchored(slide, 0, x0=x, y0=y, width=448, height=448,
+                                            out_size=(224, 224)))
     assert np.array_equal(ours, exact)
     assert np.array_equal(exact, openslide_reduced(slide_path, x, y, 0, 448, 2))
     white: list[object] = []
     monkeypatch.setattr(region, "_canvas", lambda size: white.append(size))
-    read_level0_anchored(slide, 900, 702, 0, 448, 448, (224, 224), dct_scaling=True)
+    read_level0_anchored(slide, 0, x0=900, y0=702, width=448, height=448, out_size=(224, 224),
+                         dct_scaling=True)
     assert white == []  # inside the level: no white canvas either

@@ -104,7 +104,8 @@ def exercise(data: bytes) -> None:
                 pass
     info = slide.level(levels[-1])
     try:
-        read_region(slide, levels[-1], 0, 0, min(info.width, 300), min(info.height, 300))
+        read_region(slide, levels[-1], x=0, y=0, width=min(info.width, 300),
+                    height=min(info.height, 300))
     except WsiError:
         pass
     assert time.monotonic() - started < CASE_LIMIT_S

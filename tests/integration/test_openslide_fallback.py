@@ -110,7 +110,7 @@ def test_regions_are_exactly_openslide_pixels(folder: Path) -> None:
     slide = open_slide(str(folder / NDPI), openslide=True)
     reference = openslide_reference(folder / NDPI)
     for level, x, y, w, h in [(0, 500, 700, 700, 300), (1, 0, 0, 1984, 40), (3, 100, 90, 396, 500)]:
-        ours = np.asarray(read_region(slide, level, x, y, w, h))
+        ours = np.asarray(read_region(slide, level, x=x, y=y, width=w, height=h))
         assert np.array_equal(ours, reference(level, x, y, w, h)), (level, x, y)
     slide.close()
 

@@ -68,7 +68,7 @@ def test_cmu_regions_equal_openslide(shared_slides: Path) -> None:
     reference = openslide_reference(path)
     for x, y, w, h in ((0, 0, 500, 300), (1000, 2800, 700, 167), (239, 239, 3, 3),
                        (2100, 100, 120, 481)):
-        ours = np.asarray(read_region(slide, 0, x, y, w, h))
+        ours = np.asarray(read_region(slide, 0, x=x, y=y, width=w, height=h))
         assert psnr(ours, reference(0, x, y, w, h)) >= MIN_PSNR, (x, y, w, h)
 
 

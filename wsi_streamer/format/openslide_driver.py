@@ -19,6 +19,7 @@ from PIL import Image
 
 from ..errors import AssociatedImageNotFound, DecodeError, UnsupportedFormat
 from ..io.range_reader import RangeReader
+from ..io.storage import OPENSLIDE_ONLY_EXTENSIONS, SLIDE_EXTENSIONS
 from ..records import CacheEntryError, Doc
 from .base import PyramidGeometry, positive_number
 from .contract import LevelTables
@@ -76,8 +77,7 @@ class OpenSlideDriver:
     name = "openslide"
     label = "OpenSlide"
     recognises: tuple[str, ...] = ()
-    extensions: tuple[str, ...] = (".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif",
-                                   ".svslide", ".tif", ".tiff", ".svs")
+    extensions: tuple[str, ...] = (*OPENSLIDE_ONLY_EXTENSIONS, *SLIDE_EXTENSIONS)
 
     def sniff(self, head: bytes) -> bool:
         return True

@@ -73,6 +73,16 @@ def parse_storage_url(url: str) -> StorageSpec:
     return StorageSpec(scheme, parts.netloc.lower(), _prefix(url, parts.path))
 
 
+def url_scheme(url: str) -> str | None:
+    """The lower-cased scheme of a ``scheme://...`` string (RFC 3986: a letter, then
+    letters, digits, ``+``, ``-``, ``.``), or None for anything else (a path)."""
+    head, sep, _ = url.partition("://")
+    if not sep or not head.isascii() or not head[:1].isalpha() or not head.replace(
+            "+", "").replace("-", "").replace(".", "").isalnum():
+        return None
+    return head.lower()
+
+
 def split_object_url(url: str) -> tuple[StorageSpec, str]:
     """A single object's URL -> (the storage at its root, the object's id under it):
     ``s3://b/k/x.svs`` -> (``s3://b/``, ``k/x.svs``); ``https://h/a%20b/x.svs`` ->

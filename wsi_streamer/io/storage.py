@@ -9,7 +9,11 @@ from typing import Protocol
 from ..errors import InvalidSlideId
 from .range_reader import IoStats, RangeReader
 
+# Slide file names, their one home (the lowest layer: every other imports these). What the
+# native readers read, listed by every storage (``format/tiff``'s driver), and what only
+# OpenSlide reads (``format/openslide_driver``: local folders with the fallback on).
 SLIDE_EXTENSIONS = (".svs", ".tif", ".tiff")
+OPENSLIDE_ONLY_EXTENSIONS = (".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide")
 MAX_ID_LENGTH = 1024
 
 

@@ -17,13 +17,14 @@ import numpy as np
 from ..errors import UnsupportedFormat, WsiError
 from ..limits import PREVIEW_MAX_SLIDES
 from .handle import SlideHandle
+from .sources import ENV_DEFAULTS
 
 # The storage flags of every command that reads slides, spelled as ``serve``'s (the settings
 # table, ``config.SETTINGS``, which this layer may not import: tests/unit/server/
 # test_one_spelling.py holds the two together).
-S3_FLAGS = (("--s3-endpoint", "WSI_S3_ENDPOINT", "endpoint_url",
+S3_FLAGS = (("--s3-endpoint", ENV_DEFAULTS["endpoint_url"], "endpoint_url",
              "custom S3 endpoint URL (MinIO, Ceph, moto, ...)"),
-            ("--s3-region", "WSI_S3_REGION", "region", "S3 region"))
+            ("--s3-region", ENV_DEFAULTS["region"], "region", "S3 region"))
 
 
 FALLBACK_HELP = ("local folder only: read slides the native readers refuse (NDPI, MRXS, "

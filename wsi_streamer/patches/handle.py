@@ -44,10 +44,11 @@ class SlideHandle:
     def properties(self) -> SlideProperties:
         return self._slide.properties
 
-    def read_region(self, x: int, y: int, width: int, height: int, level: int = 0,
+    def read_region(self, x: int, y: int, width: int, height: int, level: int = 0, *,
                     out_size: tuple[int, int] | None = None) -> np.ndarray:
         """Pixels of the ``width x height`` box of ``level`` whose top left is level-0
-        ``(x, y)``; resampled (area filter) to ``out_size`` when given."""
+        ``(x, y)``; resampled (area filter) to ``out_size`` when given. wsistream's order
+        (``x, y, width, height, level``); ours, ``out_size``, by keyword only."""
         return self._slide.read_region(x=x, y=y, level=level, width=width, height=height,
                                        out_size=out_size)
 

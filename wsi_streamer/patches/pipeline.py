@@ -330,7 +330,8 @@ class PatchPipeline(ResumableState):
         assert handle is not None
         out = coord.out_size
         image = handle.read_region(coord.x, coord.y, coord.patch_size, coord.patch_size,
-                                   coord.level, None if out == coord.patch_size else (out, out))
+                                   coord.level,
+                                   out_size=None if out == coord.patch_size else (out, out))
         accepted = self.patch_filter.accept(image) if self.patch_filter is not None else True
         overrides: dict[str, np.ndarray] = {}
         if accepted and self.views is not None:
@@ -364,4 +365,5 @@ class PatchPipeline(ResumableState):
         side = plan.read_size * ds[plan.level]
         x, y = int(round(cx - side / 2)), int(round(cy - side / 2))
         out = None if plan.output_size == plan.read_size else (plan.output_size,) * 2
-        return handle.read_region(x, y, plan.read_size, plan.read_size, plan.level, out)
+        return handle.read_region(x, y, plan.read_size, plan.read_size, plan.level,
+                                  out_size=out)

@@ -1,44 +1,51 @@
-"""Where slides come from: local files and folders, ``s3://bucket/key`` objects and listed
-``s3://bucket/prefix/`` prefixes, ``http(s)://host/path`` objects (HTTP cannot list, so a
-prefix there is refused), and the S3 options that reach them. Stores come from the storage
-factory (``io/factory.py``).
+"""Where slides come from: local files and folders, objects and listed prefixes of the
+storage backends (``s3://bucket/key``, ``s3://bucket/prefix/``; ``http(s)://host/path``, which
+cannot list, so a prefix there is refused), and the options that reach them. URLs are parsed
+by ``io/location.py`` and stores made by ``io/factory.py``, as the server does; which schemes
+are ours is the factory's table.
 
 URLs stay strings (``pathlib`` would turn ``s3://`` into ``s3:/``). A missing local path or
 an empty folder or prefix is an error at construction that names the item."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..io.factory import open_storage
-from ..io.location import StorageSpec, split_object_url
+from ..io.factory import BACKENDS, open_storage
+from ..io.location import StorageSpec, parse_storage_url, split_object_url, url_scheme
 from ..io.series import is_member_name
-from ..io.storage import Storage, is_slide_name
+from ..io.storage import OPENSLIDE_ONLY_EXTENSIONS, Storage, is_slide_name
 from ..slide import NATIVE_FORMATS
 
-# Folder listings keep these names: the native drivers' own (their table is the one home),
-# plus OpenSlide's formats when that backend reads them. ``WSI_EXTENSIONS`` is wsistream's name.
+# Folder listings keep these names: the native drivers' own (their table), plus OpenSlide's
+# formats when that backend reads them (``io/storage.py`` holds the names). ``WSI_EXTENSIONS``
+# is wsistream's name.
 NATIVE_EXTENSIONS = tuple(dict.fromkeys(ext for d in NATIVE_FORMATS for ext in d.extensions))
-OPENSLIDE_EXTENSIONS = NATIVE_EXTENSIONS + (".ndpi", ".mrxs", ".vms", ".vmu", ".scn", ".bif",
-                                            ".svslide")
+OPENSLIDE_EXTENSIONS = NATIVE_EXTENSIONS + OPENSLIDE_ONLY_EXTENSIONS
 WSI_EXTENSIONS = frozenset(OPENSLIDE_EXTENSIONS)
-_S3_OPTION_NAMES = ("endpoint_url", "region", "region_name", "profile_name", "anonymous",
-                    "requester_pays")  # region: the storage layer's name; region_name: boto3's
+# Schemes our backends read through a storage backend: the factory's, but for local folders.
+REMOTE_SCHEMES = frozenset(scheme for scheme in BACKENDS if scheme != "file")
+# ``storage_options`` other spellings of the storage layer's names: boto3's ``region_name``.
+OPTION_ALIASES = {"region_name": "region"}
+# Unset options come from these variables, named as ``serve`` names them (``config.SETTINGS``;
+# ``patches/cli.py`` reads the same ones for its flags).
+ENV_DEFAULTS = {"endpoint_url": "WSI_S3_ENDPOINT", "region": "WSI_S3_REGION"}
+ENV_FLAGS = {"anonymous": "WSI_S3_ANONYMOUS"}  # true when the variable is 1/true/yes/on
 
 
 @dataclass(frozen=True)
 class S3Options:
     """``storage_options`` for S3, in the storage layer's vocabulary (``open_storage``'s
-    ``endpoint_url, region, profile_name, anonymous, requester_pays``; boto3's ``region_name``
-    is the same setting as ``region``); unset fields fall back to the boto3 credential chain
-    and ``WSI_S3_ENDPOINT`` / ``WSI_S3_REGION`` / ``WSI_S3_ANONYMOUS`` (read when the options
-    are built)."""
+    ``endpoint_url, region, profile_name, anonymous, requester_pays``; ``OPTION_ALIASES``
+    spell some of them otherwise); unset fields fall back to the boto3 credential chain and
+    ``ENV_DEFAULTS`` (read when the options are built)."""
 
     endpoint_url: str | None = None
-    region_name: str = "us-east-1"
+    region: str = "us-east-1"
     profile_name: str | None = None
     anonymous: bool = False
     requester_pays: bool = False
@@ -46,52 +53,46 @@ class S3Options:
     @classmethod
     def from_mapping(cls, options: Mapping[str, Any] | None,
                      environ: Mapping[str, str] | None = None) -> S3Options:
+        """``ValueError`` for an unknown name, or one setting given twice differently.
+        Empty values count as unset."""
         env = os.environ if environ is None else environ
-        opts = dict(options or {})
-        unknown = sorted(set(opts) - set(_S3_OPTION_NAMES))
-        if unknown:
-            raise ValueError(f"storage_options: unknown option(s) {unknown}; "
-                             f"known: {list(_S3_OPTION_NAMES)}")
-        if opts.get("region") and opts.get("region_name") and (
-                opts["region"] != opts["region_name"]):
-            raise ValueError(f"storage_options: region {opts['region']!r} and region_name "
-                             f"{opts['region_name']!r} name one setting; give one")
-        region = opts.get("region") or opts.get("region_name")
-        return cls(
-            endpoint_url=opts.get("endpoint_url") or env.get("WSI_S3_ENDPOINT") or None,
-            region_name=region or env.get("WSI_S3_REGION") or "us-east-1",
-            profile_name=opts.get("profile_name"),
-            anonymous=bool(opts.get("anonymous", env.get("WSI_S3_ANONYMOUS", "").strip().lower()
-                                    in ("1", "true", "yes", "on"))),
-            requester_pays=bool(opts.get("requester_pays", False)),
-        )
+        names = [f.name for f in dataclasses.fields(cls)]
+        opts: dict[str, Any] = {}
+        for name, value in (options or {}).items():
+            key = OPTION_ALIASES.get(name, name)
+            if key not in names:
+                raise ValueError(f"storage_options: unknown option {name!r}; known: "
+                                 f"{[*names, *OPTION_ALIASES]}")
+            if value is None or value == "":
+                continue
+            if key in opts and opts[key] != value:
+                raise ValueError(f"storage_options: {name}={value!r} and {key}="
+                                 f"{opts[key]!r} name one setting; give one")
+            opts[key] = value
+        for key, variable in ENV_DEFAULTS.items():
+            if key not in opts and env.get(variable):
+                opts[key] = env[variable]
+        for key, variable in ENV_FLAGS.items():
+            if key not in opts:
+                opts[key] = env.get(variable, "").strip().lower() in ("1", "true", "yes", "on")
+        for flag in ("anonymous", "requester_pays"):
+            opts[flag] = bool(opts.get(flag, False))
+        return cls(**opts)
 
-    def storage(self, bucket: str, prefix: str = "") -> Storage:
-        return open_storage(StorageSpec("s3", bucket, prefix.strip("/")),
-                            endpoint_url=self.endpoint_url, region=self.region_name,
-                            profile_name=self.profile_name, anonymous=self.anonymous,
-                            requester_pays=self.requester_pays)
-
-
-def split_s3(url: str) -> tuple[str, str]:
-    """``s3://bucket/key`` -> ``(bucket, key)``; ``ValueError`` without a bucket."""
-    bucket, _, key = url[5:].partition("/")
-    if not bucket:
-        raise ValueError(f"slide_paths: {url!r} has no bucket")
-    return bucket, key
+    def for_scheme(self, scheme: str) -> dict[str, Any]:
+        """``open_storage``'s options for a storage of ``scheme`` (S3's only for ``s3``)."""
+        return dataclasses.asdict(self) if scheme == "s3" else {}
 
 
-def is_s3(path: str) -> bool:
-    return path.startswith("s3://")
-
-
-def is_http(path: str) -> bool:
-    return path.startswith(("http://", "https://"))
+def storage_at(spec: StorageSpec, options: S3Options) -> Storage:
+    """The storage at ``spec`` with ``options``: the factory's backend for its scheme."""
+    return open_storage(spec, **options.for_scheme(spec.scheme))
 
 
 def is_remote(path: str) -> bool:
-    """An object URL the native backend reads through a storage backend (``s3://``, ``http(s)://``)."""
-    return is_s3(path) or is_http(path)
+    """An object URL the native backend reads through a storage backend (``s3://``,
+    ``http(s)://``: ``REMOTE_SCHEMES``)."""
+    return url_scheme(path) in REMOTE_SCHEMES
 
 
 def remote_object(url: str, options: S3Options) -> tuple[str, Callable[[], Storage], str]:
@@ -99,9 +100,7 @@ def remote_object(url: str, options: S3Options) -> tuple[str, Callable[[], Stora
     root (bucket or host) and the id is the rest, so one storage serves every slide there.
     ``ValueError`` for a URL naming no object."""
     spec, slide_id = split_object_url(url)
-    if spec.scheme == "s3":
-        return spec.url, lambda: options.storage(spec.host), slide_id
-    return spec.url, lambda: open_storage(spec), slide_id
+    return spec.url, lambda: storage_at(spec, options), slide_id
 
 
 def resolve_slide_paths(slide_paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
@@ -127,16 +126,16 @@ def resolve_slide_paths(slide_paths: str | os.PathLike[str] | Iterable[str | os.
         if not isinstance(item, (str, os.PathLike)):
             raise TypeError(f"slide_paths: {item!r} is not a path or URL")
         entry = os.fspath(item)
-        if "://" in entry and (any_scheme or not is_remote(entry)):
+        scheme = url_scheme(entry)
+        if scheme is not None and (any_scheme or scheme not in REMOTE_SCHEMES):
             resolved.append(entry)
-        elif is_s3(entry):
-            resolved.extend(_list_s3(entry, extensions, options or S3Options.from_mapping(None)))
-        elif is_http(entry):
-            if entry.endswith("/"):
-                raise ValueError(f"slide_paths: {entry!r}: an http(s):// prefix cannot be "
-                                 "listed (plain HTTP has no listing); name each slide's URL")
-            split_object_url(entry)  # a malformed URL fails here, naming itself
-            resolved.append(entry)
+        elif scheme is not None:
+            spec = parse_storage_url(entry)  # a malformed URL fails here, naming itself
+            if spec.prefix and not entry.endswith("/"):
+                resolved.append(entry)
+            else:
+                resolved.extend(_list_prefix(entry, spec, extensions,
+                                             options or S3Options.from_mapping(None)))
         elif os.path.isdir(entry):
             found = _folder_slides(entry, extensions)
             if not found:
@@ -167,28 +166,30 @@ def _folder_slides(folder: str, extensions: tuple[str, ...]) -> list[str]:
 
 def check_schemes(paths: Iterable[str]) -> None:
     """``ValueError`` naming the first path our backends cannot read: a ``scheme://`` other
-    than ``s3://`` and ``http(s)://`` (a user's own backend may read those)."""
+    than ``REMOTE_SCHEMES`` (a user's own backend may read those)."""
     for path in paths:
-        if "://" in path and not is_remote(path):
+        if url_scheme(path) is not None and not is_remote(path):
             raise ValueError(f"slide_paths: {path!r}: only local paths, s3:// and "
                              "http(s):// URLs (a user's own SlideBackend may read other "
                              "schemes)")
 
 
-def _list_s3(url: str, extensions: tuple[str, ...], options: S3Options) -> list[str]:
-    bucket, key = split_s3(url)
-    if key and not key.endswith("/"):
-        return [url]
+def _list_prefix(url: str, spec: StorageSpec, extensions: tuple[str, ...],
+                 options: S3Options) -> list[str]:
+    """The objects under a prefix URL with a slide extension, sorted, as URLs."""
+    if spec.scheme in ("http", "https"):
+        raise ValueError(f"slide_paths: {url!r}: an {spec.scheme}:// prefix cannot be listed "
+                         "(plain HTTP has no listing); name each slide's URL")
     # Listed from the parent, so that a prefix that is itself one series is found as one.
-    parent, _, name = key.strip("/").rpartition("/")
-    storage = options.storage(bucket, parent)
-    root = parent + "/" if parent else ""  # as S3Storage.prefix
+    parent, _, name = spec.prefix.strip("/").rpartition("/")
+    storage = storage_at(StorageSpec(spec.scheme, spec.host, parent), options)
     found: list[str] = []
     cursor: str | None = None
     while True:
         page = storage.list_slides(prefix=name + "/" if name else "", cursor=cursor,
                                    limit=1000)
-        found.extend(f"s3://{bucket}/{root}{sid}" for sid in page.slides
+        found.extend(StorageSpec(spec.scheme, spec.host, f"{parent}/{sid}".lstrip("/")).url
+                     for sid in page.slides
                      if sid.lower().endswith(extensions) or not is_slide_name(sid))
         if page.next_cursor is None:
             break

@@ -66,8 +66,8 @@ def region_tile_count(info: LevelGeometry, x: float, y: float, width: float, hei
     return (x1 - x0 + 1) * (y1 - y0 + 1)
 
 
-def render_region(slide: SlideReader, level: int, x: float, y: float, width: float,
-                  height: float, out_size: tuple[int, int], *,
+def render_region(slide: SlideReader, level: int, *, x: float, y: float, width: float,
+                  height: float, out_size: tuple[int, int],
                   resample: Image.Resampling = Image.Resampling.LANCZOS,
                   dct_scaling: bool = True, max_tiles: int | None = None,
                   max_canvas: int = MAX_CANVAS_PIXELS) -> Image.Image:
@@ -183,17 +183,18 @@ def _tight(tiles: list[tuple[int, int]], decoded: Iterator[Image.Image],
                    resample)
 
 
-def read_region(slide: SlideReader, level: int, x: int, y: int, width: int,
+def read_region(slide: SlideReader, level: int, *, x: int, y: int, width: int,
                 height: int) -> Image.Image:
     """RGB pixels of ``[x, x + width) x [y, y + height)`` in ``level``'s integer
     coordinates, unscaled; parts outside the level are white."""
     if width <= 0 or height <= 0 or width * height > MAX_CANVAS_PIXELS:
         raise InvalidParameter(f"region {width}x{height} is empty or too large")
-    return render_region(slide, level, x, y, width, height, (width, height))
+    return render_region(slide, level, x=x, y=y, width=width, height=height,
+                         out_size=(width, height))
 
 
-def read_level0_anchored(slide: SlideReader, x0: int, y0: int, level: int, width: int,
-                         height: int, out_size: tuple[int, int] | None = None, *,
+def read_level0_anchored(slide: SlideReader, level: int, *, x0: int, y0: int, width: int,
+                         height: int, out_size: tuple[int, int] | None = None,
                          dct_scaling: bool = False) -> Image.Image:
     """OpenSlide's convention: the top left is given in level-0 pixels, ``width x height``
     in ``level`` pixels. With ``out_size`` the region is resampled to it with an area
@@ -208,12 +209,13 @@ def read_level0_anchored(slide: SlideReader, x0: int, y0: int, level: int, width
     out = out_size or (width, height)
     factor = dct_factor(width, height, out) if dct_scaling else 1
     if factor > 1 and dct_origin(ds, x0, y0, factor) == (x0, y0):
-        return render_region(slide, level, round(x0 / ds), round(y0 / ds), width, height, out,
-                             resample=Image.Resampling.BOX, dct_scaling=True)
+        return render_region(slide, level, x=round(x0 / ds), y=round(y0 / ds), width=width,
+                             height=height, out_size=out, resample=Image.Resampling.BOX,
+                             dct_scaling=True)
     shrink = out[0] < width or out[1] < height
     resample = Image.Resampling.BOX if shrink else Image.Resampling.BICUBIC
-    return render_region(slide, level, x0 / ds, y0 / ds, width, height, out,
-                         resample=resample, dct_scaling=False)
+    return render_region(slide, level, x=x0 / ds, y=y0 / ds, width=width, height=height,
+                         out_size=out, resample=resample, dct_scaling=False)
 
 
 def dct_factor(width: int, height: int, out_size: tuple[int, int]) -> int:

@@ -297,8 +297,8 @@ class TileService:
         info = slide.level(level)
 
         def render() -> Image.Image:
-            return render_region(slide, level, x, y, w, h, out, max_tiles=max_tiles,
-                                 max_canvas=SERVICE_CANVAS_PIXELS)
+            return render_region(slide, level, x=x, y=y, width=w, height=h, out_size=out,
+                                 max_tiles=max_tiles, max_canvas=SERVICE_CANVAS_PIXELS)
 
         if region_tile_count(info, x, y, w, h) <= HEAVY_TILES:
             return render()

@@ -153,7 +153,7 @@ def test_storage_options_take_the_storage_layer_region_name() -> None:
     from wsi_streamer.patches.sources import S3Options
 
     env: dict[str, str] = {}
-    assert S3Options.from_mapping({"region": "eu-west-1"}, env).region_name == "eu-west-1"
-    assert S3Options.from_mapping({"region_name": "eu-west-1"}, env).region_name == "eu-west-1"
+    assert S3Options.from_mapping({"region": "eu-west-1"}, env).region == "eu-west-1"
+    assert S3Options.from_mapping({"region_name": "eu-west-1"}, env).region == "eu-west-1"
     with pytest.raises(ValueError, match="one setting"):
         S3Options.from_mapping({"region": "eu-west-1", "region_name": "us-east-2"}, env)

@@ -40,8 +40,8 @@ def demo_slide(demo_path: Path) -> SlideReader:
 def tissue_xy(demo_slide: SlideReader) -> tuple[int, int]:
     """A level-0 point deep inside tissue (a 9x9 tissue block of the smallest level)."""
     smallest = demo_slide.levels[-1]
-    thumb = np.asarray(read_region(demo_slide, smallest.level, 0, 0, smallest.width,
-                                   smallest.height))
+    thumb = np.asarray(read_region(demo_slide, smallest.level, x=0, y=0, width=smallest.width,
+                                   height=smallest.height))
     stained = _tissue(thumb)
     for y in range(4, smallest.height - 4):
         for x in range(4, smallest.width - 4):
@@ -84,19 +84,20 @@ def test_demo_slide_pixels_match_openslide(demo_path: Path, demo_slide: SlideRea
     with openslide.OpenSlide(str(demo_path)) as slide:
         for x, y, w, h in [*REGIONS, *around]:
             w, h = min(w, (DEMO_SIZE[0] - x) // ds), min(h, (DEMO_SIZE[1] - y) // ds)
-            ours = np.asarray(read_region(demo_slide, level, x // ds, y // ds, w, h))
+            ours = np.asarray(read_region(demo_slide, level, x=x // ds, y=y // ds, width=w,
+                                          height=h))
             at = (x // ds * ds, y // ds * ds)  # OpenSlide's top left is in level-0 pixels
             theirs = np.asarray(slide.read_region(at, level, (w, h)).convert("RGB"))
             assert psnr(ours, theirs) >= MIN_PSNR, (level, x, y)
     # the comparison means something: the regions hold tissue
-    tile = np.asarray(read_region(demo_slide, 0, tx - 350, ty - 250, 700, 500))
+    tile = np.asarray(read_region(demo_slide, 0, x=tx - 350, y=ty - 250, width=700, height=500))
     assert _tissue(tile).mean() > 0.5
 
 
 def test_demo_slide_tissue_fraction_and_white_background(demo_slide: SlideReader) -> None:
     smallest = demo_slide.levels[-1]
-    thumb = np.asarray(read_region(demo_slide, smallest.level, 0, 0, smallest.width,
-                                   smallest.height))
+    thumb = np.asarray(read_region(demo_slide, smallest.level, x=0, y=0, width=smallest.width,
+                                   height=smallest.height))
     tissue = _tissue(thumb)
     assert 0.10 <= tissue.mean() <= 0.50, tissue.mean()
     background = thumb[~tissue]
@@ -111,15 +112,15 @@ def test_demo_slide_has_islands_and_nuclei(demo_slide: SlideReader,
                                            tissue_xy: tuple[int, int]) -> None:
     ndimage = pytest.importorskip("scipy.ndimage")
     smallest = demo_slide.levels[-1]
-    thumb = np.asarray(read_region(demo_slide, smallest.level, 0, 0, smallest.width,
-                                   smallest.height))
+    thumb = np.asarray(read_region(demo_slide, smallest.level, x=0, y=0, width=smallest.width,
+                                   height=smallest.height))
     labels, count = ndimage.label(_tissue(thumb))
     sizes = np.bincount(labels.ravel())[1:]
     islands = np.sort(sizes[sizes >= 50])[::-1]
     assert len(islands) >= 4, sizes  # several islands ...
     assert islands[0] > 4 * islands[-1]  # ... of different sizes
     tx, ty = tissue_xy
-    region = np.asarray(read_region(demo_slide, 0, tx - 512, ty - 384, 1024, 768)
+    region = np.asarray(read_region(demo_slide, 0, x=tx - 512, y=ty - 384, width=1024, height=768)
                         ).astype(np.int16)
     dark = (region.mean(-1) < 150) & (region[..., 2] > region[..., 0])  # blue-purple nuclei
     assert 0.03 < dark.mean() < 0.5

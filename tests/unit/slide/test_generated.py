@@ -92,7 +92,7 @@ def jpeg_svs(svs_slides) -> tuple[SlideReader, Path]:  # type: ignore[no-untyped
 def test_read_region_matches_openslide(jpeg_svs, level: int, x: int, y: int, w: int,
                                        h: int) -> None:  # type: ignore[no-untyped-def]
     slide, path = jpeg_svs
-    ours = np.asarray(read_region(slide, level, x, y, w, h))
+    ours = np.asarray(read_region(slide, level, x=x, y=y, width=w, height=h))
     assert ours.shape == (h, w, 3)
     assert psnr(ours, openslide_reference(path)(level, x, y, w, h)) >= 45
 
@@ -100,12 +100,12 @@ def test_read_region_matches_openslide(jpeg_svs, level: int, x: int, y: int, w: 
 def test_read_region_outside_is_white_inside_matches(jpeg_svs) -> None:  # type: ignore
     slide, path = jpeg_svs
     info = slide.level(1)
-    region = np.asarray(read_region(slide, 1, info.width - 50, -20, 100, 80))
+    region = np.asarray(read_region(slide, 1, x=info.width - 50, y=-20, width=100, height=80))
     inside = region[20:, :50]
     reference = openslide_reference(path)(1, info.width - 50, 0, 50, 60)
     assert psnr(inside, reference) >= 45
     assert (region[:20] == 255).all() and (region[:, 50:] == 255).all()
-    far = np.asarray(read_region(slide, 0, 10_000, 10_000, 16, 16))
+    far = np.asarray(read_region(slide, 0, x=10_000, y=10_000, width=16, height=16))
     assert (far == 255).all()
 
 
@@ -133,7 +133,7 @@ def test_invalid_levels_and_tiles(jpeg_svs) -> None:  # type: ignore[no-untyped-
             slide.read_raw_tile(0, x, y)
     for w, h in ((0, 10), (10, -1), (10_000, 10_000)):
         with pytest.raises(InvalidParameter):
-            read_region(slide, 0, 0, 0, w, h)
+            read_region(slide, 0, x=0, y=0, width=w, height=h)
 
 
 def test_best_level_for_downsample(jpeg_svs) -> None:  # type: ignore[no-untyped-def]

@@ -35,8 +35,8 @@ def test_a_small_box_in_a_huge_tile_is_the_files_fault() -> None:
     (a Deep Zoom tile) is 415 naming the bound, not the client's 400; nothing decoded."""
     slide = OneTileLevel(8192)
     with pytest.raises(LimitExceeded, match="8192x8192 px tiles") as info:
-        render_region(slide, 0, 0, 0, 254, 254, (254, 254),  # type: ignore[arg-type]
-                      max_canvas=SERVICE_CANVAS_PIXELS)
+        render_region(slide, 0, x=0, y=0, width=254, height=254,  # type: ignore[arg-type]
+                      out_size=(254, 254), max_canvas=SERVICE_CANVAS_PIXELS)
     assert info.value.limit == "max_canvas"
     assert slide.decoded == 0
 
@@ -44,6 +44,7 @@ def test_a_small_box_in_a_huge_tile_is_the_files_fault() -> None:
 def test_a_box_larger_than_the_canvas_is_the_callers_fault() -> None:
     slide = OneTileLevel(8192)
     with pytest.raises(InvalidParameter):
-        render_region(slide, 0, 0, 0, 8000, 8000, (1000, 1000),  # type: ignore[arg-type]
-                      dct_scaling=False, max_canvas=SERVICE_CANVAS_PIXELS)
+        render_region(slide, 0, x=0, y=0, width=8000, height=8000,  # type: ignore[arg-type]
+                      out_size=(1000, 1000), dct_scaling=False,
+                      max_canvas=SERVICE_CANVAS_PIXELS)
     assert slide.decoded == 0

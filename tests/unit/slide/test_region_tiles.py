@@ -58,7 +58,7 @@ def test_box_ending_on_a_tile_boundary_decodes_no_tile_past_it(
         slide: CountingTiles, box: tuple[int, int, int, int],
         tiles: set[tuple[int, int]]) -> None:
     x, y, w, h = box
-    image = read_region(slide, 0, x, y, w, h)  # type: ignore[arg-type]
+    image = read_region(slide, 0, x=x, y=y, width=w, height=h)  # type: ignore[arg-type]
     assert {(tx, ty) for _, tx, ty in slide.decoded} == tiles
     assert len(slide.decoded) == len(tiles)  # each once
     info = slide.level(0)
@@ -76,6 +76,7 @@ def test_box_ending_on_a_tile_boundary_decodes_no_tile_past_it(
 
 def test_resampled_tile_aligned_box_decodes_its_tiles_only(slide: CountingTiles) -> None:
     """A 256 px box of level 0 (2x2 tiles) resampled to 64 px: four tiles, not nine."""
-    out = render_region(slide, 0, 128.0, 128.0, 256.0, 256.0, (64, 64))  # type: ignore[arg-type]
+    out = render_region(slide, 0, x=128.0, y=128.0, width=256.0,  # type: ignore[arg-type]
+                        height=256.0, out_size=(64, 64))
     assert out.size == (64, 64)
     assert sorted(slide.decoded) == [(0, 1, 1), (0, 1, 2), (0, 2, 1), (0, 2, 2)]

@@ -56,7 +56,7 @@ def test_one_header_parse_per_level(monkeypatch: pytest.MonkeyPatch) -> None:
     for _ in range(2):
         for level in range(2):
             info = slide.level(level)
-            region.read_region(slide, level, 0, 0, info.width, info.height)
+            region.read_region(slide, level, x=0, y=0, width=info.width, height=info.height)
     assert len(parses) == 2 and general == []
 
 
@@ -75,22 +75,25 @@ class CountingStore(BlockStore):
 def test_one_block_store_lookup_per_tile() -> None:
     store = CountingStore()
     slide = open_slide(store.view(BytesReader(slide_bytes(), "mem://hot")))
-    region.read_region(slide, 0, 0, 0, 10, 10)  # loads the level's offsets, counts, tables
+    # loads the level's offsets, counts, tables
+    region.read_region(slide, 0, x=0, y=0, width=10, height=10)
     store.lookups = 0
-    region.read_region(slide, 0, 100, 100, 300, 200)  # 4 x 3 tiles
+    region.read_region(slide, 0, x=100, y=100, width=300, height=200)  # 4 x 3 tiles
     assert store.lookups == 12
 
 
 def test_no_white_canvas_inside_the_level(monkeypatch: pytest.MonkeyPatch) -> None:
     white = counting(monkeypatch, region, "_canvas")
     slide = open_slide(BytesReader(slide_bytes(), "mem://hot"))
-    inside = region.read_region(slide, 0, 100, 100, 300, 200)
-    halved = region.render_region(slide, 0, 100, 100, 300, 200, (150, 100),
-                                  resample=Image.Resampling.BOX, dct_scaling=False)
+    inside = region.read_region(slide, 0, x=100, y=100, width=300, height=200)
+    halved = region.render_region(slide, 0, x=100, y=100, width=300, height=200,
+                                  out_size=(150, 100), resample=Image.Resampling.BOX,
+                                  dct_scaling=False)
     assert white == []
-    edge = region.read_region(slide, 0, 500, 400, 300, 200)  # past the right and bottom
+    # past the right and bottom
+    edge = region.read_region(slide, 0, x=500, y=400, width=300, height=200)
     assert len(white) == 1
-    whole = np.asarray(region.read_region(slide, 0, 0, 0, 640, 512))
+    whole = np.asarray(region.read_region(slide, 0, x=0, y=0, width=640, height=512))
     assert np.array_equal(np.asarray(inside), whole[100:300, 100:400])
     assert np.array_equal(np.asarray(halved),
                           np.asarray(Image.fromarray(whole[100:300, 100:400]).reduce(2)))

@@ -7,6 +7,7 @@ from typing import Any
 
 from ...errors import UnsupportedFormat
 from ...io.range_reader import RangeReader
+from ...io.storage import SLIDE_EXTENSIONS
 from ...limits import MAX_ICC_BYTES
 from ...records import Doc
 from ..info import SlideInfo
@@ -81,7 +82,7 @@ class TiffDriver:
 
     name = "tiff"
     label = "TIFF/BigTIFF"
-    extensions: tuple[str, ...] = (".svs", ".tif", ".tiff")
+    extensions: tuple[str, ...] = SLIDE_EXTENSIONS
     recognises: tuple[str, ...] = (".ndpi",)  # opened to answer "NDPI is not supported"
 
     def sniff(self, head: bytes) -> bool:

@@ -114,8 +114,8 @@ class NativeSlide:
 
     def read_region(self, *, x: int, y: int, level: int, width: int, height: int,
                     out_size: tuple[int, int] | None = None) -> np.ndarray:
-        image = read_level0_anchored(self._reader, x, y, level, width, height, out_size,
-                                     dct_scaling=self._dct)
+        image = read_level0_anchored(self._reader, level, x0=x, y0=y, width=width,
+                                     height=height, out_size=out_size, dct_scaling=self._dct)
         return np.asarray(image)
 
     def get_thumbnail(self, size: tuple[int, int]) -> np.ndarray:
@@ -124,7 +124,8 @@ class NativeSlide:
         out = thumbnail_dims(self._reader.dimensions, size)
         level = self._reader.best_level_for_downsample(self._reader.dimensions[0] / out[0])
         info = self._reader.level(level)
-        return np.asarray(render_region(self._reader, level, 0, 0, info.width, info.height, out))
+        return np.asarray(render_region(self._reader, level, x=0, y=0, width=info.width,
+                                        height=info.height, out_size=out))
 
     def close(self) -> None:
         """Saves newly loaded tile arrays to the host cache; the registry keeps the parsed
