@@ -707,13 +707,18 @@ def test_patch_pipeline_block(tmp_path: Path, s3_bucket: S3Bucket,
                shell_env(tmp_path))
 
 
-def test_torch_dataloader_block(tmp_path: Path, s3_bucket: S3Bucket, clam_slide: Path) -> None:
-    """WSI_S3_ENDPOINT in the environment: the block names no endpoint (boto3's chain). Two
-    keys, so each of the two DataLoader workers has a slide."""
+def test_torch_dataloader_block(tmp_path: Path, s3_bucket: S3Bucket) -> None:
+    """The quickstart on the slide a new user has: the demo slide (``wsi-streamer demo``), as
+    the local-S3 block uploads it, under two keys so each of the two DataLoader workers has a
+    slide; it must yield every batch the loop asks for. WSI_S3_ENDPOINT in the environment:
+    the block names no endpoint (boto3's chain)."""
     pytest.importorskip("torch")
+    from wsi_streamer.format.demo import demo_slide_bytes
+
     key = "from torch.utils.data import DataLoader"
-    for name in ("case-0.svs", "case-1.svs"):
-        s3_bucket.client.upload_file(str(clam_slide), s3_bucket.name, f"tcga/{name}")
+    demo = demo_slide_bytes()
+    for name in ("demo-0.tif", "demo-1.tif"):
+        s3_bucket.client.put_object(Bucket=s3_bucket.name, Key=f"tcga/{name}", Body=demo)
     code = substituted(key, bucket=s3_bucket.name)
     env = shell_env(tmp_path, {"WSI_S3_ENDPOINT": s3_bucket.endpoint})
     shape = stated_shape(code, r"# \((B, 3, \d+, \d+)\) uint8")
