@@ -199,7 +199,7 @@ COVERAGE: dict[str, Run | Exempt | Output] = {
     " wsi_streamer": Exempt(DOCKER),
     "gunicorn -c gunicorn.conf.py": Run("test_s3_serving_block"),
     # Reliability
-    ".venv/bin/python -m bench.soak     # 10 min of mixed traffic against gunicorn, storage "
+    ".venv-test/bin/python -m bench.soak     # 10 min of mixed traffic against gunicorn, storage "
     "misbehaving": Exempt("a 10-minute soak and a 5-minute fuzz campaign, kept out of CI by "
                           "design (issue 11); the fuzz harness's cases are test_fuzz.py's"),
     "kind         requests  2xx/304    4xx  5xx ok 5xx bad   p50 ms   p99 ms   max s":
@@ -497,6 +497,25 @@ def test_layout_block_names_existing_folders() -> None:
 
 
 # --- Set-up ------------------------------------------------------------------------------------
+
+def test_setup_commands_are_independent_and_install_from_the_clone() -> None:
+    """The two set-up commands use two environments, the service's a plain (not editable)
+    install, so the test command's editable reinstall never swaps the files of a running
+    viewer (issue 23: OpenSeadragon's script went 404), and the long runs use the test one;
+    every install line installs from the clone, as the package is not on PyPI."""
+    sh = [s for s in readme_snippets() if s.source == "README.md" and s.kind == "sh"]
+    serve = next(s.text for s in sh if s.text.strip().endswith("wsi-streamer serve"))
+    test = next(s.text for s in sh if s.text.strip().endswith("&& pytest"))
+    envs = [re.findall(r"python3 -m venv (\S+) && \. \1/bin/activate", text)
+            for text in (serve, test)]
+    assert len(envs[0]) == len(envs[1]) == 1 and envs[0] != envs[1], envs
+    assert "pip install . " in serve and "-e" not in serve
+    # the bench runners need the test extra (tifffile, psutil, ...): the test environment's
+    bench = [line for s in sh for line in s.text.splitlines() if " -m bench." in line]
+    assert bench and all(line.startswith(f"{envs[1][0]}/bin/python -m bench.") for line in bench)
+    lines = [s.text for s in readme_snippets() if "pip install" in s.text]
+    assert lines and not [t for t in lines if re.search(r"pip install \S*wsi.streamer", t)]
+    assert "not on PyPI" in README.read_text()
 
 def test_setup_serve_writes_and_serves_the_demo_slide(tmp_path: Path) -> None:
     key = "python3 -m venv .venv && . .venv/bin/activate && pip install . && wsi-streamer serve"
