@@ -198,7 +198,7 @@ COVERAGE: dict[str, Run | Exempt | Output] = {
     'docker build -t wsi_streamer . && docker run -p 3000:3000 -v "$PWD/slides:/data/slides:ro"'
     " wsi_streamer": Exempt(DOCKER),
     "gunicorn -c gunicorn.conf.py": Run("test_s3_serving_block"),
-    # Reliability
+    # docs/reliability.md, Soak and fuzz
     ".venv-test/bin/python -m bench.soak     # 10 min of mixed traffic against gunicorn, storage "
     "misbehaving": Exempt("a 10-minute soak and a 5-minute fuzz campaign, kept out of CI by "
                           "design (issue 11); the fuzz harness's cases are test_fuzz.py's"),
@@ -498,6 +498,17 @@ def test_layout_block_names_existing_folders() -> None:
 
 # --- Set-up ------------------------------------------------------------------------------------
 
+def test_readme_is_short_and_links_the_rest() -> None:
+    """What it is, the two commands, a quickstart per half, the extras, links to docs/ (the
+    README was 577 lines with training from line 279, issue 23)."""
+    text = README.read_text()
+    assert len(text.splitlines()) <= 300, "keep the README short: details go to docs/"
+    sections = re.findall(r"^## (.+)$", text, re.M)
+    assert sections[0] == "Set-up" and sections[-1] == "More", sections
+    assert text.index("## Training on slides in a bucket") < len(text) * 2 // 3
+    assert "| run the tests | `test` |" in text and "download.pytorch.org/whl/cpu" in text
+
+
 def test_setup_commands_are_independent_and_install_from_the_clone() -> None:
     """The two set-up commands use two environments, the service's a plain (not editable)
     install, so the test command's editable reinstall never swaps the files of a running
@@ -511,7 +522,8 @@ def test_setup_commands_are_independent_and_install_from_the_clone() -> None:
     assert len(envs[0]) == len(envs[1]) == 1 and envs[0] != envs[1], envs
     assert "pip install . " in serve and "-e" not in serve
     # the bench runners need the test extra (tifffile, psutil, ...): the test environment's
-    bench = [line for s in sh for line in s.text.splitlines() if " -m bench." in line]
+    bench = [line for s in readme_snippets() if s.kind == "sh"
+             for line in s.text.splitlines() if " -m bench." in line]
     assert bench and all(line.startswith(f"{envs[1][0]}/bin/python -m bench.") for line in bench)
     lines = [s.text for s in readme_snippets() if "pip install" in s.text]
     assert lines and not [t for t in lines if re.search(r"pip install \S*wsi.streamer", t)]
