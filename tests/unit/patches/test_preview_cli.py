@@ -66,3 +66,19 @@ def test_preview_and_bench_report_progress_off_a_terminal(folder: Path, tmp_path
     counts = [line.split(",")[0] for line in bench.stderr.splitlines()
               if line.startswith("bench: ")]
     assert counts[:6] == [f"bench: {i}/6 patches" for i in range(1, 7)], bench.stderr
+
+
+def test_a_source_that_can_never_yield_says_so(folder: Path, tmp_path: Path) -> None:
+    """uni's CLAM area filter finds no tissue on these small slides: ``bench`` (an endless
+    stream) fails with NoPatchesError and each slide's reason in one line; ``preview`` (a
+    finite one) says 0 patches and why (the detector's a_t in the caption)."""
+    runner = CliRunner()
+    bench = runner.invoke(patches_group, ["bench", str(folder), "-n", "5", "--recipe", "uni",
+                                          "--no-cache"])
+    assert bench.exit_code == 1
+    error = [line for line in bench.stderr.splitlines() if line.startswith("Error:")]
+    assert len(error) == 1 and "NoPatchesError" in error[0], bench.stderr
+    assert "a.svs: no valid patch position" in error[0] and "b.svs" in error[0]
+    output, _ = preview(str(folder / "a.svs"), "-n", "5", "--recipe", "uni", "-o",
+                        str(tmp_path / "none.png"))
+    assert "a.svs: 0 patches, tissue 0.0%" in output and "a_t=100" in output, output
