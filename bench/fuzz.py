@@ -36,7 +36,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
+from wsi_streamer.progress import Progress
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "slides"
@@ -276,7 +276,7 @@ def main() -> None:
           f"({sum(n in SHARED_NAMES for n in names)} real), {args.workers} workers, "
           f"{args.case_timeout:g} s and {args.memory_mb} MB per case", file=sys.stderr)
 
-    tally = _Tally(plan, tqdm(total=args.cases, unit="case", file=sys.stderr))
+    tally = _Tally(plan, Progress("fuzz", total=args.cases, unit="case"))
     pending = list(range(args.cases))
     isolating = False  # after a worker died: one case at a time, so the culprit is known
     started = time.monotonic()

@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from wsi_streamer.progress import Progress
+
 from .common import S3Counters
 
 Spec = dict[str, Any]
@@ -116,15 +118,6 @@ def _rchar() -> int:
         return 0
 
 
-def _progress(total: int, label: str) -> Any:
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, desc=label, unit="patch", file=sys.stderr, leave=False,
-                mininterval=0.5)
-
-
 def measure(system: str, config: str, make: Callable[[], Any], expected: int,
             endpoint: str | None, io_keys: tuple[str, str] | None = None) -> dict[str, Any]:
     """Build the pipeline with ``make`` (timed: a system may do work at construction), iterate
@@ -135,7 +128,7 @@ def measure(system: str, config: str, make: Callable[[], Any], expected: int,
     if counters:
         counters.reset()
     rchar0 = _rchar()
-    bar = _progress(expected, f"{system} {config}")
+    bar = Progress(f"{system} {config}", total=expected, unit="patch")
     cpu0 = time.process_time()
     t0 = time.perf_counter()
     pipeline = make()
@@ -147,12 +140,10 @@ def measure(system: str, config: str, make: Callable[[], Any], expected: int,
         n += 1
         image = result.image if result.image is not None else next(iter(result.views.values()))
         shapes.add(tuple(image.shape))
-        if bar is not None:
-            bar.update(1)
+        bar.update(1)
     total = time.perf_counter() - t0
     cpu = time.process_time() - cpu0  # every thread of the row process
-    if bar is not None:
-        bar.close()
+    bar.close()
     stats = {k: v for k, v in pipeline.stats_dict().items()
              if isinstance(v, (int, float))}
     s3 = counters.get() if counters else {}

@@ -41,6 +41,7 @@ from tests.fixtures.bombs import write_j2k_bomb_svs, write_scan_bomb_svs
 from tests.fixtures.slides import make_generic, make_svs
 from tests.integration.fault_proxy import FaultProxy
 from wsi_streamer.format.demo import demo_slide_bytes
+from wsi_streamer.progress import Progress
 
 from .common import FAKE_AWS_ENV, pct
 from .s3server import S3Server
@@ -286,15 +287,13 @@ def _soak(base: str, master: int, proxy: FaultProxy, slides: dict[str, tuple[int
     threads += [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
     for thread in threads:
         thread.start()
-    last_report = start
+    progress = Progress("soak", unit="request")
     try:
         while time.monotonic() - start < duration:
             time.sleep(1)
-            if time.monotonic() - last_report >= 30:
-                last_report = time.monotonic()
-                print(f"  {last_report - start:5.0f} s  {len(records)} requests  "
-                      f"storage mode {proxy.mode}", file=sys.stderr)
+            progress.update(len(records) - progress.done)
     finally:
+        progress.close()
         stop.set()
         for thread in threads:
             thread.join(READ_BOUND_S * 2 + 5)

@@ -2,8 +2,10 @@
 
 - ``aws_isolation`` (session, autouse): fake AWS keys and empty AWS config/credentials files,
   so nothing reads the developer's ``~/.aws`` or reaches real AWS.
-- ``shared_slides``: ``Path`` of ``../shared/slides`` (real scanner files, see its README);
-  tests using it are skipped, with the reason, when the folder is absent.
+- ``shared_slides``: ``Path`` of the real scanner files (``../shared/slides``, see its README,
+  or ``$WSI_TEST_SLIDES``); tests about those files are skipped, with the reason, without it.
+- ``slide_of_kind``: ``kind -> Path``, the real file of that kind or its generated equivalent
+  (``tests/fixtures/slide_kinds.py``), for tests that need a slide like it, not that file.
 - ``moto_server`` (session): endpoint URL (``http://127.0.0.1:<port>``) of an in-process
   ``moto.server.ThreadedMotoServer`` bound to loopback on a free port.
 - ``s3_bucket``: a fresh, empty bucket on that server: ``S3Bucket(client, name, endpoint)``.
@@ -24,11 +26,13 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pytest
+
+from tests.fixtures.slide_kinds import missing_reason, shared_slides_dir, slide_of_kind
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -37,7 +41,7 @@ if TYPE_CHECKING:
     from wsi_streamer.config import Config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED_SLIDES = REPO_ROOT.parent / "shared" / "slides"
+SHARED_SLIDES = shared_slides_dir()
 AWS_REGION = "us-east-1"
 
 _bucket_numbers = itertools.count()
@@ -76,10 +80,18 @@ def aws_isolation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def shared_slides() -> Path:
-    """The shared real-slide folder; skips the test when it is absent."""
+    """The real-slide folder; skips the test, saying how to get it, when it is absent."""
     if not SHARED_SLIDES.is_dir():
-        pytest.skip(f"shared slides folder not found at {SHARED_SLIDES}")
+        pytest.skip(missing_reason(SHARED_SLIDES))
     return SHARED_SLIDES
+
+
+@pytest.fixture(scope="session", name="slide_of_kind")
+def slide_of_kind_fixture(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """``kind -> Path``: the real file of that kind, or its generated equivalent (made once
+    per session)."""
+    cache = tmp_path_factory.mktemp("slide-kinds")
+    return lambda kind: slide_of_kind(kind, cache, SHARED_SLIDES).path
 
 
 @pytest.fixture(scope="session")

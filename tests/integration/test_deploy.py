@@ -854,18 +854,18 @@ def nginx_in_front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxFa
 
 
 @pytest.fixture(scope="module")
-def gunicorn_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+def gunicorn_server(tmp_path_factory: pytest.TempPathFactory,
+                    slide_of_kind: Callable[[str], Path]) -> Iterator[int]:
     """``gunicorn -c gunicorn.conf.py`` from the repo on a free loopback port, local slides:
-    CMU-1-Small-Region.svs and the same file as folder/slide.svs."""
-    shared = REPO_ROOT.parent / "shared" / "slides"
-    if not (shared / SMALL_SLIDE).is_file():
-        pytest.skip(f"shared slide {SMALL_SLIDE} not found in {shared}")
+    an Aperio slide (CMU-1-Small-Region.svs or its generated twin) under that name and as
+    folder/slide.svs."""
     nginx_binary()  # skip before starting anything
+    source = slide_of_kind("aperio")
     tmp = tmp_path_factory.mktemp("gunicorn")
     slides = tmp / "slides"
     (slides / "folder").mkdir(parents=True)
-    shutil.copy2(shared / SMALL_SLIDE, slides / SMALL_SLIDE)
-    shutil.copy2(shared / SMALL_SLIDE, slides / "folder" / "slide.svs")
+    shutil.copy2(source, slides / SMALL_SLIDE)
+    shutil.copy2(source, slides / "folder" / "slide.svs")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("WSI_")}
     env.update(WSI_HOST="127.0.0.1", WSI_PORT=str(port), WSI_WORKERS="2", WSI_THREADS="4",

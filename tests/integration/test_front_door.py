@@ -9,7 +9,8 @@
   headers with no deadline, so they must never be the door). The bare-gunicorn variant is the
   demonstration of the attack (``xfail``, not strict).
 
-Skipped without an nginx binary or the shared slide ``CMU-1-Small-Region.svs``.
+Skipped without an nginx binary. The slide is ``CMU-1-Small-Region.svs`` or its generated twin
+(``slide_of_kind("aperio")``).
 """
 
 from __future__ import annotations
@@ -93,13 +94,11 @@ def get(port: int, target: str, headers: dict[str, str] | None = None,
 
 
 @pytest.fixture(scope="module")
-def slides_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    shared = REPO_ROOT.parent / "shared" / "slides"
-    if not (shared / SMALL_SLIDE).is_file():
-        pytest.skip(f"shared slide {SMALL_SLIDE} not found in {shared}")
+def slides_dir(tmp_path_factory: pytest.TempPathFactory,
+               slide_of_kind: Callable[[str], Path]) -> Path:
     nginx_binary()  # skip before starting anything
     slides = tmp_path_factory.mktemp("slides")
-    shutil.copy2(shared / SMALL_SLIDE, slides / SMALL_SLIDE)
+    shutil.copy2(slide_of_kind("aperio"), slides / SMALL_SLIDE)
     return slides
 
 

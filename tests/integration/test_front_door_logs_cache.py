@@ -6,7 +6,8 @@
 - item 9: with auth off, parameters a route ignores (``?max_size=N`` on a tile, ``?junk=N``)
   and other spellings of a path make no nginx cache entry of their own: one tile, one entry.
 
-Skipped without an nginx binary or the shared slide ``CMU-1-Small-Region.svs``.
+Skipped without an nginx binary. The slide is ``CMU-1-Small-Region.svs`` or its generated twin
+(``slide_of_kind("aperio")``).
 """
 
 from __future__ import annotations

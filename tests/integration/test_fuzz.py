@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import SHARED_SLIDES
+from tests.fixtures.slide_kinds import missing_reason
 from tests.fixtures.slides import make_generic, make_svs
 from wsi_streamer.errors import WsiError
 from wsi_streamer.io.range_reader import BytesReader
@@ -62,7 +63,7 @@ def base(name: str) -> bytes:
                         associated=False).data
     path = Path(SHARED_SLIDES) / name
     if not path.is_file():
-        pytest.skip(f"{name} is not in {SHARED_SLIDES}")
+        pytest.skip(missing_reason(SHARED_SLIDES, name))
     return path.read_bytes()
 
 

@@ -1,13 +1,14 @@
 """IIIF Image API 3.0 through the app (Flask client): malformed requests (a table of IIIF
 statuses with JSON bodies), limits, the base-URI redirect, JSON-LD, auth (signatures, viewer
 tokens in the query and in the path), native-tile requests served without a render, and
-pixels against OpenSlide on CMU-1-Small-Region.svs."""
+pixels against OpenSlide on CMU-1-Small-Region.svs (or its generated twin)."""
 
 from __future__ import annotations
 
 import io
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -40,12 +41,16 @@ def app_config(tmp_path: Path, svs4: Any) -> Config:
 
 
 @pytest.fixture
-def real_client(tmp_path: Path, shared_slides: Path) -> Any:
-    if not (shared_slides / REAL).is_file():
-        pytest.skip(f"{REAL} not in the shared slides")
+def aperio(slide_of_kind: Callable[[str], Path]) -> Path:
+    """CMU-1-Small-Region.svs, or its generated twin without the real slides."""
+    return slide_of_kind("aperio")
+
+
+@pytest.fixture
+def real_client(tmp_path: Path, aperio: Path) -> Any:
     slides = tmp_path / "real"
     slides.mkdir()
-    shutil.copy(shared_slides / REAL, slides / REAL)
+    shutil.copy(aperio, slides / REAL)
     config = Config(slides_dir=str(slides), tile_cache_dir=str(tmp_path / "real-cache"))
     return create_app(config).test_client()
 
@@ -396,28 +401,27 @@ def test_viewer_token_is_refused_off_the_grid(auth_client: Any, path: str) -> No
 
 # --- pixels against OpenSlide ------------------------------------------------------------
 
-def _openslide(box: tuple[int, int, int, int]) -> Image.Image:
+def _openslide(source: Path, box: tuple[int, int, int, int]) -> Image.Image:
     import openslide
 
-    from tests.conftest import SHARED_SLIDES
-
-    slide = openslide.OpenSlide(str(SHARED_SLIDES / REAL))
+    slide = openslide.OpenSlide(str(source))
     x, y, w, h = box
     return slide.read_region((x, y), 0, (w, h)).convert("RGB")
 
 
-def test_full_size_region_matches_openslide(real_client: Any) -> None:
+def test_full_size_region_matches_openslide(real_client: Any, aperio: Path) -> None:
     box = (333, 777, 700, 500)
     ours = pixels(real_client.get(f"/iiif/3/{REAL}/{','.join(map(str, box))}/max/0/default.png"))
-    assert psnr(ours, np.asarray(_openslide(box))) >= 45
+    assert psnr(ours, np.asarray(_openslide(aperio, box))) >= 45
 
 
 @pytest.mark.parametrize("width", [1000, 700, 333])  # from level 0 and from the overview
-def test_scaled_region_matches_openslide_downscaled(real_client: Any, width: int) -> None:
+def test_scaled_region_matches_openslide_downscaled(real_client: Any, aperio: Path,
+                                                    width: int) -> None:
     box = (100, 200, 1800, 1400)
     ours = pixels(real_client.get(
         f"/iiif/3/{REAL}/{','.join(map(str, box))}/{width},/0/default.png"))
-    reference = _openslide(box).resize((ours.shape[1], ours.shape[0]),
+    reference = _openslide(aperio, box).resize((ours.shape[1], ours.shape[0]),
                                        Image.Resampling.LANCZOS)
     assert psnr(ours, np.asarray(reference)) >= 35
 

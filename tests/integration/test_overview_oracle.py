@@ -1,10 +1,13 @@
 """Thumbnails and low Deep Zoom levels resampled from the overview still equal OpenSlide's
-(``get_thumbnail`` and ``DeepZoomGenerator``) on the real Aperio slide, whose 2967 px long
-side gives it an overview. Skipped when the shared slides or OpenSlide are absent."""
+(``get_thumbnail`` and ``DeepZoomGenerator``) on the Aperio slide CMU-1-Small-Region.svs
+(or its generated twin of the same geometry), whose 2967 px long side gives it an overview.
+Skipped when OpenSlide is absent."""
 
 from __future__ import annotations
 
 import io
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +25,16 @@ CMU = "CMU-1-Small-Region.svs"
 
 
 @pytest.fixture
-def service(shared_slides: Path, tmp_path: Path) -> TileService:
-    if not (shared_slides / CMU).is_file():
-        pytest.skip(f"{CMU} is not in {shared_slides}")
-    registry = SlideRegistry(LocalStorage(str(shared_slides)), BlockStore())
+def slides(slide_of_kind: Callable[[str], Path], tmp_path: Path) -> Path:
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    shutil.copyfile(slide_of_kind("aperio"), folder / CMU)
+    return folder
+
+
+@pytest.fixture
+def service(slides: Path, tmp_path: Path) -> TileService:
+    registry = SlideRegistry(LocalStorage(str(slides)), BlockStore())
     return TileService(registry, TileCache(str(tmp_path / "tc"), 1 << 28))
 
 
@@ -34,10 +43,10 @@ def decoded(data: bytes | None) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
-def test_thumbnails_equal_openslide(service: TileService, shared_slides: Path) -> None:
+def test_thumbnails_equal_openslide(service: TileService, slides: Path) -> None:
     openslide = pytest.importorskip("openslide")
     assert service.overviews.geometry(service.slide(CMU)) == (1532, 2048)
-    with openslide.OpenSlide(str(shared_slides / CMU)) as oracle:
+    with openslide.OpenSlide(str(slides / CMU)) as oracle:
         for size in (64, 300, 1024, 2048):
             ours = decoded(service.thumbnail(CMU, size, 100).data)
             theirs = np.asarray(oracle.get_thumbnail((size, size)).convert("RGB"))
@@ -46,12 +55,12 @@ def test_thumbnails_equal_openslide(service: TileService, shared_slides: Path) -
 
 
 def test_deep_zoom_from_the_overview_equals_openslide(service: TileService,
-                                                      shared_slides: Path) -> None:
+                                                      slides: Path) -> None:
     pytest.importorskip("openslide")
     from openslide import OpenSlide
     from openslide.deepzoom import DeepZoomGenerator
 
-    with OpenSlide(str(shared_slides / CMU)) as oracle:
+    with OpenSlide(str(slides / CMU)) as oracle:
         reference = DeepZoomGenerator(oracle, 254, 1)
         for level, col, row in ((11, 1, 1), (11, 4, 5), (10, 0, 0), (10, 2, 2), (9, 0, 0)):
             ours = decoded(service.dzi_tile(CMU, level, col, row, 100).data)

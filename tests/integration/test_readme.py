@@ -204,8 +204,8 @@ COVERAGE: dict[str, Run | Exempt | Output] = {
     'docker build -t wsi_streamer . && docker run -p 3000:3000 -v "$PWD/slides:/data/slides:ro"'
     " wsi_streamer": Exempt(DOCKER),
     "gunicorn -c gunicorn.conf.py": Run("test_s3_serving_block"),
-    # Reliability
-    ".venv/bin/python -m bench.soak     # 10 min of mixed traffic against gunicorn, storage "
+    # docs/reliability.md, Soak and fuzz
+    ".venv-test/bin/python -m bench.soak     # 10 min of mixed traffic against gunicorn, storage "
     "misbehaving": Exempt("a 10-minute soak and a 5-minute fuzz campaign, kept out of CI by "
                           "design (issue 11); the fuzz harness's cases are test_fuzz.py's"),
     "kind         requests  2xx/304    4xx  5xx ok 5xx bad   p50 ms   p99 ms   max s":
@@ -505,6 +505,37 @@ def test_layout_block_names_existing_folders() -> None:
 
 # --- Set-up ------------------------------------------------------------------------------------
 
+def test_readme_is_short_and_links_the_rest() -> None:
+    """What it is, the two commands, a quickstart per half, the extras, links to docs/ (the
+    README was 577 lines with training from line 279, issue 23)."""
+    text = README.read_text()
+    assert len(text.splitlines()) <= 300, "keep the README short: details go to docs/"
+    sections = re.findall(r"^## (.+)$", text, re.M)
+    assert sections[0] == "Set-up" and sections[-1] == "More", sections
+    assert text.index("## Training on slides in a bucket") < len(text) * 2 // 3
+    assert "| run the tests | `test` |" in text and "download.pytorch.org/whl/cpu" in text
+
+
+def test_setup_commands_are_independent_and_install_from_the_clone() -> None:
+    """The two set-up commands use two environments, the service's a plain (not editable)
+    install, so the test command's editable reinstall never swaps the files of a running
+    viewer (issue 23: OpenSeadragon's script went 404), and the long runs use the test one;
+    every install line installs from the clone, as the package is not on PyPI."""
+    sh = [s for s in readme_snippets() if s.source == "README.md" and s.kind == "sh"]
+    serve = next(s.text for s in sh if s.text.strip().endswith("wsi-streamer serve"))
+    test = next(s.text for s in sh if s.text.strip().endswith("&& pytest"))
+    envs = [re.findall(r"python3 -m venv (\S+) && \. \1/bin/activate", text)
+            for text in (serve, test)]
+    assert len(envs[0]) == len(envs[1]) == 1 and envs[0] != envs[1], envs
+    assert "pip install . " in serve and "-e" not in serve
+    # the bench runners need the test extra (tifffile, psutil, ...): the test environment's
+    bench = [line for s in readme_snippets() if s.kind == "sh"
+             for line in s.text.splitlines() if " -m bench." in line]
+    assert bench and all(line.startswith(f"{envs[1][0]}/bin/python -m bench.") for line in bench)
+    lines = [s.text for s in readme_snippets() if "pip install" in s.text]
+    assert lines and not [t for t in lines if re.search(r"pip install \S*wsi.streamer", t)]
+    assert "not on PyPI" in README.read_text()
+
 def test_setup_serve_writes_and_serves_the_demo_slide(tmp_path: Path) -> None:
     key = "python3 -m venv .venv && . .venv/bin/activate && pip install . && wsi-streamer serve"
     script = substituted(key)
@@ -718,14 +749,19 @@ def test_patch_pipeline_block(tmp_path: Path, s3_bucket: S3Bucket,
                shell_env(tmp_path))
 
 
-def test_torch_dataloader_block(tmp_path: Path, s3_bucket: S3Bucket, clam_slide: Path) -> None:
-    """WSI_S3_ENDPOINT in the environment: the block names no endpoint (boto3's chain). Two
-    keys, so each of the two DataLoader workers has a slide."""
+def test_torch_dataloader_block(tmp_path: Path, s3_bucket: S3Bucket) -> None:
+    """The quickstart on the slide a new user has: the demo slide (``wsi-streamer demo``), as
+    the local-S3 block uploads it, under two keys so each of the two DataLoader workers has a
+    slide; it must yield every batch the loop asks for. WSI_S3_ENDPOINT in the environment:
+    the block names no endpoint (boto3's chain)."""
     pytest.importorskip("torch")
+    from wsi_streamer.format.demo import demo_slide_bytes
+
     key = ("from torchdata.stateful_dataloader import StatefulDataLoader  # torch's DataLoader, "
            "resumable")
-    for name in ("case-0.svs", "case-1.svs"):
-        s3_bucket.client.upload_file(str(clam_slide), s3_bucket.name, f"tcga/{name}")
+    demo = demo_slide_bytes()
+    for name in ("demo-0.tif", "demo-1.tif"):
+        s3_bucket.client.put_object(Bucket=s3_bucket.name, Key=f"tcga/{name}", Body=demo)
     code = substituted(key, bucket=s3_bucket.name)
     env = shell_env(tmp_path, {"WSI_S3_ENDPOINT": s3_bucket.endpoint})
     shape = stated_shape(code, r"# \((B, 3, \d+, \d+)\) uint8")

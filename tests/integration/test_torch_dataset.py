@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
+import sys
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -173,12 +175,21 @@ class _nothing:
 
 
 @pytest.mark.filterwarnings("ignore:This DataLoader will create 4 worker processes")
-def test_more_workers_than_slides(slides, cache_dir):
+def test_more_workers_than_slides(slides, cache_dir, capfd):
     two = slides[:2]
     finite = make(two, cache_dir, cycle=False, patches_per_slide=4, seed=1)
-    got = rows(DataLoader(Tagged(finite), batch_size=2, num_workers=4))
+    # The workers' log lines reach the captured stderr (fd 2, shared with forked workers).
+    handler = logging.StreamHandler(sys.stderr)
+    worker_log = logging.getLogger("wsi_streamer.patches.torch.dataset")
+    worker_log.addHandler(handler)
+    try:
+        got = rows(DataLoader(Tagged(finite), batch_size=2, num_workers=4))
+    finally:
+        worker_log.removeHandler(handler)
     assert Counter(r[0] for r in got) == {p: 4 for p in two}
     assert len({r[-1] for r in got}) == 2  # finite: two workers had a slide, two had none
+    said = capfd.readouterr().err  # ... and the two without one are not silent
+    assert said.count("has no slide (2 slides for 4 rank x worker slots") == 2, said
     endless = make(two, cache_dir, patches_per_slide=4, seed=1)
     got = rows(take(DataLoader(Tagged(endless), batch_size=4, num_workers=4), 12))
     assert len(got) == 48

@@ -5,7 +5,6 @@ bytes per patch, with a progress bar)."""
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,6 +15,7 @@ import numpy as np
 
 from ..errors import UnsupportedFormat, WsiError
 from ..limits import PREVIEW_MAX_SLIDES
+from ..progress import Progress
 from .handle import SlideHandle
 from .sources import ENV_DEFAULTS
 
@@ -116,7 +116,8 @@ def preview_command(source: str, recipe: str | None, count: int, patch_size: int
                     mpp: float | None, seed: int, output: str, **flags: Any) -> None:
     """Draw SOURCE's tissue mask and sampled patches (thumbnail + boxes + patch grid), one
     picture per slide stacked in one PNG, the detector and its threshold in each caption.
-    SOURCE: a slide file, a folder, s3://bucket/key or an s3:// prefix."""
+    SOURCE: a slide file, a folder, s3://bucket/key or an s3:// prefix. Progress: a bar on a
+    terminal, else a line every 10 s (WSI_PROGRESS_S)."""
     if count < 1:
         raise click.BadParameter("must be at least 1", param_hint="-n")
     with one_line("preview", (source,)):
@@ -136,12 +137,15 @@ def _preview(source: str, recipe: str | None, count: int, patch_size: int | None
     paths = probe.slide_paths[: min(count, PREVIEW_MAX_SLIDES)]
     quotas = [count // len(paths) + (i < count % len(paths)) for i in range(len(paths))]
     pictures = []
-    for path, quota in zip(paths, quotas, strict=True):
-        # -n wins over a recipe's patches_per_slide (uni's 800): one value, not two keywords
-        args = {**_pipeline_args(recipe, patch_size, mpp), **backend,
-                "patches_per_slide": quota}
-        pipe = PatchPipeline([path], seed=seed, pool_size=1, storage_options=options, **args)
-        pictures.append(_slide_picture(pipe, path, recipe, output))
+    with Progress("preview", total=len(paths), unit="slide") as progress:
+        for path, quota in zip(paths, quotas, strict=True):
+            # -n wins over a recipe's patches_per_slide (uni's 800): one value, not two
+            args = {**_pipeline_args(recipe, patch_size, mpp), **backend,
+                    "patches_per_slide": quota}
+            pipe = PatchPipeline([path], seed=seed, pool_size=1, storage_options=options,
+                                 **args)
+            pictures.append(_slide_picture(pipe, path, recipe, output))
+            progress.update()
     width = max(p.width for p in pictures)
     canvas = Image.new("RGB", (width, sum(p.height for p in pictures)), (255, 255, 255))
     top = 0
@@ -191,21 +195,16 @@ def bench_command(source: tuple[str, ...], recipe: str | None, patch_size: int, 
                   io_threads: int | None, no_cache: bool, **flags: Any) -> None:
     """Stream COUNT patches from SOURCE (files, folders, s3:// keys or prefixes) and print
     patches/s, time to first patch and storage requests and bytes per patch. Progress: a
-    bar on a terminal, else a line every 10 s."""
+    bar on a terminal, else a line every 10 s (WSI_PROGRESS_S)."""
     with one_line("bench", source):
         _bench(source, recipe, patch_size, mpp, count, pool_size, patches_per_slide,
                prefetch, io_threads, no_cache, storage_options(flags), backend_of(flags))
-
-
-PROGRESS_EVERY_S = 10.0
 
 
 def _bench(source: tuple[str, ...], recipe: str | None, patch_size: int, mpp: float,
            count: int, pool_size: int, patches_per_slide: int, prefetch: int | None,
            io_threads: int | None, no_cache: bool, options: dict[str, Any] | None,
            backend: dict[str, Any]) -> None:
-    from tqdm import tqdm
-
     from .pipeline import DEFAULT, PatchPipeline
 
     args = {**_pipeline_args(recipe, patch_size, mpp), **backend,
@@ -216,18 +215,12 @@ def _bench(source: tuple[str, ...], recipe: str | None, patch_size: int, mpp: fl
                          cache_dir=None if no_cache else DEFAULT, **args)
     first = None
     done = 0
-    terminal = sys.stderr.isatty()
-    said = start
-    with tqdm(total=count, unit="patch", disable=not terminal) as bar:
+    with Progress("bench", total=count, unit="patch") as progress:
         for _ in pipe:
             done += 1
-            now = time.perf_counter()
             if first is None:
-                first = now - start
-            bar.update(1)
-            if not terminal and now - said >= PROGRESS_EVERY_S:
-                said = now
-                click.echo(f"{done}/{count} patches, {done / (now - start):.1f}/s", err=True)
+                first = time.perf_counter() - start
+            progress.update()
             if done >= count:
                 break
     elapsed = time.perf_counter() - start

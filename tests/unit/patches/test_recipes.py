@@ -39,6 +39,16 @@ def test_registry_and_fresh_objects() -> None:
         get_recipe("dino")
 
 
+def test_area_thresholds_on_whole_slides_say_so() -> None:
+    """A CLAM area filter in units of 512^2 level-0 px finds nothing on a small region (uni
+    gave 0% tissue on CMU-1-Small-Region and yielded nothing, issue 23): such a recipe's
+    docstring says it assumes whole slides."""
+    for name, factory in RECIPES.items():
+        detector = factory()["tissue_detector"]
+        if isinstance(detector, CLAMTissueDetector) and detector.a_t > 0:
+            assert "Assumes whole" in (inspect.getdoc(factory) or ""), name
+
+
 def test_midnight() -> None:
     recipe = recipes.midnight()
     sampler = recipe["sampler"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import shutil
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from PIL import Image
 from wsi_streamer.config import Config
 from wsi_streamer.format.tiff.writer import synthetic_tissue, write_pyramid
 
-CMU = "CMU-1-Small-Region.svs"  # 2220x2967, from the shared slides when present
+CMU = "CMU-1-Small-Region.svs"  # 2220x2967: the real file or its generated twin
 NS = "{http://schemas.microsoft.com/deepzoom/2008}"
 
 
@@ -74,10 +75,7 @@ def test_generated_slides_every_level_to_the_last_tile(client: Any, slide_id: st
     check_every_level(client, slide_id, size)
 
 
-def test_cmu_small_region_every_level_to_the_last_tile(shared_slides: Path, slides_dir: Path,
-                                                       client: Any) -> None:
-    source = shared_slides / CMU
-    if not source.is_file():
-        pytest.skip(f"{source} not found")
-    shutil.copy(source, slides_dir / CMU)
+def test_cmu_small_region_every_level_to_the_last_tile(
+        slide_of_kind: Callable[[str], Path], slides_dir: Path, client: Any) -> None:
+    shutil.copy(slide_of_kind("aperio"), slides_dir / CMU)
     check_every_level(client, CMU, (2220, 2967))
