@@ -276,3 +276,19 @@ def test_plain_dataloader_resumes_from_a_step_count(slides, tmp_path):
     resumed.set_epoch(0)
     resumed.skip_steps(5, batch_size=3)
     assert steps(resumed, DataLoader(resumed, batch_size=3, num_workers=2), 4) == reference[5:]
+
+
+@pytest.mark.timeout(300)
+def test_an_unseeded_dataset_resumes_with_its_own_entropy(slides, tmp_path):
+    first = make(slides[:5], tmp_path, seed=None)
+    loader = StatefulDataLoader(first, batch_size=3)
+    first.set_epoch(0)
+    stream = iter(loader)
+    for _ in range(2):
+        next(stream)
+    state = json.loads(json.dumps(loader.state_dict()))
+    going_on = [rows(next(stream)) for _ in range(3)]
+    second = make(slides[:5], tmp_path, seed=None)
+    resumed = StatefulDataLoader(second, batch_size=3)
+    resumed.load_state_dict(state)
+    assert steps(second, resumed, 3) == going_on

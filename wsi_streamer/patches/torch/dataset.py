@@ -230,12 +230,14 @@ class WsiStreamDataset(ResumableDataset, IterableDataset[dict[str, Any]]):
                            rank, worker, len(self.slide_paths), world * num_workers)
         return self._stream(slides, seed, (identity, worker, num_workers), plan)
 
-    def _stream(self, slides: list[str], seed: np.random.SeedSequence,
+    def _stream(self, slides: list[str], seed: np.random.SeedSequence | None,
                 slot: tuple[str, int, int], plan: ResumePlan | None = None
                 ) -> Iterator[dict[str, Any]]:
         first = [] if plan is None else [path for path, _ in plan.first_pass or ()]
         if not slides and not first:
             return
+        if plan is not None and plan.pipeline_state is not None and self.seed is None:
+            seed = None  # an unseeded stream resumes with the entropy it had (its state's)
         pipeline = PatchPipeline(slides or first, seed=seed, **self._kwargs)
         if plan is not None:
             plan.apply(pipeline)

@@ -273,8 +273,7 @@ class ResumableDataset:
         ``(w + steps) % num_workers``, whose batch was next). Exact while no worker's
         stream has ended before step ``steps``, but those patches are read again (the cost
         of ``steps``): with ``StatefulDataLoader`` and ``load_state_dict`` nothing is. Call
-        it before
-        ``iter(loader)``."""
+        it before ``iter(loader)``."""
         for name, value, low in (("steps", steps, 0), ("batch_size", batch_size, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
