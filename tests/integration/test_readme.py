@@ -197,9 +197,6 @@ COVERAGE: dict[str, Run | Exempt | Output] = {
     "scripts/wsistream_compat.sh --no-unit --min-passed 0 -- -m e2e --slide-dir DIR --backend "
     "openslide": Exempt("wsistream's e2e suite in its own venv over a folder of TCGA-named real "
                         "slides (minutes); its unit suite runs in .ci/run with a floor"),
-    "python -m bench.patch_resume":
-        Exempt("a benchmark of the loader with and without a state per step (minutes); "
-               "resumption itself is tested in test_torch_resume.py"),
     "python -m bench.patches --slide-set medium --configs A,N":
         Exempt("minutes of benchmark; its --quick mode (floor row included) runs in "
                "test_bench_patches.py"),
