@@ -134,7 +134,7 @@ def test_an_associated_image_it_cannot_decode_is_left_out(dicom_series, tmp_path
     ({"TotalPixelMatrixColumns": 10 ** 7}, "MAX_DIMENSION"),
     ({"SeriesInstanceUID": "1.2.3.4"}, "2 DICOM series"),
     ({"DimensionOrganizationType": "3D"}, "dimension organisation '3D'"),
-    ({"ConcatenationUID": "1.2.3.5"}, "concatenations"),
+    ({"ConcatenationUID": "1.2.3.5"}, "concatenation part without"),
     ({"Columns": 9000}, "MAX_TILE_SIDE"),
     ({"Columns": 250, "Rows": 250}, "TILE_SIDE_MULTIPLE"),
 ])

@@ -1,0 +1,117 @@
+"""DICOM focal planes, optical paths and concatenations, on series rewritten in the run from
+the generated ``CMU-1-Small-Region`` series (``tests/fixtures/dicom.py``): the plane and path
+a series id selects (``<series>@z=<index>,path=<identifier>``) are the ones served, equal to
+wsidicom's read of that plane and path; a level split into a concatenation of two objects
+reads as one, every tile equal to wsidicom's."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from wsi_streamer.errors import ImageNotInSeries, UnsupportedFormat
+from wsi_streamer.slide import open_slide
+
+pydicom = pytest.importorskip("pydicom", reason="pydicom is not installed (the dicom extra)")
+pytestmark = pytest.mark.filterwarnings(  # wsidicom (the oracle) calls pydicom's old API
+    "ignore:get_frame_offsets is deprecated:DeprecationWarning")
+
+
+def _wsidicom(folder: Path) -> Any:
+    wsidicom = pytest.importorskip("wsidicom", reason="wsidicom is not installed")
+    return wsidicom.WsiDicom.open(folder)
+
+
+def _planes_series(dicom_series: Any, tmp_path: Path, organisation: str) -> tuple[Path, list]:
+    """The JPEG series without its three largest levels (level 3, 2 x 2 tiles, is the base:
+    two focal planes x two optical paths; level 4 one plane and path), and level 3's tiles."""
+    from PIL import Image
+
+    from tests.fixtures.dicom import make_planes
+
+    folder = tmp_path / organisation
+    shutil.copytree(dicom_series("jpeg"), folder)
+    slide = open_slide(str(folder))
+    geometry = slide.level(3)
+    tiles = []
+    for y in range(geometry.tiles_y):
+        for x in range(geometry.tiles_x):
+            canvas = Image.new("RGB", (geometry.tile_width, geometry.tile_height), "white")
+            canvas.paste(slide.read_tile(3, x, y), (0, 0))
+            tiles.append(np.asarray(canvas))
+    for path in folder.glob("*.dcm"):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        if ds.ImageType[2] == "VOLUME" and int(ds.NumberOfFrames) > 4:
+            path.unlink()
+    make_planes(folder, 4, tiles, organisation)
+    return folder, tiles
+
+
+@pytest.mark.parametrize("organisation", ["TILED_FULL", "TILED_SPARSE"])
+def test_the_selected_focal_plane_and_optical_path_are_served(dicom_series, tmp_path,
+                                                              organisation):
+    from wsidicom.geometry import Point
+
+    from tests.fixtures.dicom import PATHS, PLANES_Z, plane_tile
+
+    folder, tiles = _planes_series(dicom_series, tmp_path, organisation)
+    oracle = _wsidicom(folder).levels[0]
+    default = open_slide(str(folder))
+    assert default.properties["dicom.focal_planes"] == "z=0: 0 um, z=1: 2.5 um"
+    assert default.properties["dicom.optical_paths"] == "0, 7"
+    assert default.properties["dicom.selected"] == "z=0,path=0"
+    assert default.level_count == 2  # both levels hold the first plane and path
+    for z in range(2):
+        for p in range(2):
+            slide = open_slide(f"{folder}@z={z},path={PATHS[p]}")
+            assert slide.properties["dicom.selected"] == f"z={z},path={PATHS[p]}"
+            assert slide.level_count == (2 if (z, p) == (0, 0) else 1)  # level 4: one plane
+            for index in range(4):
+                x, y = index % 2, index // 2
+                ours = np.asarray(slide.read_tile(0, x, y))
+                h, w = ours.shape[:2]
+                assert np.array_equal(ours, plane_tile(tiles[index], z, p)[:h, :w])
+                theirs = oracle.get_tile(Point(x, y), z=PLANES_Z[z], path=PATHS[p])
+                assert np.array_equal(ours, np.asarray(theirs.convert("RGB"))), (z, p, index)
+                if (z, p) == (0, 0):
+                    assert np.array_equal(ours, np.asarray(default.read_tile(0, x, y)))
+    assert np.array_equal(np.asarray(open_slide(f"{folder}@z=1").read_tile(0, 0, 0)),
+                          np.asarray(open_slide(f"{folder}@z=1,path=0").read_tile(0, 0, 0)))
+
+
+def test_a_selection_the_series_does_not_hold_is_refused_naming_what_it_holds(
+        dicom_series, tmp_path):
+    folder, _ = _planes_series(dicom_series, tmp_path, "TILED_SPARSE")
+    with pytest.raises(ImageNotInSeries, match=r"z=2 .*focal planes z=0: 0 um, z=1: 2.5 um"):
+        open_slide(f"{folder}@z=2")
+    with pytest.raises(ImageNotInSeries, match=r"optical path '3'.*optical paths 0, 7"):
+        open_slide(f"{folder}@path=3")
+    with pytest.raises(UnsupportedFormat, match="expected z=<focal plane index>"):
+        open_slide(f"{folder}@focus=1")
+
+
+def test_a_concatenated_level_reads_as_one_instance(dicom_series, tmp_path):
+    from wsidicom.geometry import Point
+
+    from tests.fixtures.dicom import make_concatenated
+
+    folder = tmp_path / "concatenated"
+    shutil.copytree(dicom_series("jpeg"), folder)
+    original = open_slide(str(folder))
+    first, second = make_concatenated(folder, 35, 20)  # level 1: 5 x 7 tiles
+    slide = open_slide(str(folder))
+    oracle = _wsidicom(folder).levels[1]
+    assert slide.level_count == 5
+    geometry = slide.level(1)
+    for y in range(geometry.tiles_y):
+        for x in range(geometry.tiles_x):
+            ours = np.asarray(slide.read_tile(1, x, y))
+            assert np.array_equal(ours, np.asarray(oracle.get_tile(Point(x, y)).convert("RGB")))
+            assert np.array_equal(ours, np.asarray(original.read_tile(1, x, y)))
+    second.unlink()
+    with pytest.raises(UnsupportedFormat, match="1 parts of a concatenation of 2"):
+        open_slide(str(folder))
