@@ -27,28 +27,9 @@ def _wsidicom(folder: Path) -> Any:
 
 
 def _planes_series(dicom_series: Any, tmp_path: Path, organisation: str) -> tuple[Path, list]:
-    """The JPEG series without its three largest levels (level 3, 2 x 2 tiles, is the base:
-    two focal planes x two optical paths; level 4 one plane and path), and level 3's tiles."""
-    from PIL import Image
+    from tests.fixtures.dicom import make_planes_series
 
-    from tests.fixtures.dicom import make_planes
-
-    folder = tmp_path / organisation
-    shutil.copytree(dicom_series("jpeg"), folder)
-    slide = open_slide(str(folder))
-    geometry = slide.level(3)
-    tiles = []
-    for y in range(geometry.tiles_y):
-        for x in range(geometry.tiles_x):
-            canvas = Image.new("RGB", (geometry.tile_width, geometry.tile_height), "white")
-            canvas.paste(slide.read_tile(3, x, y), (0, 0))
-            tiles.append(np.asarray(canvas))
-    for path in folder.glob("*.dcm"):
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-        if ds.ImageType[2] == "VOLUME" and int(ds.NumberOfFrames) > 4:
-            path.unlink()
-    make_planes(folder, 4, tiles, organisation)
-    return folder, tiles
+    return make_planes_series(dicom_series("jpeg"), tmp_path / organisation, organisation)
 
 
 @pytest.mark.parametrize("organisation", ["TILED_FULL", "TILED_SPARSE"])
@@ -61,14 +42,13 @@ def test_the_selected_focal_plane_and_optical_path_are_served(dicom_series, tmp_
     folder, tiles = _planes_series(dicom_series, tmp_path, organisation)
     oracle = _wsidicom(folder).levels[0]
     default = open_slide(str(folder))
-    assert default.properties["dicom.focal_planes"] == "z=0: 0 um, z=1: 2.5 um"
-    assert default.properties["dicom.optical_paths"] == "0, 7"
-    assert default.properties["dicom.selected"] == "z=0,path=0"
+    assert default.info.focal_planes == PLANES_Z and default.info.optical_paths == PATHS
+    assert default.info.selection == "z=0,path=0"
     assert default.level_count == 2  # both levels hold the first plane and path
     for z in range(2):
         for p in range(2):
             slide = open_slide(f"{folder}@z={z},path={PATHS[p]}")
-            assert slide.properties["dicom.selected"] == f"z={z},path={PATHS[p]}"
+            assert slide.info.selection == f"z={z},path={PATHS[p]}"
             assert slide.level_count == (2 if (z, p) == (0, 0) else 1)  # level 4: one plane
             for index in range(4):
                 x, y = index % 2, index // 2

@@ -3,8 +3,8 @@ per level and associated image: ``io.series``) or a single instance. Levels are 
 instances, largest first (one per size: the first by name); LABEL, OVERVIEW and THUMBNAIL are
 the label, macro and thumbnail; mpp from level 0's PixelSpacing; the ICC profile from the
 optical path shown. A concatenation (an image split over several objects) is one image; the
-focal plane and optical path shown are the series id's selection (``planes``), listed in the
-properties (``dicom.focal_planes``, ``dicom.optical_paths``, ``dicom.selected``)."""
+focal plane and optical path shown are the series id's selection (``planes``); level 0's
+planes and paths are listed in ``SlideInfo`` (the metadata endpoint shows them)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from .codec import decode_structure, encode_structure
 from .concatenation import concatenations
 from .header import Header, is_dicom, read_header
 from .instance import Instance, describe, is_wsi, kind_of
-from .planes import DEFAULT, Selection, describe_planes, parse_selection
+from .planes import DEFAULT, Selection, parse_selection
 from .slide import DicomSlide
 from .structure import DicomStructure
 
@@ -33,7 +33,7 @@ def parse(source: Spans) -> DicomStructure:
     members = members_of(source.reader) or (Member("", 0, source.size),)
     selection = parse_selection(selection_of(source.reader))
     headers = [read_header(source, member) for member in members]
-    missing: list[ImageNotInSeries] = []
+    missing: list[tuple[int, ImageNotInSeries]] = []  # (pixels, why)
     instances = [i for i in (_described(source, parts, selection, missing)
                              for parts in concatenations(headers)) if i is not None]
     series = {i.series_uid for i in instances}
@@ -42,7 +42,7 @@ def parse(source: Spans) -> DicomStructure:
     volumes = sorted((i for i in instances if i.kind == "volume"),
                      key=lambda i: (-i.image.width * i.image.height, i.image.name))
     if not volumes and missing:
-        raise missing[0]
+        raise max(missing, key=lambda found: found[0])[1]  # naming the largest image's
     if not volumes:
         raise UnsupportedFormat("the DICOM series has no VOLUME image (only "
                                 f"{', '.join(sorted({i.kind or 'other' for i in instances}))})")
@@ -61,16 +61,15 @@ def parse(source: Spans) -> DicomStructure:
     props = [(f"dicom.{key}", str(dataset.get(key))) for key in _PROPERTIES
              if dataset.get(key) not in (None, "")]
     z, path = base.selected
-    props += [("dicom.focal_planes", describe_planes(base.planes.focal_planes)),
-              ("dicom.optical_paths", ", ".join(base.planes.optical_paths)),
-              ("dicom.selected", f"z={z},path={path}")]
     return DicomStructure(tuple(i.image for i in levels),
                           tuple((name, i.image) for name, i in sorted(associated.items())),
-                          tuple(props), mpp_x, mpp_y, _icc(headers, path))
+                          tuple(props), mpp_x, mpp_y, _icc(headers, path),
+                          base.planes.focal_planes, base.planes.optical_paths,
+                          f"z={z},path={path}")
 
 
 def _described(source: Spans, parts: list[Header], selection: Selection,
-               missing: list[ImageNotInSeries]) -> Instance | None:
+               missing: list[tuple[int, ImageNotInSeries]]) -> Instance | None:
     """The instance; None for a label, overview or thumbnail this driver cannot decode (the
     slide is served without it) and for a VOLUME image without the selected focal plane or
     optical path (added to ``missing``: the pyramid is the levels that have it),
@@ -83,7 +82,9 @@ def _described(source: Spans, parts: list[Header], selection: Selection,
             selection = DEFAULT
         return describe(source, parts, selection)
     except ImageNotInSeries as exc:
-        missing.append(exc)
+        ds = header.dataset
+        missing.append((int(ds.get("TotalPixelMatrixColumns", 0) or 0) * int(
+            ds.get("TotalPixelMatrixRows", 0) or 0), exc))
         return None
     except UnsupportedFormat:
         if is_wsi(header.dataset) and kind_of(header.dataset) in ("label", "macro",
