@@ -12,6 +12,7 @@ any object is new content."""
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import copy_context
@@ -28,6 +29,8 @@ SELECTION_MARK = "@"
 """A series id may end with ``@<selection>``: which of the series' images the slide shows
 (for DICOM: ``z=<focal plane index>``, ``path=<optical path identifier>``, comma-separated;
 the driver reads it, ``format/dicom/planes``). The same series id without it is the default."""
+
+_SELECTION = re.compile(r"[a-z]+=[^,=]+(,[a-z]+=[^,=]+)*")
 
 MEMBER_HEAD = 64 * 1024
 """Bytes read at the start of every member when a series is opened (one read each, all at
@@ -51,10 +54,11 @@ def is_member_name(name: str) -> bool:
 
 def split_selection(slide_id: str) -> tuple[str, str]:
     """``(series id, selection)`` of an id ending with ``@<selection>`` (the last ``@`` of
-    its last path segment); ``(slide_id, "")`` otherwise."""
+    its last path segment, followed by ``key=value`` pairs joined by commas);
+    ``(slide_id, "")`` otherwise (a folder named ``case@2`` is itself)."""
     folder, slash, name = slide_id.rpartition("/")
     base, mark, selection = name.rpartition(SELECTION_MARK)
-    if not mark or not base or not selection:
+    if not mark or not base or not _SELECTION.fullmatch(selection):
         return slide_id, ""
     return folder + slash + base, selection
 

@@ -13,17 +13,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.fixtures.dicom import WSIDICOM_WARNING, open_wsidicom
 from wsi_streamer.errors import ImageNotInSeries, UnsupportedFormat
 from wsi_streamer.slide import open_slide
 
-pydicom = pytest.importorskip("pydicom", reason="pydicom is not installed (the dicom extra)")
-pytestmark = pytest.mark.filterwarnings(  # wsidicom (the oracle) calls pydicom's old API
-    "ignore:get_frame_offsets is deprecated:DeprecationWarning")
-
-
-def _wsidicom(folder: Path) -> Any:
-    wsidicom = pytest.importorskip("wsidicom", reason="wsidicom is not installed")
-    return wsidicom.WsiDicom.open(folder)
+pytest.importorskip("pydicom", reason="pydicom is not installed (the dicom extra)")
+pytestmark = WSIDICOM_WARNING
 
 
 def _planes_series(dicom_series: Any, tmp_path: Path, organisation: str) -> tuple[Path, list]:
@@ -40,7 +35,7 @@ def test_the_selected_focal_plane_and_optical_path_are_served(dicom_series, tmp_
     from tests.fixtures.dicom import PATHS, PLANES_Z, plane_tile
 
     folder, tiles = _planes_series(dicom_series, tmp_path, organisation)
-    oracle = _wsidicom(folder).levels[0]
+    oracle = open_wsidicom(folder).levels[0]
     default = open_slide(str(folder))
     assert default.info.focal_planes == PLANES_Z and default.info.optical_paths == PATHS
     assert default.info.selection == "z=0,path=0"
@@ -84,7 +79,7 @@ def test_a_concatenated_level_reads_as_one_instance(dicom_series, tmp_path):
     original = open_slide(str(folder))
     first, second = make_concatenated(folder, 35, 20)  # level 1: 5 x 7 tiles
     slide = open_slide(str(folder))
-    oracle = _wsidicom(folder).levels[1]
+    oracle = open_wsidicom(folder).levels[1]
     assert slide.level_count == 5
     geometry = slide.level(1)
     for y in range(geometry.tiles_y):
@@ -95,3 +90,12 @@ def test_a_concatenated_level_reads_as_one_instance(dicom_series, tmp_path):
     second.unlink()
     with pytest.raises(UnsupportedFormat, match="1 parts of a concatenation of 2"):
         open_slide(str(folder))
+
+
+def test_only_key_value_pairs_after_the_last_at_are_a_selection():
+    from wsi_streamer.io.series import split_selection
+
+    assert split_selection("idc/s1@z=1,path=7") == ("idc/s1", "z=1,path=7")
+    assert split_selection("a@b/s1@path=R") == ("a@b/s1", "path=R")
+    for plain in ("idc/case@2", "idc/s1@", "@z=1", "idc/s1@z=", "x.svs"):
+        assert split_selection(plain) == (plain, "")
