@@ -21,27 +21,36 @@ pytest.importorskip("pydicom", reason="pydicom is not installed (the dicom extra
 pytestmark = WSIDICOM_WARNING
 
 
-def _planes_series(dicom_series: Any, tmp_path: Path, organisation: str) -> tuple[Path, list]:
+def _planes_series(dicom_series: Any, tmp_path: Path, organisation: str, paths: int = 2
+                   ) -> tuple[Path, list]:
     from tests.fixtures.dicom import make_planes_series
 
-    return make_planes_series(dicom_series("jpeg"), tmp_path / organisation, organisation)
+    return make_planes_series(dicom_series("jpeg"), tmp_path / organisation, organisation,
+                              paths)
 
 
-@pytest.mark.parametrize("organisation", ["TILED_FULL", "TILED_SPARSE"])
+@pytest.mark.parametrize(("organisation", "paths"), [
+    ("TILED_FULL", 1), ("TILED_FULL", 2), ("TILED_SPARSE", 2)])
 def test_the_selected_focal_plane_and_optical_path_are_served(dicom_series, tmp_path,
-                                                              organisation):
+                                                              organisation, paths):
+    """Every plane and path against the pixels written there, and against wsidicom but for
+    TILED_FULL with two optical paths: wsidicom orders those by a set of their identifiers
+    (differently from run to run), not by the Optical Path Sequence as PS3.3 C.7.6.17.3
+    orders the frames."""
     from wsidicom.geometry import Point
 
     from tests.fixtures.dicom import PATHS, PLANES_Z, plane_tile
 
-    folder, tiles = _planes_series(dicom_series, tmp_path, organisation)
+    folder, tiles = _planes_series(dicom_series, tmp_path, organisation, paths)
+    oracle_agrees = organisation == "TILED_SPARSE" or paths == 1
     oracle = open_wsidicom(folder).levels[0]
     default = open_slide(str(folder))
-    assert default.info.focal_planes == PLANES_Z and default.info.optical_paths == PATHS
+    assert default.info.focal_planes == PLANES_Z
+    assert default.info.optical_paths == PATHS[:paths]
     assert default.info.selection == "z=0,path=0"
     assert default.level_count == 2  # both levels hold the first plane and path
     for z in range(2):
-        for p in range(2):
+        for p in range(paths):
             slide = open_slide(f"{folder}@z={z},path={PATHS[p]}")
             assert slide.info.selection == f"z={z},path={PATHS[p]}"
             assert slide.level_count == (2 if (z, p) == (0, 0) else 1)  # level 4: one plane
@@ -50,8 +59,9 @@ def test_the_selected_focal_plane_and_optical_path_are_served(dicom_series, tmp_
                 ours = np.asarray(slide.read_tile(0, x, y))
                 h, w = ours.shape[:2]
                 assert np.array_equal(ours, plane_tile(tiles[index], z, p)[:h, :w])
-                theirs = oracle.get_tile(Point(x, y), z=PLANES_Z[z], path=PATHS[p])
-                assert np.array_equal(ours, np.asarray(theirs.convert("RGB"))), (z, p, index)
+                if oracle_agrees:
+                    theirs = oracle.get_tile(Point(x, y), z=PLANES_Z[z], path=PATHS[p])
+                    assert np.array_equal(ours, np.asarray(theirs.convert("RGB"))), (z, p)
                 if (z, p) == (0, 0):
                     assert np.array_equal(ours, np.asarray(default.read_tile(0, x, y)))
     assert np.array_equal(np.asarray(open_slide(f"{folder}@z=1").read_tile(0, 0, 0)),
