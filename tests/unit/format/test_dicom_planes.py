@@ -17,7 +17,7 @@ from tests.fixtures.dicom import WSIDICOM_WARNING, open_wsidicom
 from wsi_streamer.errors import ImageNotInSeries, UnsupportedFormat
 from wsi_streamer.slide import open_slide
 
-pytest.importorskip("pydicom", reason="pydicom is not installed (the dicom extra)")
+pydicom = pytest.importorskip("pydicom", reason="pydicom is not installed (the dicom extra)")
 pytestmark = WSIDICOM_WARNING
 
 
@@ -97,6 +97,11 @@ def test_a_concatenated_level_reads_as_one_instance(dicom_series, tmp_path):
             ours = np.asarray(slide.read_tile(1, x, y))
             assert np.array_equal(ours, np.asarray(oracle.get_tile(Point(x, y)).convert("RGB")))
             assert np.array_equal(ours, np.asarray(original.read_tile(1, x, y)))
+    part = pydicom.dcmread(second)
+    part.ConcatenationFrameOffsetNumber = 19  # overlaps the first part's frames
+    part.save_as(second, enforce_file_format=True)
+    with pytest.raises(UnsupportedFormat, match="part 2 of 2 does not follow part 1"):
+        open_slide(str(folder))
     second.unlink()
     with pytest.raises(UnsupportedFormat, match="1 parts of a concatenation of 2"):
         open_slide(str(folder))
