@@ -87,6 +87,11 @@ class UnsupportedFormat(WsiError):
     """The file is readable but outside the supported subset; the message names the reason."""
 
 
+class ImageNotInSeries(UnsupportedFormat):
+    """A series id's selection (``io.series.split_selection``: a DICOM focal plane or optical
+    path) names an image the series does not hold; the message lists those it holds."""
+
+
 class InvalidTiff(UnsupportedFormat):
     """The TIFF structure is damaged or hostile (loops, absurd counts, offsets past the end)."""
 

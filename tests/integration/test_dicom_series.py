@@ -226,3 +226,52 @@ def test_pipeline_sources_take_prefixes_of_series_and_anonymous_access(dicom_ser
         cache_dir=str(tmp_path / "c")))
     assert sorted(r.coordinate.slide_path for r in results) == [f"{base}/s1"] * 2 + [
         f"{base}/s2"] * 2
+
+
+def test_a_focal_plane_and_optical_path_selected_everywhere(dicom_series, s3_bucket,
+                                                            tmp_path):
+    """The one vocabulary, ``<series>@z=<index>,path=<identifier>``: the server's slide id
+    (metadata lists the planes and paths), the registry over S3 (still one LIST), the
+    pipeline's sources (a folder and an S3 prefix)."""
+    from tests.fixtures.dicom import make_planes_series, plane_tile
+
+    slides = tmp_path / "slides"
+    folder, tiles = make_planes_series(dicom_series("jpeg"), slides / "planes", "TILED_SPARSE")
+    chosen = "planes@z=1,path=7"
+    client = create_app(Config(slides_dir=str(slides),
+                               tile_cache_dir=str(tmp_path / "tc"))).test_client()
+    listed = client.get("/slides/planes").get_json()
+    assert (listed["focal_planes"], listed["optical_paths"]) == ([0.0, 2.5], ["0", "7"])
+    assert listed["selection"] == "z=0,path=0"
+    assert client.get(f"/slides/{chosen}").get_json()["selection"] == "z=1,path=7"
+    region = client.get(f"/iiif/3/{chosen}/0,0,240,240/max/0/default.png")
+    assert region.status_code == 200
+    truth = plane_tile(tiles[0], 1, 1)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(region.data)).convert("RGB")), truth)
+    assert client.get("/slides/planes@z=9").status_code == 415
+
+    _upload(s3_bucket, folder, "idc/planes")
+    storage = S3Storage(s3_bucket.name, endpoint_url=s3_bucket.endpoint)
+    registry = SlideRegistry(storage, BlockStore())
+    slide = registry.get(f"idc/{chosen}")
+    assert storage.stats.requests == 1 + len(list(folder.glob("*.dcm")))
+    assert np.array_equal(np.asarray(slide.read_tile(0, 0, 0)), truth)
+    assert slide.identity != registry.get("idc/planes").identity
+
+    kwargs: dict[str, Any] = {"sampler": RandomSampler(224), "seed": 2,
+                              "thumbnail_size": (128, 128), "patches_per_slide": 2,
+                              "pool_size": 1, "cache_dir": str(tmp_path / "c")}
+    base = f"s3://{s3_bucket.name}/idc/{chosen}"
+    for source, options in ((f"{folder}@z=1,path=7", None),
+                            (base, {"endpoint_url": s3_bucket.endpoint})):
+        results = list(PatchPipeline([source], storage_options=options, **kwargs))
+        assert len(results) == 2 and {r.coordinate.slide_path for r in results} == {source}
+        local = open_slide(f"{folder}@z=1,path=7")
+        for result in results:
+            c = result.coordinate
+            canvas = np.full((480, 480, 3), 255, np.uint8)
+            for index in range(4):
+                x, y = index % 2, index // 2
+                tile = np.asarray(local.read_tile(0, x, y))
+                canvas[y * 240 : y * 240 + tile.shape[0], x * 240 : x * 240 + tile.shape[1]] = tile
+            assert np.array_equal(result.image, canvas[c.y : c.y + 224, c.x : c.x + 224])

@@ -26,6 +26,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -108,6 +109,7 @@ class Output:
     what: str  # a plain block that is an output listing, not something to run
 
 
+IDC_BLOCK = "from wsi_streamer.patches import PatchPipeline, RandomSampler"
 S3_BLOCK = ("export AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=...      # or any boto3 "
             "credential source")
 DOCKER = ("no container engine or cluster here; test_deploy.py runs the Dockerfile's build "
@@ -126,6 +128,7 @@ COVERAGE: dict[str, Run | Exempt | Output] = {
         Exempt("installs into the environment; test_install_extras_exist checks its extras"),
     "pip install torch --index-url https://download.pytorch.org/whl/cpu":
         Exempt("downloads PyTorch; the suite runs on such a CPU-only build"),
+    IDC_BLOCK: Run("test_idc_block"),
     "moto_server -p 5000 &                           # a local S3 on port 5000":
         Run("test_local_s3_training_block"),
     # docs/api.md, docs/patches.md, docs/reliability.md: synopses with placeholders
@@ -261,6 +264,9 @@ SUBSTITUTIONS: dict[str, tuple[Sub, ...]] = {
     "from wsi_streamer.patches import (PatchPipeline, OtsuTissueDetector, RandomSampler,": (
         Sub("my-bucket", "{bucket}", "a bucket on the loopback moto server"),
         Sub("http://minio:9000", "{endpoint}", "the moto server")),
+    IDC_BLOCK: (
+        Sub("<crdc_series_uuid>", "{series}", "a DICOM series made in the run, uploaded to an "
+            "idc-open-data bucket on the loopback moto server (WSI_S3_ENDPOINT)"),),
     "from torchdata.stateful_dataloader import StatefulDataLoader  # torch's DataLoader, "
     "resumable": (
         Sub("my-bucket", "{bucket}", "a bucket on the loopback moto server"),
@@ -766,6 +772,25 @@ def test_torch_dataloader_block(tmp_path: Path, s3_bucket: S3Bucket) -> None:
     env = shell_env(tmp_path, {"WSI_S3_ENDPOINT": s3_bucket.endpoint})
     shape = stated_shape(code, r"# \((B, 3, \d+, \d+)\) uint8")
     run_python(code, snippet(key).line, shape + TORCH_CHECKS, None, tmp_path, env)
+
+
+def test_idc_block(tmp_path: Path, s3_bucket: S3Bucket, dicom_series: Any) -> None:
+    """The public DICOM collection's block, anonymous, on a loopback ``idc-open-data``
+    bucket holding one series made in the run (no request leaves the machine)."""
+    folder = dicom_series("jpeg")
+    client = s3_bucket.client
+    if "idc-open-data" not in [b["Name"] for b in client.list_buckets()["Buckets"]]:
+        client.create_bucket(Bucket="idc-open-data")
+    for path in sorted(folder.glob("*.dcm")):
+        client.upload_file(str(path), "idc-open-data", f"series-1/{path.name}",
+                           ExtraArgs={"ACL": "public-read"})
+    code = substituted(IDC_BLOCK, series="series-1")
+    shape = stated_shape(code, r"# \((\d+, \d+, 3)\) uint8")
+    env = shell_env(tmp_path, {"WSI_S3_ENDPOINT": s3_bucket.endpoint,
+                               "AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""})
+    out = run_python(code, snippet(IDC_BLOCK).line, shape, None, tmp_path, env)
+    lines = [line for line in out.splitlines() if "idc-open-data/series-1" in line]
+    assert len(lines) == 8 and all(str((224, 224, 3)) in line for line in lines), out
 
 
 def test_local_s3_training_block(tmp_path: Path) -> None:

@@ -32,7 +32,10 @@ class SlideInfo:
     ordered largest first; ``properties`` are ``(name, value)`` pairs (vendor keys such as
     ``aperio.MPP``, ``tiff.ImageDescription`` or ``openslide.*``); ``associated`` names the
     label, macro and thumbnail images the file holds; ``has_icc_profile`` says whether it
-    carries the scanner's colour profile."""
+    carries the scanner's colour profile. A slide made of several images of one field (DICOM
+    focal planes and optical paths) names them: ``focal_planes`` (Z in micrometres, by index),
+    ``optical_paths`` (identifiers) and the ``selection`` shown (``z=<index>,path=<id>``, the
+    suffix ``io.series.split_selection`` reads); all empty for other slides."""
 
     format_name: str
     vendor: str
@@ -43,3 +46,6 @@ class SlideInfo:
     magnification: float | None
     associated: tuple[str, ...] = ()
     has_icc_profile: bool = False
+    focal_planes: tuple[float, ...] = ()
+    optical_paths: tuple[str, ...] = ()
+    selection: str = ""

@@ -25,7 +25,7 @@ from contextvars import copy_context
 
 from ..errors import FlightTimeout
 from .range_reader import IoStats, RangeReader, check_range
-from .series import Member, members_of
+from .series import Member, members_of, selection_of
 from .singleflight import DEFAULT_WAIT_S, Flight, FlightTable
 
 DEFAULT_BLOCK_SIZE = 256 * 1024
@@ -346,6 +346,11 @@ class BlockCache:
     def members(self) -> tuple[Member, ...] | None:
         """The inner reader's members when it is a series (``io.series``), else None."""
         return members_of(self.inner)
+
+    @property
+    def selection(self) -> str:
+        """The inner series reader's selection (``io.series.split_selection``), else ""."""
+        return selection_of(self.inner)
 
     def close(self) -> None:
         """Close the inner reader (its cached blocks stay in the block store)."""

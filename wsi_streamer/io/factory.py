@@ -19,6 +19,7 @@ from .local import LocalReader, LocalStorage
 from .location import StorageSpec, parse_storage_url, split_object_url
 from .range_reader import RangeReader
 from .s3 import S3Storage
+from .series import SELECTION_MARK, split_selection
 from .storage import Storage
 
 Backend = Callable[[StorageSpec, dict[str, Any]], Storage]
@@ -70,14 +71,16 @@ def open_url_reader(url: str, **options: Any) -> RangeReader:
     """A reader of the one object ``url`` names (``s3://b/key``, ``https://host/path``, a
     file path); the storage is made at the URL's root and the rest is the id. A local path is
     read as given (any file name; ``LocalStorage`` opens only what it would list), a folder
-    holding a series (``io.series``) as that series. Raises
+    holding a series (``io.series``; ``folder@z=1`` selects its images) as that series. Raises
     ``SlideNotFound`` or a ``StorageError``; ``ValueError`` for a URL naming no object."""
     if "://" not in url:  # a path, read as given
         if options:
             raise TypeError(f"a local file takes no storage options, got {sorted(options)}")
-        if os.path.isdir(url):  # a series folder (io.series): its parent is the storage
-            folder, name = os.path.split(os.path.realpath(url))
-            return LocalStorage(folder).open(name)
+        path, selection = split_selection(url)
+        if os.path.isdir(path):  # a series folder (io.series): its parent is the storage
+            folder, name = os.path.split(os.path.realpath(path))
+            return LocalStorage(folder).open(name + (SELECTION_MARK + selection
+                                                     if selection else ""))
         return LocalReader(url, url)
     spec, object_id = split_object_url(url)
     if spec.scheme == "file":

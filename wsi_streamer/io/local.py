@@ -7,7 +7,7 @@ import threading
 
 from ..errors import ObjectChanged, SlideNotFound, StorageError
 from .range_reader import IoStats, check_range, in_flight, record_storage_request
-from .series import SeriesReader, head_reads, is_member_name, series_of
+from .series import SeriesReader, head_reads, is_member_name, series_of, split_selection
 from .storage import SLIDE_EXTENSIONS, SlidePage, page_of, probe_reads, validate_slide_id
 
 
@@ -178,12 +178,14 @@ class LocalStorage:
     def open(self, slide_id: str) -> LocalReader | SeriesReader:
         """A file's reader, or for a series folder a ``SeriesReader`` of its members."""
         if not slide_id.lower().endswith(self.openable):
-            series = self._series(slide_id)
+            validate_slide_id(slide_id)
+            series_id, selection = split_selection(slide_id)
+            series = self._series(series_id)
             if series is not None:
                 folder, names = series
                 return series_of(names, lambda name: LocalReader(
-                    os.path.join(folder, name), f"{slide_id}/{name}", self.stats),
-                    f"file://{slide_id}")
+                    os.path.join(folder, name), f"{series_id}/{name}", self.stats),
+                    f"file://{series_id}", selection)
         return LocalReader(self._resolve(slide_id), slide_id, self.stats)
 
     def open_probed(self, slide_id: str, head: int, tail: int

@@ -40,7 +40,7 @@ from ..errors import (
 from .range_reader import IoStats, check_range, record_storage_request
 from .s3_errors import translate
 from .s3_lean import LeanGet, get_range_lean, object_base_url
-from .series import SeriesReader, head_reads, series_of
+from .series import SeriesReader, head_reads, series_of, split_selection
 from .series_list import after_series, list_members, slide_of_key
 from .slots import claim
 from .storage import SlidePage, is_slide_name, page_of, validate_slide_id
@@ -273,7 +273,8 @@ class S3Storage:
 
     def _series(self, slide_id: str) -> SeriesReader | None:
         """One ListObjectsV2 of the prefix: its member objects, their sizes and ETags."""
-        key = self.prefix + slide_id + "/"
+        series_id, selection = split_selection(slide_id)
+        key = self.prefix + series_id + "/"
         found = list_members(lambda **kw: _call(lambda: self.client.list_objects_v2(**kw),
                                                 "ListObjectsV2"),
                              self.bucket, key, self.stats)
@@ -282,9 +283,9 @@ class S3Storage:
         sizes = {name: (size, etag) for name, size, etag in found}
         lean = self._lean_or_none()
         return series_of(list(sizes), lambda name: S3Reader(
-            self.client, self.bucket, key + name, f"{slide_id}/{name}", self.stats,
+            self.client, self.bucket, key + name, f"{series_id}/{name}", self.stats,
             size=sizes[name][0], etag=sizes[name][1], deadline=self.deadline, lean=lean),
-            f"s3://{self.bucket}/{key.rstrip('/')}")
+            f"s3://{self.bucket}/{key.rstrip('/')}", selection)
 
     def _lean_or_none(self) -> LeanGet | None:
         getter = self.getter

@@ -12,6 +12,7 @@ any object is new content."""
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import copy_context
@@ -23,6 +24,13 @@ from .range_reader import RangeReader, check_range
 
 SERIES_MEMBERS = (".dcm",)
 """Object names that make a folder or prefix a series (one slide, id = the folder)."""
+
+SELECTION_MARK = "@"
+"""A series id may end with ``@<selection>``: which of the series' images the slide shows
+(for DICOM: ``z=<focal plane index>``, ``path=<optical path identifier>``, comma-separated;
+the driver reads it, ``format/dicom/planes``). The same series id without it is the default."""
+
+_SELECTION = re.compile(r"[a-z]+=[^,=]+(,[a-z]+=[^,=]+)*")
 
 MEMBER_HEAD = 64 * 1024
 """Bytes read at the start of every member when a series is opened (one read each, all at
@@ -44,6 +52,23 @@ def is_member_name(name: str) -> bool:
     return name.lower().endswith(SERIES_MEMBERS) and not name.startswith(".")
 
 
+def split_selection(slide_id: str) -> tuple[str, str]:
+    """``(series id, selection)`` of an id ending with ``@<selection>`` (the last ``@`` of
+    its last path segment, followed by ``key=value`` pairs joined by commas);
+    ``(slide_id, "")`` otherwise (a folder named ``case@2`` is itself)."""
+    folder, slash, name = slide_id.rpartition("/")
+    base, mark, selection = name.rpartition(SELECTION_MARK)
+    if not mark or not base or not _SELECTION.fullmatch(selection):
+        return slide_id, ""
+    return folder + slash + base, selection
+
+
+def selection_of(reader: RangeReader) -> str:
+    """The selection a series reader was opened with ("" for none or a single object)."""
+    selection = getattr(reader, "selection", "")
+    return selection if isinstance(selection, str) else ""
+
+
 def members_of(reader: RangeReader) -> tuple[Member, ...] | None:
     """The members of a series reader (seen through any wrapper that forwards ``members``,
     such as the block cache), None for a single object."""
@@ -55,7 +80,8 @@ class SeriesReader:
     """``RangeReader`` over ``readers`` (name, reader) laid end to end in the given order.
     Thread-safe when the member readers are. ``close`` closes every member."""
 
-    def __init__(self, where: str, readers: Sequence[tuple[str, RangeReader]]) -> None:
+    def __init__(self, where: str, readers: Sequence[tuple[str, RangeReader]],
+                 selection: str = "") -> None:
         if not readers:
             raise ValueError("a series needs at least one object")
         members: list[Member] = []
@@ -66,9 +92,11 @@ class SeriesReader:
         self._readers = tuple(reader for _, reader in readers)
         self._members = tuple(members)
         self._size = offset
+        self.selection = selection
         digest = hashlib.sha256("\n".join(f"{name}\t{reader.identity}"
                                           for name, reader in readers).encode()).hexdigest()
-        self._identity = f"{where}/#series-{digest[:32]}"
+        self._identity = f"{where}/#series-{digest[:32]}" + (
+            f"{SELECTION_MARK}{selection}" if selection else "")
 
     @property
     def size(self) -> int:
@@ -117,11 +145,11 @@ def head_reads(reader: SeriesReader, head: int = MEMBER_HEAD) -> list[tuple[int,
         return [(members[i].offset, f.result()) for i, f in zip(wanted, futures, strict=True)]
 
 
-def series_of(names: Sequence[str], make: Callable[[str], RangeReader], where: str
-              ) -> SeriesReader:
-    """A ``SeriesReader`` of the member names (sorted; readers made by ``make(name)``);
-    ``LimitExceeded`` past ``MAX_MEMBERS``."""
+def series_of(names: Sequence[str], make: Callable[[str], RangeReader], where: str,
+              selection: str = "") -> SeriesReader:
+    """A ``SeriesReader`` of the member names (sorted; readers made by ``make(name)``), with
+    ``selection`` (``split_selection``); ``LimitExceeded`` past ``MAX_MEMBERS``."""
     if len(names) > MAX_MEMBERS:
         raise LimitExceeded("MAX_MEMBERS", f"{where}: {len(names)} objects in one series "
                             f"(at most {MAX_MEMBERS})")
-    return SeriesReader(where, [(name, make(name)) for name in sorted(names)])
+    return SeriesReader(where, [(name, make(name)) for name in sorted(names)], selection)

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..io.factory import BACKENDS, open_storage
 from ..io.location import StorageSpec, parse_storage_url, split_object_url, url_scheme
-from ..io.series import is_member_name
+from ..io.series import is_member_name, split_selection
 from ..io.storage import OPENSLIDE_ONLY_EXTENSIONS, Storage, is_slide_name
 from ..slide import NATIVE_FORMATS
 
@@ -110,7 +110,8 @@ def resolve_slide_paths(slide_paths: str | os.PathLike[str] | Iterable[str | os.
     """Every slide named by ``slide_paths``, in order: files as given, folders expanded
     recursively (sorted, by extension), ``s3://b/k`` and ``http(s)://h/p`` kept,
     ``s3://b/prefix/`` listed (ListObjectsV2, sorted, by extension), a folder or prefix
-    holding a DICOM series (``io.series``) as one slide, any other
+    holding a DICOM series (``io.series``) as one slide (``<series>@z=1,path=2``: its
+    focal plane and optical path, ``format/dicom/planes``), any other
     ``scheme://...`` kept as given (the backend that reads it decides; ``check_schemes``
     refuses them for ours). Raises ``FileNotFoundError`` naming a missing path, an empty
     folder or an empty prefix; ``ValueError`` for an ``http(s)://`` prefix (no listing) or
@@ -142,13 +143,19 @@ def resolve_slide_paths(slide_paths: str | os.PathLike[str] | Iterable[str | os.
                 raise FileNotFoundError(f"slide_paths: No WSI files ({', '.join(extensions)}) "
                                         f"in folder {entry}")
             resolved.extend(found)
-        elif os.path.isfile(entry):
+        elif os.path.isfile(entry) or _selected_series(entry):
             resolved.append(entry)
         else:
             raise FileNotFoundError(f"slide_paths: {entry} does not exist")
     if not resolved:
         raise ValueError("slide_paths is empty")
     return resolved
+
+
+def _selected_series(entry: str) -> bool:
+    """A series folder with a selection (``folder@z=1``: ``io.series.split_selection``)."""
+    folder, selection = split_selection(entry)
+    return bool(selection) and os.path.isdir(folder)
 
 
 def _folder_slides(folder: str, extensions: tuple[str, ...]) -> list[str]:

@@ -91,6 +91,9 @@ def metadata(slide_id: str, slide: SlideReader) -> dict[str, Any]:
         "vendor": structure.vendor,
         "icc_profile": structure.has_icc_profile,
     }
+    if structure.selection:  # several images of one field (``format.info.SlideInfo``)
+        body.update(focal_planes=list(structure.focal_planes),
+                    optical_paths=list(structure.optical_paths), selection=structure.selection)
     if services().config.associated_images:
         body["associated_images"] = list(structure.associated)
     for key, value in (("mpp_x", structure.mpp_x), ("mpp_y", structure.mpp_y),

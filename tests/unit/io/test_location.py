@@ -132,7 +132,8 @@ def test_s3_alias_wins_over_the_folder_and_keeps_endpoint_and_region() -> None:
     spec, options = storage_of(config)
     assert spec == StorageSpec("s3", "bucket", "slides")
     assert options == {"endpoint_url": "http://minio:9000", "region": "eu-west-1",
-                       "max_connections": 10, "deadline": ReadDeadline(base_s=30.0)}
+                       "anonymous": False, "max_connections": 10,
+                       "deadline": ReadDeadline(base_s=30.0)}
 
 
 def test_s3_storage_url_takes_the_endpoint_and_region_settings() -> None:

@@ -18,12 +18,15 @@ def encode_structure(structure: DicomStructure) -> dict[str, Any]:
             "properties": [[key, value] for key, value in structure.properties],
             "mpp_x": structure.mpp_x, "mpp_y": structure.mpp_y,
             "icc_profile": (base64.b64encode(structure.icc_profile).decode()
-                            if structure.icc_profile is not None else None)}
+                            if structure.icc_profile is not None else None),
+            "focal_planes": list(structure.focal_planes),
+            "optical_paths": list(structure.optical_paths), "selection": structure.selection}
 
 
 def decode_structure(doc: Doc) -> DicomStructure:
     """The structure ``encode_structure`` wrote; ``CacheEntryError`` for anything else."""
-    doc.keys({"levels", "associated", "properties", "mpp_x", "mpp_y", "icc_profile"})
+    doc.keys({"levels", "associated", "properties", "mpp_x", "mpp_y", "icc_profile",
+              "focal_planes", "optical_paths", "selection"})
     levels = tuple(_image(Doc(item, f"level {i}")) for i, item in enumerate(doc.items("levels")))
     if not levels:
         raise CacheEntryError("structure: no levels")
@@ -36,9 +39,14 @@ def decode_structure(doc: Doc) -> DicomStructure:
     icc = doc.raw("icc_profile")
     if icc is not None and not isinstance(icc, str):
         raise CacheEntryError("structure: icc_profile is not text")
+    planes, paths = doc.items("focal_planes"), doc.items("optical_paths")
+    if not all(isinstance(z, (int, float)) and not isinstance(z, bool) for z in planes) or (
+            not all(isinstance(p, str) for p in paths)):
+        raise CacheEntryError("structure: focal planes or optical paths of the wrong type")
     return DicomStructure(levels, tuple(associated), properties,
                           doc.number_or_none("mpp_x"), doc.number_or_none("mpp_y"),
-                          _b64(icc) if icc is not None else None)
+                          _b64(icc) if icc is not None else None,
+                          tuple(float(z) for z in planes), tuple(paths), doc.text("selection"))
 
 
 def _image_doc(image: DicomImage) -> dict[str, Any]:

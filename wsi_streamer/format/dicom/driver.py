@@ -2,22 +2,26 @@
 per level and associated image: ``io.series``) or a single instance. Levels are the VOLUME
 instances, largest first (one per size: the first by name); LABEL, OVERVIEW and THUMBNAIL are
 the label, macro and thumbnail; mpp from level 0's PixelSpacing; the ICC profile from the
-first optical path."""
+optical path shown. A concatenation (an image split over several objects) is one image; the
+focal plane and optical path shown are the series id's selection (``planes``); level 0's
+planes and paths are listed in ``SlideInfo`` (the metadata endpoint shows them)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ...errors import UnsupportedFormat
+from ...errors import ImageNotInSeries, UnsupportedFormat
 from ...io.range_reader import RangeReader
-from ...io.series import Member, members_of
+from ...io.series import Member, members_of, selection_of
 from ...limits import MAX_ICC_BYTES
 from ...records import Doc
 from ..info import SlideInfo
 from ..spans import Spans
 from .codec import decode_structure, encode_structure
+from .concatenation import concatenations
 from .header import Header, is_dicom, read_header
 from .instance import Instance, describe, is_wsi, kind_of
+from .planes import DEFAULT, Selection, parse_selection
 from .slide import DicomSlide
 from .structure import DicomStructure
 
@@ -27,16 +31,18 @@ _PROPERTIES = ("Manufacturer", "ManufacturerModelName", "SoftwareVersions",
 
 def parse(source: Spans) -> DicomStructure:
     members = members_of(source.reader) or (Member("", 0, source.size),)
+    selection = parse_selection(selection_of(source.reader))
     headers = [read_header(source, member) for member in members]
-    instances = [i for i in (_described(source, h) for h in headers) if i is not None]
+    missing: list[tuple[int, ImageNotInSeries]] = []  # (pixels, why)
+    instances = [i for i in (_described(source, parts, selection, missing)
+                             for parts in concatenations(headers)) if i is not None]
     series = {i.series_uid for i in instances}
     if len(series) > 1:
         raise UnsupportedFormat(f"the objects belong to {len(series)} DICOM series, not one")
-    if any(i.concatenated for i in instances):
-        raise UnsupportedFormat("DICOM concatenations (a level split over several objects) "
-                                "are not supported")
     volumes = sorted((i for i in instances if i.kind == "volume"),
                      key=lambda i: (-i.image.width * i.image.height, i.image.name))
+    if not volumes and missing:
+        raise max(missing, key=lambda found: found[0])[1]  # naming the largest image's
     if not volumes:
         raise UnsupportedFormat("the DICOM series has no VOLUME image (only "
                                 f"{', '.join(sorted({i.kind or 'other' for i in instances}))})")
@@ -54,17 +60,32 @@ def parse(source: Spans) -> DicomStructure:
     dataset = next(h for h in headers if h.member.name == base.image.name).dataset
     props = [(f"dicom.{key}", str(dataset.get(key))) for key in _PROPERTIES
              if dataset.get(key) not in (None, "")]
+    z, path = base.selected
     return DicomStructure(tuple(i.image for i in levels),
                           tuple((name, i.image) for name, i in sorted(associated.items())),
-                          tuple(props), mpp_x, mpp_y, _icc(headers))
+                          tuple(props), mpp_x, mpp_y, _icc(headers, path),
+                          base.planes.focal_planes, base.planes.optical_paths,
+                          f"z={z},path={path}")
 
 
-def _described(source: Spans, header: Header) -> Instance | None:
+def _described(source: Spans, parts: list[Header], selection: Selection,
+               missing: list[tuple[int, ImageNotInSeries]]) -> Instance | None:
     """The instance; None for a label, overview or thumbnail this driver cannot decode (the
-    slide is served without it), ``UnsupportedFormat`` for anything else (another SOP class
-    in the series refuses it, whatever its image type)."""
+    slide is served without it) and for a VOLUME image without the selected focal plane or
+    optical path (added to ``missing``: the pyramid is the levels that have it),
+    ``UnsupportedFormat`` for anything else (another SOP class in the series refuses it,
+    whatever its image type). ``selection`` applies to VOLUME images (the others show their
+    first plane and path)."""
+    header = parts[0]
     try:
-        return describe(source, header)
+        if kind_of(header.dataset) != "volume":
+            selection = DEFAULT
+        return describe(source, parts, selection)
+    except ImageNotInSeries as exc:
+        ds = header.dataset
+        missing.append((int(ds.get("TotalPixelMatrixColumns", 0) or 0) * int(
+            ds.get("TotalPixelMatrixRows", 0) or 0), exc))
+        return None
     except UnsupportedFormat:
         if is_wsi(header.dataset) and kind_of(header.dataset) in ("label", "macro",
                                                                    "thumbnail"):
@@ -72,10 +93,12 @@ def _described(source: Spans, header: Header) -> Instance | None:
         raise
 
 
-def _icc(headers: list[Header]) -> bytes | None:
+def _icc(headers: list[Header], path: str) -> bytes | None:
+    """The ICC profile of optical path ``path`` (else the first one that has a profile)."""
     for header in headers:
         paths = header.dataset.get("OpticalPathSequence") or []
-        profile = paths[0].get("ICCProfile") if paths else None
+        chosen = [p for p in paths if str(p.get("OpticalPathIdentifier", "")) == path]
+        profile = (chosen or paths)[0].get("ICCProfile") if paths else None
         if profile:
             return bytes(profile) if len(profile) <= MAX_ICC_BYTES else None
     return None

@@ -6,6 +6,7 @@ or inconsistency (``UnsupportedFormat``, 415)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ from ...limits import (
 from ..spans import Spans
 from .frames import frame_ranges
 from .header import EXPLICIT_VR_LE, Header
+from .planes import DEFAULT, Planes, Selection, full_frames, sparse_planes
 from .structure import JP2K, JPEG, NATIVE, DicomImage
 
 WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
@@ -51,10 +53,15 @@ class Instance:
     image: DicomImage
     series_uid: str
     spacing_mm: tuple[float, float] | None  # (between rows, between columns)
-    concatenated: bool
+    planes: Planes
+    selected: tuple[int, str]  # the focal plane index and optical path shown
 
 
-def describe(source: Spans, header: Header) -> Instance:
+def describe(source: Spans, parts: Sequence[Header], selection: Selection = DEFAULT
+             ) -> Instance:
+    """The instance of ``parts`` (one header, or a concatenation's parts in order: their
+    frames end to end), showing ``selection``'s focal plane and optical path."""
+    header = parts[0]
     ds, name = header.dataset, header.member.name
     sop = str(ds.get("SOPClassUID", ""))
     if not is_wsi(ds):
@@ -80,7 +87,7 @@ def describe(source: Spans, header: Header) -> Instance:
     tile_w, tile_h = int(ds.get("Columns", 0)), int(ds.get("Rows", 0))
     width = int(ds.get("TotalPixelMatrixColumns", tile_w))
     height = int(ds.get("TotalPixelMatrixRows", tile_h))
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    frames = sum(int(part.dataset.get("NumberOfFrames", 1) or 1) for part in parts)
     if not (0 < width <= MAX_DIMENSION and 0 < height <= MAX_DIMENSION):
         raise LimitExceeded("MAX_DIMENSION", f"DICOM {name!r} is {width}x{height} px")
     if not (0 < tile_w <= MAX_TILE_SIDE and 0 < tile_h <= MAX_TILE_SIDE):
@@ -98,15 +105,24 @@ def describe(source: Spans, header: Header) -> Instance:
         raise LimitExceeded("MAX_TILES_PER_LEVEL", f"DICOM {name!r} has {tiles_x}x{tiles_y} "
                             "tiles")
     raw = tile_w * tile_h * 3
-    ranges = frame_ranges(source, header, frames, raw if codec == NATIVE else 4 * raw + (1 << 20))
-    table = _tile_frames(ds, name, frames, tiles_x, tiles_y, tile_w, tile_h)
+    limit = raw if codec == NATIVE else 4 * raw + (1 << 20)
+    ranges = np.concatenate([frame_ranges(source, part, int(
+        part.dataset.get("NumberOfFrames", 1) or 1), limit) for part in parts])
+    table, planes, selected = _tile_frames(ds, _per_frame(parts), name, frames, (
+        tiles_x, tiles_y, tile_w, tile_h), selection)
     tiles = np.zeros((tiles_x * tiles_y, 2), np.int64)
     present = table >= 0
     tiles[present] = ranges[table[present]]
     image = DicomImage(name, width, height, tile_w, tile_h, codec, flags[0], flags[1],
                        tiles.astype("<i8").tobytes())
     return Instance(kind, image, str(ds.get("SeriesInstanceUID", "")), _spacing(ds),
-                    "ConcatenationUID" in ds)
+                    planes, selected)
+
+
+def _per_frame(parts: Sequence[Header]) -> list[Any]:
+    """The Per-frame Functional Groups of every part, end to end."""
+    return [groups for part in parts
+            for groups in part.dataset.get("PerFrameFunctionalGroupsSequence") or []]
 
 
 def is_wsi(ds: Any) -> bool:
@@ -120,31 +136,29 @@ def kind_of(ds: Any) -> str:
     return KINDS.get(image_type[2] if len(image_type) > 2 else "", "")
 
 
-def _tile_frames(ds: Any, name: str, frames: int, tiles_x: int, tiles_y: int,
-                 tile_w: int, tile_h: int) -> np.ndarray:
-    """Per tile (row-major) the index of its frame, -1 for none."""
+def _tile_frames(ds: Any, per_frame: list[Any], name: str, frames: int,
+                 grid: tuple[int, int, int, int], selection: Selection
+                 ) -> tuple[np.ndarray, Planes, tuple[int, str]]:
+    """Per tile (row-major) the index of its frame in the selected focal plane and optical
+    path (-1 for none), the instance's planes, and the plane and path selected."""
+    tiles_x, tiles_y, tile_w, tile_h = grid
     organisation = str(ds.get("DimensionOrganizationType", "TILED_FULL") or "TILED_FULL")
     count = tiles_x * tiles_y
     if organisation == "TILED_FULL":
-        if frames < count:
-            raise UnsupportedFormat(f"DICOM {name!r}: {frames} frames for {tiles_x}x{tiles_y} "
-                                    "tiles (TILED_FULL)")
-        return np.arange(count, dtype=np.int64)  # the first focal plane and optical path
+        table, planes = full_frames(ds, frames, count, selection, name)
+        return table, planes, planes.chosen(selection, name)
     if organisation != "TILED_SPARSE":
         raise UnsupportedFormat(f"DICOM {name!r}: dimension organisation {organisation!r} "
                                 "is not supported (TILED_FULL, TILED_SPARSE)")
-    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
     if len(per_frame) != frames:
         raise UnsupportedFormat(f"DICOM {name!r}: {len(per_frame)} per-frame groups for "
                                 f"{frames} frames (TILED_SPARSE)")
+    z_index, path_index, planes = sparse_planes(ds, per_frame, name)
+    z, path = planes.chosen(selection, name)
+    wanted = (z_index == z) & (path_index == planes.optical_paths.index(path))
     table = np.full(count, -1, np.int64)
-    first_z: float | None = None
-    for index, groups in enumerate(per_frame):
-        position = (groups.get("PlanePositionSlideSequence") or [None])[0]
-        if position is None:
-            raise UnsupportedFormat(f"DICOM {name!r}: frame {index} has no plane position")
-        z = float(position.get("ZOffsetInSlideCoordinateSystem", 0) or 0)
-        first_z = z if first_z is None else first_z
+    for index in np.flatnonzero(wanted)[::-1]:  # the first frame of a place wins
+        position = per_frame[index].PlanePositionSlideSequence[0]
         column = int(position.get("ColumnPositionInTotalImagePixelMatrix", 0)) - 1
         row = int(position.get("RowPositionInTotalImagePixelMatrix", 0)) - 1
         if column % tile_w or row % tile_h:
@@ -153,9 +167,8 @@ def _tile_frames(ds: Any, name: str, frames: int, tiles_x: int, tiles_y: int,
         x, y = column // tile_w, row // tile_h
         if not (0 <= x < tiles_x and 0 <= y < tiles_y):
             raise UnsupportedFormat(f"DICOM {name!r}: frame {index} lies outside the image")
-        if z == first_z and table[y * tiles_x + x] < 0:
-            table[y * tiles_x + x] = index  # the first focal plane and optical path
-    return table
+        table[y * tiles_x + x] = index
+    return table, planes, (z, path)
 
 
 def _spacing(ds: Any) -> tuple[float, float] | None:

@@ -56,6 +56,9 @@ class DicomStructure:
     mpp_x: float | None
     mpp_y: float | None
     icc_profile: bytes | None
+    focal_planes: tuple[float, ...]  # level 0's, Z in micrometres
+    optical_paths: tuple[str, ...]
+    selection: str  # the plane and path shown: z=<index>,path=<identifier>
 
     @property
     def info(self) -> SlideInfo:
@@ -64,4 +67,5 @@ class DicomStructure:
                          tuple(image.geometry(i, base) for i, image in enumerate(self.levels)),
                          self.properties, self.mpp_x, self.mpp_y, None,
                          tuple(name for name, _ in self.associated),
-                         self.icc_profile is not None)
+                         self.icc_profile is not None, self.focal_planes,
+                         self.optical_paths, self.selection)
