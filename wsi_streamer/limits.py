@@ -174,6 +174,12 @@ MAX_OVERVIEW_TILES = 16384
 """Tiles decoded to build one overview (a 32768 px square level in 256 px tiles). A slide
 whose smallest adequate level has more gets 415 naming this instead of a thumbnail."""
 
+OVERVIEW_FETCH_TILES = 256
+"""Stored tiles an overview (or a patch pipeline's detection thumbnail) fetches at once: whole
+rows of tiles, at least one. A typical thumbnail level (a few hundred tiles) is one round of
+coalesced requests instead of one per row; the stored bytes held at once are those tiles' (about
+5-15 MiB for 256 px JPEG tiles of 20-60 KB)."""
+
 OVERVIEW_MEMORY_BYTES = 64 << 20
 """Decoded overviews kept per process (LRU by bytes: about five 2048 px overviews); the
 encoded copy lives in the host tile cache."""

@@ -110,9 +110,15 @@ class BlockStore:
                     waiting[i] = flight
                 else:
                     waiting[i] = mine[key] = self._flights.start(key)
+            # A gap is never bridged over bytes held or being fetched (e.g. another patch's
+            # tiles between this patch's two rows): they would be fetched twice.
+            flying = sorted(key[1:] for key in self._flights.keys()
+                            if len(key) == 3 and key[0] == ident and key not in mine)
+            others = sorted(r for r in ranges if r[1] and (ident, *r) not in mine)
+            groups = _coalesce(sorted(key[1:] for key in mine),  # type: ignore[misc]
+                               (others, flying, self._spans.get(ident, [])))
         self.stats.add(hits=len(found), misses=len(mine))
         with self._flights.leading(self._lock, mine):
-            groups = _coalesce(sorted(key[1:] for key in mine))  # type: ignore[misc]
             if len(groups) > 1 and getattr(reader, "local_path", None) is None:
                 outcomes = self._fan_out(reader, groups, mine)
             else:
@@ -302,12 +308,16 @@ def _runs(indices: list[int]) -> list[tuple[int, int]]:
     return runs
 
 
-def _coalesce(ranges: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
-    """Group sorted ``(offset, length)`` ranges whose gaps are at most ``COALESCE_GAP``."""
+def _coalesce(ranges: list[tuple[int, int]],
+              avoid: Sequence[Sequence[tuple[int, int]]] = ()) -> list[list[tuple[int, int]]]:
+    """Group sorted ``(offset, length)`` ranges whose gaps are at most ``COALESCE_GAP`` and
+    start no range of any sorted list in ``avoid`` (bytes held or being fetched already)."""
     groups: list[list[tuple[int, int]]] = []
     end = -1
     for offset, length in ranges:
-        if groups and offset - end <= COALESCE_GAP:
+        held = any(i < len(spans) and spans[i][0] < offset
+                   for spans in avoid for i in (bisect.bisect_left(spans, (end,)),))
+        if groups and offset - end <= COALESCE_GAP and not held:
             groups[-1].append((offset, length))
         else:
             groups.append([(offset, length)])

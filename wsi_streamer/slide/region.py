@@ -23,7 +23,7 @@ from PIL import Image
 from ..budget import checkpoint
 from ..errors import InvalidParameter, LimitExceeded
 from ..format.info import LevelGeometry
-from ..limits import MAX_CANVAS_PIXELS, MAX_OUTPUT_PIXELS
+from ..limits import MAX_CANVAS_PIXELS, MAX_OUTPUT_PIXELS, OVERVIEW_FETCH_TILES
 from .reader import SlideReader
 
 WHITE = (255, 255, 255)
@@ -253,6 +253,13 @@ def overview_factor(info: LevelGeometry, out_size: tuple[int, int]) -> int:
     return factor
 
 
+def overview_level(slide: SlideReader, size: tuple[int, int]) -> int:
+    """The level ``render_overview`` reads for an image of ``size``: the smallest at least
+    that large on both sides (level 0 when none is)."""
+    fits = [lv.level for lv in slide.levels if lv.width >= size[0] and lv.height >= size[1]]
+    return fits[-1] if fits else 0
+
+
 def render_overview(slide: SlideReader, level: int, out_size: tuple[int, int], *,
                     max_tiles: int, max_canvas: int,
                     resample: Image.Resampling = Image.Resampling.LANCZOS) -> Image.Image:
@@ -260,11 +267,13 @@ def render_overview(slide: SlideReader, level: int, out_size: tuple[int, int], *
     e.g. a thumbnail for tissue detection) to ``out_size``, which must not be larger.
 
     Every tile is decoded once, reduced by ``overview_factor`` while decoding (JPEG: DCT
-    scaling up to 1/8, then exact box reductions) and pasted, a row of tiles fetched at a
-    time. Raises ``LimitExceeded`` before reading when the level has more than ``max_tiles``
-    tiles (``MAX_OVERVIEW_TILES``) or the reduced level more than ``max_canvas`` pixels
-    (``SERVICE_CANVAS_PIXELS``). Memory: the reduced level (under 4x ``out_size`` when the
-    tiles allow it) plus the output and one decoded tile."""
+    scaling up to 1/8, then exact box reductions) and pasted, whole rows of tiles fetched
+    together (``OVERVIEW_FETCH_TILES`` tiles at most, one row at least: one round of
+    requests for a typical level). Raises ``LimitExceeded`` before reading when the level
+    has more than ``max_tiles`` tiles (``MAX_OVERVIEW_TILES``) or the reduced level more
+    than ``max_canvas`` pixels (``SERVICE_CANVAS_PIXELS``). Memory: the reduced level (under
+    4x ``out_size`` when the tiles allow it) plus the output and the stored bytes of one
+    fetch."""
     info = slide.level(level)
     out_w, out_h = out_size
     if not (0 < out_w <= info.width and 0 < out_h <= info.height):
@@ -284,9 +293,12 @@ def render_overview(slide: SlideReader, level: int, out_size: tuple[int, int], *
     tw, th = info.tile_width // factor, info.tile_height // factor
     reduce_to = (tw, th) if factor > 1 else None
     canvas = _canvas((canvas_w, canvas_h))
-    for ty in range(info.tiles_y):
-        row = [(tx, ty) for tx in range(info.tiles_x)]
-        for tx, tile in enumerate(slide.tile_images(level, row, reduce_to)):
+    rows = max(1, OVERVIEW_FETCH_TILES // info.tiles_x)  # rows of tiles fetched together
+    for first in range(0, info.tiles_y, rows):
+        batch = [(tx, ty) for ty in range(first, min(info.tiles_y, first + rows))
+                 for tx in range(info.tiles_x)]
+        for (tx, ty), tile in zip(batch, slide.tile_images(level, batch, reduce_to),
+                                  strict=True):
             checkpoint(decoded_bytes(tile))
             if tile.size != (tw, th):
                 k = tile.width // tw

@@ -36,7 +36,7 @@ from ..limits import (
     SERVICE_CANVAS_PIXELS,
 )
 from ..slide.reader import SlideReader
-from ..slide.region import render_overview
+from ..slide.region import overview_level, render_overview
 from .cache import TileCache
 from .flights import BudgetedFlights
 from .gate import HeavyGate
@@ -163,10 +163,9 @@ class OverviewStore:
         return image
 
     def _build(self, slide: SlideReader, size: tuple[int, int]) -> Image.Image:
-        candidates = [lv for lv in slide.levels if lv.width >= size[0] and lv.height >= size[1]]
-        source = candidates[-1] if candidates else slide.levels[0]
         with self.gate.slot(f"overview of {slide.identity}"):
-            image = render_overview(slide, source.level, size, max_tiles=self.max_tiles,
+            image = render_overview(slide, overview_level(slide, size), size,
+                                    max_tiles=self.max_tiles,
                                     max_canvas=self.max_canvas)
         with self._lock:
             self.stats.built += 1

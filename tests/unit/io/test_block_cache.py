@@ -242,3 +242,18 @@ def test_exact_range_claim_is_atomic_under_a_race() -> None:
                                           [offset] * THREADS))
             assert results == [BIG[offset : offset + 300]] * THREADS
     assert sorted(inner.calls) == [(r * 4 * BS + 5, 300) for r in range(ROUNDS)]
+
+
+def test_a_gap_is_not_bridged_over_bytes_already_held() -> None:
+    """Two missing ranges around a held one are two requests (the held bytes are not fetched
+    again, e.g. another patch's tile between this patch's rows); with nothing held between
+    them, one request."""
+    inner, cache = make()
+    cache.read_exact(100, 50)
+    inner.calls.clear()
+    batch = [(0, 100), (150, 50)]
+    assert cache.read_exact_many(batch) == [DATA[o : o + n] for o, n in batch]
+    assert sorted(inner.calls) == [(0, 100), (150, 50)]
+    other, fresh = make()
+    assert fresh.read_exact_many(batch) == [DATA[o : o + n] for o, n in batch]
+    assert other.calls == [(0, 200)]

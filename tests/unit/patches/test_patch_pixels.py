@@ -131,3 +131,13 @@ def test_thumbnail_comes_from_a_small_level(slides):
     with SlideHandle(str(slides["jpeg"]), backend=uncached()) as slide:
         slide.get_thumbnail((128, 128))
     assert set(slide._slide.reader._arrays) == {2}  # type: ignore[attr-defined]
+
+
+def test_thumbnail_is_the_area_average_of_its_level(slides):
+    """The tile server's overview: level 1 (512x384) area-averaged (BOX) to 300x225, not
+    Lanczos (a sharper, costlier filter: detection needs neither)."""
+    with SlideHandle(str(slides["jpeg"]), backend=uncached()) as slide:
+        thumb = slide.get_thumbnail((300, 300))
+        level = slide.read_region(0, 0, 512, 384, level=1)
+    want = np.asarray(Image.fromarray(level).resize((300, 225), Image.Resampling.BOX))
+    assert np.array_equal(thumb, want)

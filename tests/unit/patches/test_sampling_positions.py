@@ -135,3 +135,15 @@ def test_shared_footprint_size_is_the_smallest_with_that_footprint() -> None:
             assert base <= size
             assert finder.index.footprint(base) == finder.index.footprint(size)
             assert base == 1 or finder.index.footprint(base - 1) < finder.index.footprint(size)
+
+
+def test_summed_area_table_counts_every_prefix() -> None:
+    from wsi_streamer.patches.sampling.mask_index import summed_area_table
+
+    rng = np.random.default_rng(9)
+    for shape in ((0, 0), (0, 5), (1, 1), (1, 7), (6, 1), (37, 53)):
+        mask = rng.random(shape) > 0.5
+        sat = summed_area_table(mask)
+        want = np.zeros((shape[0] + 1, shape[1] + 1), dtype=np.int64)
+        want[1:, 1:] = mask.astype(np.int64).cumsum(axis=0).cumsum(axis=1)
+        assert sat.shape == want.shape and np.array_equal(sat, want), shape

@@ -237,3 +237,19 @@ def test_fast_closing_and_blur_equal_the_scipy_filters() -> None:
             ref = ndimage.correlate1d(ref, kernel, axis=axis, mode="mirror")
         diff = np.abs(impl._gaussian_blur(grey, ksize).astype(float) - ref)
         assert diff.max() <= 0.5 + 1e-9  # exact value, rounded
+
+
+def test_otsu_threshold_equals_scikit_image() -> None:
+    from skimage.filters import threshold_otsu
+
+    from wsi_streamer.patches.tissue import detectors as impl
+
+    rng = np.random.default_rng(5)
+    bimodal = np.concatenate([rng.normal(80, 20, 5000), rng.normal(220, 10, 9000)])
+    images = [np.clip(bimodal, 0, 255).astype(np.uint8).reshape(100, 140),
+              rng.integers(0, 256, (64, 80), dtype=np.uint8),
+              rng.integers(37, 41, (30, 30), dtype=np.uint8),  # a narrow range
+              np.array([[0, 255]], dtype=np.uint8), np.array([[3, 4, 4, 9]], dtype=np.uint8)]
+    for image in images:
+        assert impl._otsu_threshold(image) == float(threshold_otsu(image))
+    assert impl._otsu_threshold(np.full((5, 5), 7, dtype=np.uint8)) is None

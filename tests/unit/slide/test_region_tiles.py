@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.fixtures.images import psnr
 from tests.fixtures.slides import make_svs
 from wsi_streamer.io.range_reader import BytesReader
+from wsi_streamer.slide import region
 from wsi_streamer.slide.reader import SlideReader, open_slide
 from wsi_streamer.slide.region import read_region, region_tile_count, render_region, tile_span
 
@@ -80,3 +82,32 @@ def test_resampled_tile_aligned_box_decodes_its_tiles_only(slide: CountingTiles)
                         height=256.0, out_size=(64, 64))
     assert out.size == (64, 64)
     assert sorted(slide.decoded) == [(0, 1, 1), (0, 1, 2), (0, 2, 1), (0, 2, 2)]
+
+
+class CountingFetches(CountingTiles):
+    """Also records how many tiles each ``tile_images`` call fetches together."""
+
+    def __init__(self, inner: SlideReader) -> None:
+        super().__init__(inner)
+        self.fetches: list[int] = []
+
+    def tile_images(self, level: int, tiles: list[tuple[int, int]], *args: Any) -> Any:
+        self.fetches.append(len(tiles))
+        return super().tile_images(level, tiles, *args)
+
+
+def test_overview_fetches_whole_rows_together(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A level of 5x4 tiles is one fetch (one round of requests, not one per row); with a
+    bound of 12 tiles, two rows at a time; a bound under a row still takes a whole row. The
+    pixels are the level's area average (DCT-scaled decode: JPEG's own error), whatever the
+    batching."""
+    reference = np.asarray(read_region(open_slide(BytesReader(slide_bytes())), 0, 0, 0, 640,
+                                       512).reduce(2))
+    for bound, fetches in ((256, [20]), (12, [10, 10]), (3, [5, 5, 5, 5])):
+        monkeypatch.setattr(region, "OVERVIEW_FETCH_TILES", bound)
+        slide = CountingFetches(open_slide(BytesReader(slide_bytes())))
+        image = region.render_overview(slide, 0, (320, 256), max_tiles=100,  # type: ignore[arg-type]
+                                       max_canvas=1 << 20, resample=Image.Resampling.BOX)
+        assert slide.fetches == fetches
+        assert len(slide.decoded) == 20 and len(set(slide.decoded)) == 20  # each tile once
+        assert psnr(np.asarray(image), reference) >= 45

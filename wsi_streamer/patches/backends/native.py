@@ -18,16 +18,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from ...io.block_cache import BlockStore
 from ...io.local import LocalStorage
 from ...io.range_reader import IoStats
 from ...io.storage import Storage
+from ...limits import MAX_CANVAS_PIXELS, MAX_TILES_PER_LEVEL
 from ...slide import NATIVE_FORMATS, FormatDriver, Parsed
 from ...slide.cachedir import ensure_private_dir
 from ...slide.hostcache import HostCache
 from ...slide.reader import SlideReader
-from ...slide.region import read_level0_anchored, render_region
+from ...slide.region import overview_level, read_level0_anchored, render_overview
 from ...slide.registry import SlideRegistry
 from ..sources import S3Options, is_remote, remote_object
 from ..types import SlideProperties
@@ -119,13 +121,15 @@ class NativeSlide:
         return np.asarray(image)
 
     def get_thumbnail(self, size: tuple[int, int]) -> np.ndarray:
-        """Rendered from the smallest level at least as large as the thumbnail (never from
-        decoding a full high-resolution level), JPEG tiles decoded at reduced scale."""
+        """The tile server's overview (``slide.region.render_overview``): the smallest level
+        at least as large as the thumbnail (never a full high-resolution level), its tiles
+        reduced while decoding (JPEG DCT scaling, exact box reductions), then area-averaged
+        (BOX) to the thumbnail's size."""
         out = thumbnail_dims(self._reader.dimensions, size)
-        level = self._reader.best_level_for_downsample(self._reader.dimensions[0] / out[0])
-        info = self._reader.level(level)
-        return np.asarray(render_region(self._reader, level, x=0, y=0, width=info.width,
-                                        height=info.height, out_size=out))
+        image = render_overview(self._reader, overview_level(self._reader, out), out,
+                                max_tiles=MAX_TILES_PER_LEVEL, max_canvas=MAX_CANVAS_PIXELS,
+                                resample=Image.Resampling.BOX)
+        return np.asarray(image)
 
     def close(self) -> None:
         """Saves newly loaded tile arrays to the host cache; the registry keeps the parsed

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterable
@@ -142,8 +143,10 @@ def _download(rec: Record, dest: Path, chunk_size: int, api_url: str) -> Path:
             raise OSError(f"{rec['filename']}: got {size} bytes, md5 {digest.hexdigest()}; "
                           f"expected {rec['file_size']}, md5 {rec.get('md5sum')}")
         partial.replace(dest)
-    except BaseException:
+    except BaseException as exc:
         partial.unlink(missing_ok=True)
+        if isinstance(exc, urllib.error.HTTPError):
+            exc.close()  # an error answer holds its connection: closed now, not by the GC
         raise
     return dest
 

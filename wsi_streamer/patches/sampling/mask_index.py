@@ -21,6 +21,21 @@ def min_count(threshold: float, area: int) -> int:
     return k
 
 
+def summed_area_table(mask: np.ndarray) -> np.ndarray:
+    """``(h + 1, w + 1)`` table whose ``[y, x]`` is the count of True in ``mask[:y, :x]``
+    (int32 when it fits). Prefix sums along the rows, then one row added to the next: numpy's
+    ``cumsum`` down the columns strides through memory, about 10x slower."""
+    h, w = mask.shape
+    dtype = np.int32 if h * w < 2**31 else np.int64
+    sat = np.zeros((h + 1, w + 1), dtype=dtype)
+    inner = sat[1:, 1:]
+    if mask.size:
+        np.cumsum(mask, axis=1, dtype=dtype, out=inner)
+        for y in range(1, h):
+            np.add(inner[y - 1], inner[y], out=inner[y])
+    return sat
+
+
 class MaskIndex:
     """A ``TissueMask`` with its summed-area table. Read-only after construction, so it may be
     shared by threads. Cell arguments are mask pixel indices >= 0; pixels outside the mask
@@ -34,11 +49,7 @@ class MaskIndex:
             raise ValueError(f"tissue mask must be 2-D, got shape {arr.shape}")
         self.mask = mask
         self.downsample = mask.downsample
-        h, w = arr.shape
-        sat = np.zeros((h + 1, w + 1), dtype=np.int64)
-        if arr.size:
-            np.cumsum(np.cumsum(arr, axis=0, dtype=np.int64), axis=1, out=sat[1:, 1:])
-        self._sat = sat
+        self._sat = summed_area_table(arr)
         rows, cols = np.flatnonzero(arr.any(axis=1)), np.flatnonzero(arr.any(axis=0))
         self._bbox = (None if rows.size == 0 else
                       (int(cols[0]), int(cols[-1]), int(rows[0]), int(rows[-1])))
@@ -58,8 +69,10 @@ class MaskIndex:
         h, w = sat.shape[0] - 1, sat.shape[1] - 1
         x0, x1 = np.minimum(cols, w), np.minimum(cols + cells, w)
         y0, y1 = np.minimum(rows, h), np.minimum(rows + cells, h)
-        strip = sat[y1] - sat[y0]  # row gathers are contiguous copies
-        result: np.ndarray = strip[:, x1] - strip[:, x0]
+        strip = np.take(sat, y1, axis=0)  # row gathers are contiguous copies
+        strip -= np.take(sat, y0, axis=0)
+        result: np.ndarray = np.take(strip, x1, axis=1)  # ``take``: 2-3x fancy indexing's speed
+        result -= np.take(strip, x0, axis=1)
         return result
 
     def passes(self, cols: np.ndarray, rows: np.ndarray, cells: int,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from ..color import (
     HSVRange,
@@ -190,10 +191,26 @@ def _shifted_reduce(mask: np.ndarray, footprint: np.ndarray, op: Any, *, fill: b
 
 
 def _otsu_threshold(image: np.ndarray) -> float | None:
-    """Otsu's threshold (class 0 is ``<= t``), or None for an image with a single value."""
-    if image.size == 0 or image.min() == image.max():
+    """Otsu's threshold (class 0 is ``<= t``) of a uint8 image, or None for an image with a
+    single value. scikit-image's ``threshold_otsu`` (its integer histogram: the grey levels
+    from the image's minimum to its maximum), the same float arithmetic, from one histogram
+    (Pillow's, ~10x numpy's ``bincount`` on uint8) instead of its four passes over the image."""
+    if image.size == 0:
         return None
-    return float(require_extra("skimage.filters").threshold_otsu(image))
+    hist = np.asarray(Image.fromarray(np.ascontiguousarray(image)).histogram(),
+                      dtype=np.int64)
+    present = np.flatnonzero(hist)
+    if present.size < 2:
+        return None
+    lo, hi = int(present[0]), int(present[-1])
+    counts = hist[lo:hi + 1]
+    centers = np.arange(lo, hi + 1)
+    weight1 = np.cumsum(counts)
+    weight2 = np.cumsum(counts[::-1])[::-1]
+    mean1 = np.cumsum(counts * centers) / weight1
+    mean2 = (np.cumsum((counts * centers)[::-1]) / weight2[::-1])[::-1]
+    variance12 = weight1[:-1] * weight2[1:] * (mean1[:-1] - mean2[1:]) ** 2
+    return float(centers[int(np.argmax(variance12))])
 
 
 @dataclass
@@ -230,7 +247,7 @@ class OtsuTissueDetector(TissueDetector):
                 areas = np.bincount(labels.ravel())
                 keep = areas >= min_area
                 keep[0] = False
-                mask = keep[labels]
+                mask = np.take(keep, labels)  # ``take``: about 2x fancy indexing's speed
         return mask
 
 
