@@ -33,6 +33,7 @@ DOCUMENTED: dict[str, tuple[int, str]] = {
     "UnsupportedFormat": (415, "unsupported_format"),
     "InvalidTiff": (415, "unsupported_format"),
     "LimitExceeded": (415, "unsupported_format"),
+    "ImageNotInSeries": (415, "unsupported_format"),
     "DecodeError": (500, "decode_error"),
     "EncodeError": (500, "encode_error"),
     "StorageError": (500, "storage_error"),
@@ -41,6 +42,7 @@ DOCUMENTED: dict[str, tuple[int, str]] = {
     "ReadPastEnd": (500, "io_error"),
     "ConfigError": (500, "io_error"),
     "WsiError": (500, "io_error"),
+    "ResumeStateError": (500, "io_error"),  # the pipeline's; no route raises it
     "StorageConnectionError": (502, "connection_error"),
     "FlightTimeout": (502, "connection_error"),
 }
