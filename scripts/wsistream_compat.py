@@ -5,6 +5,8 @@ Downloads the wsistream sdist with pip (``--sdist`` to use a file already there)
 ``wsi_streamer.patches`` in import statements and ``mock.patch`` targets only, runs
 ``pytest -m "not e2e and not benchmark"`` there, prints the counts and exits non-zero below
 ``--min-passed``. Extra arguments after ``--`` go to pytest (``-- --slide-dir DIR -m e2e``).
+``--docs`` runs wsistream's README, docs and ``examples/`` code instead (``wsistream_docs.py``:
+exit 1 when a block that can run here fails).
 
 Run it in an environment with wsi_streamer installed (``[patches,openslide,torch]``) plus
 wsistream's test-only dependencies (albumentations, opencv-python-headless, matplotlib), kept
@@ -86,11 +88,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-passed", type=int, default=MIN_PASSED)
     parser.add_argument("--unit", action=argparse.BooleanOptionalAction, default=True,
                         help='select -m "not e2e and not benchmark" (default)')
+    parser.add_argument("--docs", action="store_true",
+                        help="run the README, docs and examples/ code instead of the tests")
     args, pytest_args = parser.parse_known_args(argv)
     pytest_args = [a for a in pytest_args if a != "--"]
     with tempfile.TemporaryDirectory(prefix="wsistream-compat-") as tmp:
         folder = Path(tmp)
         sdist = args.sdist or fetch_sdist(folder / "dist")
+        if args.docs:
+            from wsistream_docs import run_docs
+
+            return run_docs(sdist, folder / "docs", rewrite)
         work = prepare(sdist, folder / "run")
         command = [sys.executable, "-m", "pytest", "tests", "-q", "-p", "no:cacheprovider",
                    "-p", "no:randomly", "-o", "addopts=", "--timeout=300", "-rfE",

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import urllib.error
 from pathlib import Path
 
 import pytest
 
 from tests.fixtures.fake_gdc import GdcFile, serve_gdc
 from wsi_streamer.patches.datasets import download_tcga_slides, query_tcga_slides, save_manifest
+from wsi_streamer.patches.datasets.gdc import _get
 
 
 def slide(n: int, project: str, **kw: str) -> GdcFile:
@@ -96,3 +98,13 @@ def test_download_checks_keeps_and_names_failures(tmp_path: Path) -> None:
             download_tcga_slides([*bad, missing], tmp_path / "bad", api_url=gdc.url)
     assert sorted(p.name for p in (tmp_path / "bad").rglob("*")
                   if p.is_file()) == ["TCGA-05-DX1.svs"]  # no .partial left behind
+
+
+def test_an_http_error_is_closed_before_it_propagates() -> None:
+    """An HTTP error holds the response and its socket: it is closed, not left to the
+    collector (whose ResourceWarning surfaced in a later test)."""
+    with serve_gdc(FILES) as gdc:
+        with pytest.raises(urllib.error.HTTPError) as info, _get(f"{gdc.url}/data/uuid-404"):
+            pass
+    assert info.value.code == 404
+    assert info.value.fp is None or info.value.fp.closed

@@ -184,6 +184,19 @@ def test_resize_is_antialiased_and_exact(image: np.ndarray) -> None:
         ResizeTransform(10, resample="cubic-ish")
 
 
+def test_resize_takes_wsistreams_opencv_interpolation_flag(image: np.ndarray) -> None:
+    """wsistream's docs write ``ResizeTransform(target_size=224, interpolation=cv2.INTER_LINEAR)``
+    (OpenCV's flags by value: NEAREST 0, LINEAR 1, CUBIC 2, AREA 3, LANCZOS4 4)."""
+    assert ResizeTransform(10, interpolation=1).resample == "bilinear"
+    assert ResizeTransform(10, 3).resample == "box"
+    nearest = ResizeTransform(10, interpolation=0)(image)
+    assert np.array_equal(nearest, ResizeTransform(10, resample="nearest")(image))
+    with pytest.raises(ValueError, match="INTER_"):
+        ResizeTransform(10, interpolation=7)
+    with pytest.raises(ValueError, match="one setting"):
+        ResizeTransform(10, interpolation=2, resample="box")
+
+
 def test_normalize() -> None:
     pixels = np.array([[[0, 127, 255]]], dtype=np.uint8)
     out = NormalizeTransform(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))(pixels)

@@ -16,8 +16,9 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,20 @@ def gdc_filters(cancer_types: str | Iterable[str] | None, slide_type: str) -> di
     return {"op": "and", "content": terms}
 
 
+@contextmanager
+def _get(url: str) -> Iterator[Any]:
+    """The response to ``GET url`` (closed on exit). An ``HTTPError`` holds the response and
+    its socket: it is closed before it propagates (otherwise the socket lingers until the
+    exception is collected, with a ``ResourceWarning``)."""
+    try:
+        resp = urllib.request.urlopen(url, timeout=limits.GDC_TIMEOUT_S)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        raise
+    with resp:
+        yield resp
+
+
 def query_files(filters: dict[str, Any], *, api_url: str = GDC_API,
                 page_size: int = limits.GDC_PAGE_SIZE) -> list[dict[str, Any]]:
     """Every hit of ``filters`` on ``{api_url}/files``, page after page (``from``/``size``)
@@ -62,8 +77,7 @@ def query_files(filters: dict[str, Any], *, api_url: str = GDC_API,
     for _ in range(limits.GDC_MAX_PAGES):
         query = urllib.parse.urlencode({"filters": json.dumps(filters), "fields": ",".join(FIELDS),
                                         "format": "JSON", "size": page_size, "from": len(hits)})
-        with urllib.request.urlopen(f"{api_url.rstrip('/')}/files?{query}",
-                                    timeout=limits.GDC_TIMEOUT_S) as resp:
+        with _get(f"{api_url.rstrip('/')}/files?{query}") as resp:
             data = json.load(resp)["data"]
         page = data["hits"]
         hits.extend(page)
@@ -133,8 +147,7 @@ def _download(rec: Record, dest: Path, chunk_size: int, api_url: str) -> Path:
     digest = hashlib.md5(usedforsecurity=False)
     url = f"{api_url.rstrip('/')}/data/{urllib.parse.quote(rec['file_id'], safe='')}"
     try:
-        with urllib.request.urlopen(url, timeout=limits.GDC_TIMEOUT_S) as resp, \
-                open(partial, "wb") as out:
+        with _get(url) as resp, open(partial, "wb") as out:
             while chunk := resp.read(chunk_size):
                 digest.update(chunk)
                 out.write(chunk)

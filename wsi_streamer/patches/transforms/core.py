@@ -157,18 +157,36 @@ def resize_rgb(image: np.ndarray, width: int, height: int, resample: Image.Resam
     return np.array(pil.resize((width, height), resample=resample, box=box))  # writable copy
 
 
+# wsistream's ``interpolation``: OpenCV's flags (INTER_NEAREST ... INTER_LANCZOS4, by value,
+# so OpenCV is never imported), as the Pillow filter that stands for each.
+_CV2_INTERPOLATION = {0: "nearest", 1: "bilinear", 2: "bicubic", 3: "box", 4: "lanczos"}
+
+
 class ResizeTransform(PatchTransform):
     """Resizes to ``target_size x target_size`` with Pillow (antialiased ``resample`` filter,
-    bilinear by default); an image already that size is returned as is."""
+    bilinear by default); an image already that size is returned as is. ``interpolation``
+    takes wsistream's OpenCV flag instead (``cv2.INTER_LINEAR`` -> bilinear, ``INTER_AREA`` ->
+    box, ...); ``ValueError`` for another flag or with a different ``resample``."""
 
-    def __init__(self, target_size: int = 224, *, resample: str = "bilinear") -> None:
+    def __init__(self, target_size: int = 224, interpolation: int | None = None, *,
+                 resample: str | None = None) -> None:
         if isinstance(target_size, bool) or not isinstance(target_size, (int, np.integer)):
             raise TypeError(f"target_size must be an int, got {target_size!r}")
         if target_size < 1:
             raise ValueError(f"target_size must be >= 1, got {target_size}")
+        if interpolation is not None:
+            named = _CV2_INTERPOLATION.get(int(interpolation))
+            if named is None:
+                raise ValueError(f"interpolation must be one of OpenCV's INTER_NEAREST, "
+                                 f"INTER_LINEAR, INTER_CUBIC, INTER_AREA, INTER_LANCZOS4 "
+                                 f"(0-4), got {interpolation!r}")
+            if resample is not None and resample != named:
+                raise ValueError(f"interpolation={interpolation} ({named}) and resample="
+                                 f"{resample!r} name one setting; give one")
+            resample = named
         self.target_size = int(target_size)
-        self.resample = resample
-        self._filter = resample_filter(resample)
+        self.resample = resample or "bilinear"
+        self._filter = resample_filter(self.resample)
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         size = self.target_size
