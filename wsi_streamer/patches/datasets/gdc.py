@@ -156,10 +156,8 @@ def _download(rec: Record, dest: Path, chunk_size: int, api_url: str) -> Path:
             raise OSError(f"{rec['filename']}: got {size} bytes, md5 {digest.hexdigest()}; "
                           f"expected {rec['file_size']}, md5 {rec.get('md5sum')}")
         partial.replace(dest)
-    except BaseException as exc:
+    except BaseException:
         partial.unlink(missing_ok=True)
-        if isinstance(exc, urllib.error.HTTPError):
-            exc.close()  # an error answer holds its connection: closed now, not by the GC
         raise
     return dest
 
