@@ -219,6 +219,14 @@ class PatchPipeline(ResumableState):
         self._run = StreamRun(self._run_input(resume))
         return iter(self._run)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """A copy (pickle, a DataLoader worker under spawn) is the pipeline without its
+        running stream: the run holds threads and the engine's view of this object. A copy
+        resumes a stream through ``state_dict()`` / ``load_state_dict()``."""
+        state = self.__dict__.copy()
+        state["_run"] = None
+        return state
+
     def _run_input(self, resume: RunState | None = None) -> RunInput:
         """The engine's view of this pipeline: its schedule now, and its steps."""
         schedule = Schedule(
