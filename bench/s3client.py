@@ -13,6 +13,10 @@ server's counters) and the load average. Rows:
 - ``botocore-signer+urllib3``: botocore's ``S3SigV4Auth`` over a urllib3 pool;
 - ``obstore``: ``obstore.get`` with a range and ``if_match`` (when ``obstore`` imports;
   ``--obstore-path DIR`` adds a folder it was installed into with ``pip install --target``).
+
+``--fork-check`` instead reads once in this process, forks (as a DataLoader starts its workers)
+and reads again in the child with the same client and with a new one: ``ok`` or ``HUNG`` (no
+answer in 20 s; obstore 0.12.1's runtime does not survive a fork).
 """
 
 from __future__ import annotations
@@ -119,6 +123,29 @@ def run_row(make: Callable[[str, str, str], Get], endpoint: str, key: str, etag:
             "load": os.getloadavg()[0]}
 
 
+def fork_check(make: Callable[[str, str, str], Get], endpoint: str, key: str,
+               etag: str) -> str:
+    """Whether a client used before ``fork()`` and one made after it work in the child."""
+    get = make(endpoint, key, etag)
+    assert len(get(0, 100)) == 100
+    pid = os.fork()
+    if pid == 0:
+        ok = False
+        try:
+            ok = len(get(0, 100)) == 100 and len(make(endpoint, key, etag)(0, 100)) == 100
+        finally:
+            os._exit(0 if ok else 1)
+    give_up = time.monotonic() + 20
+    while time.monotonic() < give_up:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return "ok" if status == 0 else f"failed (status {status})"
+        time.sleep(0.1)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    return "HUNG (no answer in 20 s)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="CPU per ranged GET of S3 clients")
     parser.add_argument("--gets", type=int, default=400)
@@ -127,6 +154,8 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--rows", default=",".join(ROWS))
     parser.add_argument("--obstore-path", help="a folder obstore was pip-installed into")
+    parser.add_argument("--fork-check", action="store_true",
+                        help="does each client work in a forked child?")
     args = parser.parse_args()
     os.environ.update(FAKE_AWS_ENV)
     if args.obstore_path:
@@ -142,6 +171,13 @@ def main() -> None:
         import urllib.request
         head = urllib.request.Request(f"{endpoint}/{BUCKET}/{key}", method="HEAD")
         etag = urllib.request.urlopen(head).headers["ETag"].strip('"')
+        if args.fork_check:
+            for name in args.rows.split(","):
+                try:
+                    print(f"{name:<26}{fork_check(ROWS[name], endpoint, key, etag)}", flush=True)
+                except ImportError as exc:
+                    print(f"{name:<26}skipped ({exc})")
+            return
         print(f"{args.gets} ranged GETs of {args.size} B, {args.threads} thread(s), "
               f"+{args.latency_ms:g} ms per request; client process CPU only")
         print(f"{'client':<26}{'CPU ms/GET':>11}{'wall ms/GET':>12}{'requests':>9}"

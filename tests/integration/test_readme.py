@@ -206,6 +206,17 @@ COVERAGE: dict[str, Run | Exempt | Output] = {
     "python -m bench.patch_cpu --system ours-s3 --config A":
         Exempt("a minute of benchmark on the medium slide set (issue 21's CPU breakdown); "
                "benchmarks stay out of the suite, the pipeline it wraps is bench.patch_ours'"),
+    "python -m bench.patch_cpu --system ours-s3 --config N":
+        Exempt("a minute of benchmark on the medium slide set (issue 21's CPU breakdown); "
+               "benchmarks stay out of the suite, the pipeline it wraps is bench.patch_ours'"),
+    "python -m bench.s3client --gets 2000 --threads 1|16":
+        Exempt("a minute of benchmark against the loopback S3 server (issue 21's choice of "
+               "S3 client); the data plane it measures is tested in tests/unit/io"),
+    "python -m bench.s3client --fork-check":
+        Exempt("starts the loopback S3 server and waits up to 20 s per client that hangs "
+               "after fork (obstore); the lean plane's fork handling is its pool per pid"),
+    "client     1 thread      16 threads    86 KB, +20 ms, 16 threads":
+        Output("python -m bench.s3client's CPU ms per GET, three rounds as ranges"),
     # Deployment
     'docker build -t wsi_streamer . && docker run -p 3000:3000 -v "$PWD/slides:/data/slides:ro"'
     " wsi_streamer": Exempt(DOCKER),

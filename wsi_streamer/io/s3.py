@@ -9,8 +9,10 @@ deadline (``transfer.ReadDeadline``), its body read in chunks against it: botoco
 ``read_timeout`` bounds one silent wait only. Past it: ``StorageTimeout`` (504).
 
 Two data planes, one table (``DATA_PLANES``): ranged reads go through ``io/s3_lean.py``
-(SigV4 signed here over a urllib3 pool, credentials from the boto3 session: about 0.4 ms of
-CPU per GET instead of boto3's 2 ms, issue 21) unless ``data_plane="boto3"``. The control plane
+(SigV4 signed here over a urllib3 pool, credentials from the boto3 session: 0.4-0.7 ms of
+CPU per ranged GET instead of boto3's 1.1-1.7 ms, 1 to 16 threads, issue 21; obstore measured
+cheaper but hangs in forked DataLoader workers, ``docs/training.md``) unless
+``data_plane="boto3"``. The control plane
 (HeadObject, ListObjectsV2, HeadBucket: a few requests per slide or listing) stays on boto3,
 whose typed responses and error parsing it keeps.
 """

@@ -1,13 +1,16 @@
 """The data plane of S3 (issue 21): ranged ``GetObject`` signed here (AWS Signature Version 4)
-and sent over one urllib3 pool per process, with no boto3 machinery per read.
+and sent over one urllib3 connection pool per process, with no boto3 machinery per read.
 
-boto3 costs about 2 ms of CPU per ranged GET here (request serialisation, event hooks, response
-parsing); botocore's signer over urllib3 about 0.6 ms, of which 0.23 ms is the signer; this
-module about 0.4 ms (``python -m bench.s3client``). Credentials still come from boto3's chain
-(a ``boto3.Session``'s resolved, refreshable credentials: profiles, SSO, IMDS, web identity),
-read per request with ``get_frozen_credentials()`` (refreshed by botocore when they expire);
-``None`` (anonymous access) sends unsigned requests. The signature is the one botocore's
-``S3SigV4Auth`` computes for the same request (``tests/unit/io/test_s3_lean.py`` checks it).
+CPU per ranged GET of 38 KB (``python -m bench.s3client --gets 2000``, loopback, 2 shared cores):
+boto3 1.1-1.2 ms with one thread, 1.5-1.7 ms with 16; this module 0.37-0.38 ms and 0.54-0.67 ms,
+of which urllib3 and http.client take ~80%, the signature 0.02 ms. obstore (PyPI) costs 0.14 ms
+and 0.18-0.27 ms but is not used: it hangs in a forked child (a DataLoader worker) once the
+parent has used it, and has no deadline per read (``docs/training.md``). Credentials still
+come from boto3's chain (a ``boto3.Session``'s resolved, refreshable credentials: profiles, SSO,
+IMDS, web identity), read per request with ``get_frozen_credentials()`` (refreshed by botocore
+when they expire); ``None`` (anonymous access) sends unsigned requests. The signature is the
+one botocore's ``S3SigV4Auth`` computes for the same request (``tests/unit/io/test_s3_lean.py``
+checks it).
 
 Semantics kept from the boto3 road (``io/s3.py`` owns them): 429/5xx and broken connections
 retried with backoff (``max_attempts`` in all), ``If-Match`` pinning (412 -> ``ObjectChanged``),
@@ -79,31 +82,44 @@ class SigV4:
         """``headers`` plus ``X-Amz-Date``, ``X-Amz-Content-SHA256``, the session token if
         any, and ``Authorization``; every header given is signed, with ``host`` (from ``url``,
         its default port dropped). ``url``'s path must be percent-encoded as sent."""
-        stamp = (now or datetime.datetime.now(datetime.timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
+        parts = urlsplit(url)
+        stamp = (now.strftime("%Y%m%dT%H%M%SZ") if now is not None
+                 else time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
+        return self.sign_path(method, signed_host(url), parts.path or "/", parts.query,
+                              headers, credentials, stamp)
+
+    def sign_path(self, method: str, host: str, path: str, query: str,
+                  headers: dict[str, str], credentials: FrozenCredentials, stamp: str
+                  ) -> dict[str, str]:
+        """``sign`` for a request already split (``host`` as signed, ``path`` encoded as
+        sent) at ``stamp`` (``YYYYMMDDTHHMMSSZ``): no URL parsing per request."""
         day = stamp[:8]
         out = dict(headers)
         out["X-Amz-Date"] = stamp
         out["X-Amz-Content-SHA256"] = EMPTY_SHA256
         if credentials.token:
             out["X-Amz-Security-Token"] = credentials.token
-        parts = urlsplit(url)
-        host = parts.netloc
-        if (parts.scheme, parts.port) in (("http", 80), ("https", 443)):
-            host = parts.hostname or host
         canonical = {"host": host, **{k.lower(): " ".join(v.split()) for k, v in out.items()}}
         names = sorted(canonical)
         signed = ";".join(names)
-        request = "\n".join([method, parts.path or "/", parts.query,
-                             *(f"{n}:{canonical[n]}" for n in names), "", signed,
-                             EMPTY_SHA256])
+        request = "\n".join([method, path, query, *(f"{n}:{canonical[n]}" for n in names),
+                             "", signed, EMPTY_SHA256])
         scope = f"{day}/{self.region}/{self.service}/aws4_request"
         to_sign = "\n".join(["AWS4-HMAC-SHA256", stamp, scope,
                              hashlib.sha256(request.encode()).hexdigest()])
-        signature = hmac.new(self._key(credentials.secret_key, day), to_sign.encode(),
-                             hashlib.sha256).hexdigest()
+        signature = hmac.digest(self._key(credentials.secret_key, day), to_sign.encode(),
+                                "sha256").hex()
         out["Authorization"] = (f"AWS4-HMAC-SHA256 Credential={credentials.access_key}/{scope},"
                                 f" SignedHeaders={signed}, Signature={signature}")
         return out
+
+
+def signed_host(url: str) -> str:
+    """The ``host`` SigV4 signs for ``url``: its netloc, the scheme's default port dropped."""
+    parts = urlsplit(url)
+    if (parts.scheme, parts.port) in (("http", 80), ("https", 443)):
+        return parts.hostname or parts.netloc
+    return parts.netloc
 
 
 def object_base_url(endpoint: str, bucket: str, custom_endpoint: bool) -> str:
@@ -117,14 +133,16 @@ def object_base_url(endpoint: str, bucket: str, custom_endpoint: bool) -> str:
 
 
 class LeanGet:
-    """Ranged GETs of one bucket over a urllib3 pool made on first use in each process (after
-    a fork the child makes its own). Thread-safe."""
+    """Ranged GETs of one bucket over one urllib3 connection pool (of the bucket's host) made
+    on first use in each process (after a fork the child makes its own). Thread-safe."""
 
     def __init__(self, base_url: str, region: str,
                  credentials: Callable[[], FrozenCredentials | None], *,
                  max_connections: int, connect_timeout: float, read_timeout: float,
                  max_attempts: int, requester_pays: bool) -> None:
         self.base_url = base_url.rstrip("/")
+        self._host = signed_host(self.base_url)
+        self._base_path = urlsplit(self.base_url).path
         self._signer = SigV4(region)
         self._credentials = credentials
         self._extra = {"x-amz-request-payer": "requester"} if requester_pays else {}
@@ -135,19 +153,23 @@ class LeanGet:
             status_forcelist=_RETRY_STATUS, allowed_methods=frozenset({"GET"}),
             backoff_factor=0.1, backoff_max=2.0, raise_on_status=False,
             respect_retry_after_header=False)
-        self._pool: urllib3.PoolManager | None = None
+        self._pool: urllib3.HTTPConnectionPool | None = None
         self._pid = -1
         self._lock = threading.Lock()
 
-    def url_of(self, key: str) -> str:
-        return f"{self.base_url}/{quote(key, safe='/~')}"
-
     @property
-    def pool(self) -> urllib3.PoolManager:
+    def pool(self) -> urllib3.HTTPConnectionPool:
+        """This process's pool: an ``HTTPConnectionPool`` (or its HTTPS kind) used directly,
+        not through a ``PoolManager``, whose URL parsing and pool lookup per request cost
+        about a fifth of a ranged GET's CPU (issue 21)."""
+        pool = self._pool
+        if pool is not None and self._pid == os.getpid():
+            return pool
         with self._lock:
             if self._pool is None or self._pid != os.getpid():
-                self._pool = urllib3.PoolManager(num_pools=4, maxsize=self._max_connections,
-                                                 timeout=self._timeout, retries=self._retries)
+                self._pool = urllib3.connection_from_url(
+                    self.base_url, maxsize=self._max_connections, timeout=self._timeout,
+                    retries=self._retries)
                 self._pid = os.getpid()
             return self._pool
 
@@ -155,14 +177,16 @@ class LeanGet:
         """The answer to ``GET key`` with ``Range: bytes=<spec>`` (a 200 or 206; its body
         unread) or ``ClientError`` for any other status (the body read, the connection
         freed). urllib3's errors (unreachable, reset) propagate."""
-        url = self.url_of(key)
+        path = f"{self._base_path}/{quote(key, safe='/~')}"
         headers = {"Range": f"bytes={spec}", **self._extra}
         if if_match is not None:
             headers["If-Match"] = f'"{if_match}"'
         credentials = self._credentials()
         if credentials is not None:
-            headers = self._signer.sign("GET", url, headers, credentials)
-        response = self.pool.request("GET", url, headers=headers, preload_content=False,
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            headers = self._signer.sign_path("GET", self._host, path, "", headers,
+                                             credentials, stamp)
+        response = self.pool.urlopen("GET", path, headers=headers, preload_content=False,
                                      redirect=False)
         if response.status in (200, 206):
             return response

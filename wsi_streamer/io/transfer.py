@@ -89,6 +89,8 @@ def read_body(response: urllib3.BaseHTTPResponse, limit: int, clock: Clock) -> b
                 break
             chunks.append(chunk)
             got += len(chunk)
+            if getattr(response, "length_remaining", None) == 0:
+                break  # its Content-Length is in: no call that would only return b""
     finally:
         if sock is not None:
             try:

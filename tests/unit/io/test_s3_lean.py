@@ -154,6 +154,29 @@ def test_errors_translate_as_on_the_boto3_plane(fake_s3: str) -> None:
         dead.open_probed("slide.svs", 10, 10)
 
 
+def test_a_read_makes_no_call_past_its_content_length(fake_s3: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The body is read until its Content-Length is in, with no last call that could only
+    return ``b""`` (issue 21: CPU per GET), and the connection is reused by the next read."""
+    import urllib3.response
+
+    storage = S3Storage("b", endpoint_url=fake_s3)
+    reader = storage.open("slide.svs")
+    calls: list[int] = []
+    real = urllib3.response.HTTPResponse.read1
+
+    def counting(self: Any, amt: int | None = None, decode_content: bool | None = None
+                 ) -> bytes:
+        data = real(self, amt, decode_content=decode_content)
+        calls.append(len(data))
+        return data
+    monkeypatch.setattr(urllib3.response.HTTPResponse, "read1", counting)
+    assert reader.read(100, 3000) == DATA[100:3100]
+    assert reader.read(5000, 2000) == DATA[5000:7000]
+    assert sum(calls) == 5000 and 0 not in calls
+    assert storage.getter.pool.num_connections == 1
+
+
 def test_the_boto3_plane_stays_one_table_entry(fake_s3: str) -> None:
     storage = S3Storage("b", endpoint_url=fake_s3, data_plane="boto3")
     boto3_gets = _no_boto3_reads(storage)
