@@ -89,7 +89,7 @@ class StreamRun(ResumableRun):
         self.finished = False
         self.final: dict[str, Any] | None = None  # the state once closed
         self.unsaved: Exception | None = None  # why it could not be taken at close
-        self.layout: tuple[tuple[str, Entry | EntryResume | None], ...] | None = None
+        self.layout: tuple[tuple[str, int, Entry | EntryResume | None], ...] | None = None
         self.failures: tuple[tuple[str, int], ...] | None = None
         self.budgets: tuple[PassMark | None, dict[str, int]] = (None, {})
         self.streak = Streak()
@@ -269,7 +269,7 @@ class StreamRun(ResumableRun):
         opened = slot.future.result()
         self.layout = None
         if opened.error is None:
-            self.pool[index] = self.join_pool(opened, slot.resume)
+            self.pool[index] = self.join_pool(opened, slot)
             return
         self.failures = None
         self.run.open_failed(opened)
@@ -303,7 +303,9 @@ class StreamRun(ResumableRun):
                 if not self.queue:
                     return True
             self.top_up()
-            self.pool.append(self.queue.popleft())
+            joining = self.queue.popleft()
+            joining.budget = self.budget(joining.path)  # the queue holds this pass's slides
+            self.pool.append(joining)
             self.layout = None
             self.top_up()
         return True
