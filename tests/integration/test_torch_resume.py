@@ -30,7 +30,6 @@ from torchdata.stateful_dataloader import StatefulDataLoader  # noqa: E402
 
 from tests.conftest import REPO_ROOT  # noqa: E402
 from tests.fixtures.patch_slides import write_islands_svs  # noqa: E402
-from wsi_streamer import limits  # noqa: E402
 from wsi_streamer.errors import ResumeStateError  # noqa: E402
 from wsi_streamer.patches import RandomSampler  # noqa: E402
 from wsi_streamer.patches.torch import WsiStreamDataset  # noqa: E402
@@ -289,8 +288,8 @@ def test_elastic_resume_of_endless_streams_completes_every_pass_begun(slides, tm
     """cycle=True: an old stream's pool may still hold a slide of its previous pass when it
     is checkpointed; over old and new topology, each pass an old stream began gives every
     slide of its shard its budget exactly (the new streams' first pass completes them)."""
-    endless: dict[str, Any] = dict(cycle=True, patches_per_visit=BUDGET)
-    monkeypatch.setattr(limits, "PIPELINE_OPEN_PATIENCE_S", 600.0)  # no timing in the order
+    endless: dict[str, Any] = dict(cycle=True, patches_per_visit=BUDGET,
+                                   open_patience=None)  # no timing in the order
     states, before = old_topology(slides, tmp_path, monkeypatch, k=5, **endless)
     passes: dict[str, int] = {}
     for slot in WsiStreamDataset.merge_states(states)["slots"]:

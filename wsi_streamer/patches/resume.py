@@ -43,15 +43,25 @@ class PassMark:
     explicit: tuple[tuple[str, int], ...] | None = None
 
 
+class Slot(NamedTuple):
+    """A slot of the pool at a mark: its slide, its budget (that of the pass that queued it:
+    the pool may still hold slides of the previous pass), what it holds (an open entry, a
+    slide still opening (None), or a resumed one still opening: its saved counters), and
+    whether the stream stopped waiting for its open (``deferred``)."""
+
+    path: str
+    budget: int | None  # None: a state of an earlier release (the current pass's budget)
+    entry: Entry | EntryResume | None
+    deferred: bool = False
+
+
 class Mark(NamedTuple):  # a tuple: one is made per planned patch
-    """The planner between two tasks. ``slots``: the pool, each (path, budget, what): an open
-    entry, a slide still opening (None), or a resumed one still opening (its saved
-    counters); a slot's budget is that of the pass that queued it (the pool may still hold
-    slides of the previous pass); ``left``: slides of the pass still queued."""
+    """The planner between two tasks. ``slots``: the pool, each a ``Slot``; ``left``: slides
+    of the pass still queued."""
 
     passed: PassMark
     left: int
-    slots: tuple[tuple[str, int, Entry | EntryResume | None], ...]
+    slots: tuple[Slot, ...]
     idx: int
     visit: int
     ordinal: int
@@ -94,7 +104,7 @@ class RunState:
 
     passed: PassMark
     left: int
-    slots: list[tuple[str, int | None, EntryResume | None]]  # budget None: a version-1 state's
+    slots: list[Slot]  # entries as EntryResume
     idx: int
     visit: int
     ordinal: int
@@ -176,13 +186,14 @@ def describe_config(value: Any, depth: int = 0) -> str:
 def mark_to_json(mark: Mark, failed: set[str], pools: dict[str, PoolState],
                  finished: bool) -> dict[str, Any]:
     slots: list[dict[str, Any]] = []
-    for path, budget, entry in mark.slots:
-        if entry is None:
-            slots.append({"path": path, "budget": budget})
-        else:
-            slots.append({"path": path, "budget": budget, "ordinal": entry.ordinal,
-                          "done": entry.done, "reads_ok": entry.reads_ok,
-                          "yielded": entry.yielded})
+    for path, budget, entry, deferred in mark.slots:
+        slot: dict[str, Any] = {"path": path, "budget": budget}
+        if deferred:
+            slot["deferred"] = True
+        if entry is not None:
+            slot.update(ordinal=entry.ordinal, done=entry.done, reads_ok=entry.reads_ok,
+                        yielded=entry.yielded)
+        slots.append(slot)
     return {
         "pass": {"number": mark.passed.number, "order_state": mark.passed.order_state,
                  "failed": sorted(mark.passed.failed), "size": mark.passed.size,
@@ -202,13 +213,14 @@ def run_from_json(raw: dict[str, Any]) -> RunState:
     mistyped."""
     try:
         passed = raw["pass"]
-        slots: list[tuple[str, int | None, EntryResume | None]] = []
+        slots: list[Slot] = []
         for slot in raw["slots"]:
             resume = None if "ordinal" not in slot else EntryResume(
                 int(slot["ordinal"]), int(slot["done"]), int(slot["reads_ok"]),
                 int(slot["yielded"]))
             budget = slot.get("budget")
-            slots.append((str(slot["path"]), None if budget is None else int(budget), resume))
+            slots.append(Slot(str(slot["path"]), None if budget is None else int(budget),
+                              resume, bool(slot.get("deferred", False))))
         pools = {str(path): PoolState(seed_from_json(p["seed"]), int(p["cycle"]),
                                       p["draws"] if isinstance(p["draws"], int)
                                       else [int(d) for d in p["draws"]], int(p["pops"]))

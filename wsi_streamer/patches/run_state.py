@@ -10,7 +10,7 @@ from threading import Event
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ResumeStateError
-from .resume import EntryResume, Mark, PassMark, RunState, mark_to_json
+from .resume import EntryResume, Mark, PassMark, RunState, Slot, mark_to_json
 from .slots import Entry, Opened, Pending, Task
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ class ResumableRun:
     finished: bool
     final: dict[str, Any] | None
     unsaved: Exception | None
-    layout: tuple[tuple[str, int, Entry | EntryResume | None], ...] | None
+    layout: tuple[Slot, ...] | None
     failures: tuple[tuple[str, int], ...] | None
     budgets: tuple[PassMark | None, dict[str, int]]
     passed: PassMark
@@ -62,8 +62,9 @@ class ResumableRun:
 
     def mark_now(self) -> Mark:
         if self.layout is None:  # a resumed slot not yet open keeps its counters
-            self.layout = tuple((s.path, s.budget, s.resume) if isinstance(s, Pending)
-                                else (s.opened.path, s.budget, s) for s in self.pool)
+            self.layout = tuple(Slot(s.path, s.budget, s.resume, s.deferred)
+                                if isinstance(s, Pending) else Slot(s.opened.path, s.budget, s)
+                                for s in self.pool)
         if self.failures is None:
             self.failures = tuple(self.run.ledger.failures()[1].items())
         return Mark(self.passed, len(self.queue), self.layout, self.idx, self.visit,
@@ -112,8 +113,10 @@ class ResumableRun:
         open_failures.clear()
         open_failures.update(state.open_failures)
         self.queue = deque(Pending(path) for path in order[len(order) - state.left:])
-        self.pool = [Pending(path, resume=entry, budget=self.budget(path) if budget is None
-                             else budget) for path, budget, entry in state.slots]
+        self.pool = [Pending(slot.path, deferred=slot.deferred,
+                             resume=slot.entry if isinstance(slot.entry, EntryResume) else None,
+                             budget=self.budget(slot.path) if slot.budget is None
+                             else slot.budget) for slot in state.slots]
         for slot in self.pool:
             assert isinstance(slot, Pending)
             slot.future = self.openers.submit(self.run.open_slide, slot.path,

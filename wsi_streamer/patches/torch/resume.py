@@ -36,7 +36,7 @@ DATASET_KIND = "wsi_streamer.patches.WsiStreamDataset"
 MERGED_KIND = "wsi_streamer.patches.WsiStreamDataset.merged"
 # Arguments that do not shape the stream (a resume may change them).
 NOT_RECIPE = ("storage_options", "cache_dir", "prefetch", "io_threads", "on_error",
-              "open_timeout", "backend")
+              "open_timeout", "open_patience", "backend")
 
 
 @dataclass
@@ -177,9 +177,10 @@ def budgets_left(shard: list[str], state: Mapping[str, Any], patches_per_slide: 
     left: dict[str, int] = {}
     for path in order[len(order) - run.left:]:
         left[path] = left.get(path, 0) + budget.get(path, patches_per_slide)
-    for path, full, entry in run.slots:
-        full = budget.get(path, patches_per_slide) if full is None else full
-        left[path] = left.get(path, 0) + full - (entry.done if entry is not None else 0)
+    for slot in run.slots:
+        full = budget.get(slot.path, patches_per_slide) if slot.budget is None else slot.budget
+        done = slot.entry.done if slot.entry is not None else 0
+        left[slot.path] = left.get(slot.path, 0) + full - done
     return {path: n for path, n in left.items() if n > 0}, run.pools
 
 
