@@ -110,6 +110,11 @@ def test_resume_reads_only_what_is_left(island_paths, cache_dir):
     assert len(rest) == 20 - 12
     assert sum(READS.values()) == 8  # the remaining patches only: no replay of the 12
     assert len(json.dumps(state)) < 2048
+    stats = second.stats_dict()  # the counts of patches handed out go on from the state's
+    assert stats["pipeline/patches_extracted"] == 20
+    assert sum(v for k, v in stats.items() if k.startswith("pipeline/mpp_")) == 20
+    with pytest.raises(ResumeStateError, match="stats"):
+        pipeline(island_paths, cache_dir, **kwargs).load_state_dict({**state, "stats": {}})
 
 
 def test_pools_never_repeat_a_position_within_a_cycle_across_resumes(island_paths,
