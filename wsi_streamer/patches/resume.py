@@ -187,13 +187,14 @@ def mark_to_json(mark: Mark, failed: set[str], pools: dict[str, PoolState],
                  finished: bool) -> dict[str, Any]:
     slots: list[dict[str, Any]] = []
     for path, budget, entry, deferred in mark.slots:
-        slot: dict[str, Any] = {"path": path, "budget": budget}
-        if deferred:
-            slot["deferred"] = True
-        if entry is not None:
-            slot.update(ordinal=entry.ordinal, done=entry.done, reads_ok=entry.reads_ok,
-                        yielded=entry.yielded)
-        slots.append(slot)
+        if entry is not None:  # an open slot: never deferred
+            slots.append({"path": path, "budget": budget, "ordinal": entry.ordinal,
+                          "done": entry.done, "reads_ok": entry.reads_ok,
+                          "yielded": entry.yielded})
+        elif deferred:
+            slots.append({"path": path, "budget": budget, "deferred": True})
+        else:
+            slots.append({"path": path, "budget": budget})
     return {
         "pass": {"number": mark.passed.number, "order_state": mark.passed.order_state,
                  "failed": sorted(mark.passed.failed), "size": mark.passed.size,
