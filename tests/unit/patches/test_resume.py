@@ -185,3 +185,20 @@ def test_a_first_pass_of_given_budgets_resumes_exactly(island_paths, cache_dir):
         second.load_state_dict(state)
         assert head + take(second, 24 - k) == full, k
     assert overlaps  # some states had the first pass's slide in the second pass's pool
+
+
+def test_a_state_of_the_first_release_still_loads(island_paths, cache_dir):
+    """States taken before slots had budgets and before the counts were carried."""
+    full = take(pipeline(island_paths, cache_dir, cycle=False), 20)
+    first = pipeline(island_paths, cache_dir, cycle=False)
+    stream = iter(first)
+    head = take(stream, 7)
+    state = json.loads(json.dumps(first.state_dict()))
+    stream.close()  # type: ignore[attr-defined]
+    del state["stats"]
+    for slot in state["run"]["slots"]:
+        del slot["budget"]
+    second = pipeline(island_paths, cache_dir, cycle=False)
+    second.load_state_dict(state)
+    assert head + take(second, 20) == full
+    assert second.stats_dict()["pipeline/patches_extracted"] == 13
