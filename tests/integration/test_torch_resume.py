@@ -15,7 +15,9 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from itertools import islice
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -209,8 +211,8 @@ def test_stateful_loader_resumes_exactly(slides, tmp_path, workers, persistent):
     second_loader.load_state_dict(state)
     tail = steps(second, second_loader, None)
     assert tail == reference[k:]
-    # restored, not fast-forwarded: only the patches after step k were read
-    assert second.stats_dict()["pipeline/patches_extracted"] == sum(map(len, tail))
+    # the counts of patches handed out go on from the checkpoint's (each worker's state)
+    assert second.stats_dict()["pipeline/patches_extracted"] == sum(map(len, reference))
     assert steps(second, second_loader, 3, epoch=1) == reference_next  # and the next epoch
 
 
@@ -219,10 +221,11 @@ def old_topology(slides: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPa
     """Two ranks x two workers, each stopped after k steps: their loader states and the
     patches their trainers had, per slide."""
     states, counts = [], Counter[str]()
+    kwargs.setdefault("cycle", False)
     for rank in range(2):
         monkeypatch.setenv("RANK", str(rank))
         monkeypatch.setenv("WORLD_SIZE", "2")
-        dataset = make(slides, tmp_path, cycle=False, **kwargs)
+        dataset = make(slides, tmp_path, **kwargs)
         loader = StatefulDataLoader(dataset, batch_size=2, num_workers=2)
         for step in steps(dataset, loader, k):
             counts.update(row[0] for row in step)
@@ -251,6 +254,54 @@ def test_elastic_resume_on_other_topologies_consumes_each_budget_once(slides, tm
         WsiStreamDataset.merge_states(states[:1])
     with pytest.raises(ResumeStateError, match="recipe"):
         make(slides, tmp_path, cycle=False, patches_per_slide=5).load_state_dict(states)
+
+
+def first_passes(slides: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                 states: list[Any], world: int, workers: int, **kwargs: Any) -> Counter[str]:
+    """The patches of every new (rank, worker) stream's first pass (the budgets the old
+    topology left; its state lists them), each stream run in this process as its worker
+    would run it. With ``patches_per_visit`` = the budget, a stream takes its slides one
+    after the other, so its first pass is its first patches."""
+    counts = Counter[str]()
+    monkeypatch.setenv("WORLD_SIZE", str(world))
+    for rank in range(world):
+        monkeypatch.setenv("RANK", str(rank))
+        for worker in range(workers):
+            monkeypatch.setattr(torch.utils.data, "get_worker_info",
+                                lambda w=worker: SimpleNamespace(id=w, num_workers=workers))
+            dataset = make(slides, tmp_path, **kwargs)
+            dataset.load_state_dict(states)
+            dataset.set_epoch(0)
+            stream = iter(dataset)
+            first = next(stream)
+            passed = dataset.state_dict()["pipeline"]["run"]["pass"]
+            size = sum(n for _, n in passed["explicit"]) if passed["number"] == 0 else 0
+            got = [first, *islice(stream, size - 1)] if size else []
+            counts.update(item["slide_path"] for item in got)
+            stream.close()  # type: ignore[attr-defined]
+    return counts
+
+
+@pytest.mark.timeout(300)
+def test_elastic_resume_of_endless_streams_completes_every_pass_begun(slides, tmp_path,
+                                                                      monkeypatch):
+    """cycle=True: an old stream's pool may still hold a slide of its previous pass when it
+    is checkpointed; over old and new topology, each pass an old stream began gives every
+    slide of its shard its budget exactly (the new streams' first pass completes them)."""
+    endless: dict[str, Any] = dict(cycle=True, patches_per_visit=BUDGET,
+                                   open_patience=None)  # no timing in the order
+    states, before = old_topology(slides, tmp_path, monkeypatch, k=5, **endless)
+    passes: dict[str, int] = {}
+    for slot in WsiStreamDataset.merge_states(states)["slots"]:
+        shard = make(slides, tmp_path, **endless).slides_for(
+            slot["rank"], slot["world_size"], slot["worker"], slot["num_workers"], 0)
+        number = slot["pipeline"]["run"]["pass"]["number"]
+        passes.update({path: number + 1 for path in shard})
+    assert sorted(passes.values()) == [1] * 4 + [2] * 4  # worker 0 of each rank: 2 passes
+    for world, workers in ((1, 3), (3, 1)):
+        counts = before + first_passes(slides, tmp_path, monkeypatch, states, world, workers,
+                                       **endless)
+        assert counts == {path: BUDGET * passes[path] for path in slides}, (world, workers)
 
 
 @pytest.mark.timeout(300)

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from .. import limits
-from .resume import EntryResume, PassMark, RunLedger, RunState
+from .resume import PassMark, RunLedger, RunState, Slot
 from .run_state import MAX_OPEN_ATTEMPTS, ResumableRun
 from .slots import Entry, Opened, Pending, ReadResult, Streak, Task, no_patches_message
 from .stats import PipelineStats
@@ -51,6 +51,7 @@ class Schedule:
     open_threads: int  # background opens at once
     open_ahead: int  # slides of the queue opening in the background
     raise_errors: bool  # a failed read raises (``on_error="raise"``) instead of being skipped
+    open_patience: float | None = limits.PIPELINE_OPEN_PATIENCE_S  # None: never defer an open
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +90,7 @@ class StreamRun(ResumableRun):
         self.finished = False
         self.final: dict[str, Any] | None = None  # the state once closed
         self.unsaved: Exception | None = None  # why it could not be taken at close
-        self.layout: tuple[tuple[str, Entry | EntryResume | None], ...] | None = None
+        self.layout: tuple[Slot, ...] | None = None
         self.failures: tuple[tuple[str, int], ...] | None = None
         self.budgets: tuple[PassMark | None, dict[str, int]] = (None, {})
         self.streak = Streak()
@@ -233,21 +234,29 @@ class StreamRun(ResumableRun):
     def await_open(self, slot: Pending) -> bool:
         """Whether ``slot``'s open has ended. With reads still ahead, no wait (they go out
         first); once the stream has nothing else, a slot not yet deferred gets
-        ``PIPELINE_OPEN_PATIENCE_S``, and then is deferred if another slide of the pool is
+        ``open_patience`` seconds, and then is deferred if another slide of the pool is
         ready (head-of-line: a slow open never holds the other slides' patches; it joins the
-        rotation when it ends). With none ready, deferring would gain nothing: it waits on."""
+        rotation when it ends). With none ready, deferring would gain nothing: it waits on.
+        Never deferred, so waited for: every slot with ``open_patience=None`` (the order
+        then never depends on timing), and a resumed slot that was open at the state
+        (the interrupted run had it in the rotation)."""
         assert slot.future is not None
         if slot.deferred or self.ahead:
             return slot.future.done()
-        while not wait([slot.future], timeout=limits.PIPELINE_OPEN_PATIENCE_S).done:
+        patience = self.s.open_patience
+        if patience is None or slot.resume is not None:
+            wait([slot.future])
+            return True
+        while not wait([slot.future], timeout=patience).done:
             if any(other is not slot and (isinstance(other, Entry) or (
                     other.future is not None and other.future.done())) for other in self.pool):
                 break
         else:
             return True
         slot.deferred = True
+        self.layout = None  # the state keeps the deferral: a resumed run defers it too
         logger.info("opening %s takes over %g s: serving the other slides meanwhile",
-                    slot.path, limits.PIPELINE_OPEN_PATIENCE_S)
+                    slot.path, patience)
         return False
 
     def skip_deferred(self) -> bool:
@@ -269,7 +278,7 @@ class StreamRun(ResumableRun):
         opened = slot.future.result()
         self.layout = None
         if opened.error is None:
-            self.pool[index] = self.join_pool(opened, slot.resume)
+            self.pool[index] = self.join_pool(opened, slot)
             return
         self.failures = None
         self.run.open_failed(opened)
@@ -303,7 +312,9 @@ class StreamRun(ResumableRun):
                 if not self.queue:
                     return True
             self.top_up()
-            self.pool.append(self.queue.popleft())
+            joining = self.queue.popleft()
+            joining.budget = self.budget(joining.path)  # the queue holds this pass's slides
+            self.pool.append(joining)
             self.layout = None
             self.top_up()
         return True

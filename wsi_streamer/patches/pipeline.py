@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import budget
 from ..errors import WorkAbandoned
-from ..limits import PIPELINE_OPEN_BUDGET_S
+from ..limits import PIPELINE_OPEN_BUDGET_S, PIPELINE_OPEN_PATIENCE_S
 from .backends.base import SlideBackend, StreamingBackend, as_streaming
 from .backends.native import NativeBackend
 from .backends.openslide import OpenSlideBackend
@@ -63,6 +63,14 @@ def clone(component: T, name: str) -> T:
     return copied
 
 
+def _seconds(name: str, value: Any) -> float | None:
+    """Seconds > 0, or None."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                              or not math.isfinite(value) or value <= 0):
+        raise ValueError(f"{name} must be seconds > 0 or None, got {value!r}")
+    return None if value is None else float(value)
+
+
 def _positive(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be an int >= 1, got {value!r}")
@@ -72,8 +80,11 @@ def _positive(name: str, value: Any) -> int:
 class PatchPipeline(ResumableState):
     """Iterating yields ``PatchResult``s. See the module and PATCHES.md for the semantics;
     ``prefetch`` (patches planned ahead), ``io_threads`` (reads in flight), ``cache_dir``
-    (host cache of structures and masks; None: off) and ``open_timeout`` (seconds one slide
-    open may take, ``limits.PIPELINE_OPEN_BUDGET_S``; None: no bound) are ours."""
+    (host cache of structures and masks; None: off), ``open_timeout`` (seconds one slide
+    open may take, ``limits.PIPELINE_OPEN_BUDGET_S``; None: no bound) and ``open_patience``
+    (seconds the stream waits for a slow open before serving the pool's other slides,
+    ``limits.PIPELINE_OPEN_PATIENCE_S``; None: it always waits, so the order of patches
+    never depends on timing) are ours."""
 
     def __init__(self, slide_paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
                  backend: SlideBackend | StreamingBackend | None = None,
@@ -93,7 +104,8 @@ class PatchPipeline(ResumableState):
                  storage_options: Mapping[str, Any] | None = None,
                  cache_dir: str | None = DEFAULT, prefetch: int | None = None,
                  io_threads: int | None = None, on_error: str = "skip",
-                 open_timeout: float | None = PIPELINE_OPEN_BUDGET_S) -> None:
+                 open_timeout: float | None = PIPELINE_OPEN_BUDGET_S,
+                 open_patience: float | None = PIPELINE_OPEN_PATIENCE_S) -> None:
         if slide_sampling not in ("sequential", "random"):
             raise ValueError(f"slide_sampling must be 'sequential' or 'random', "
                              f"got {slide_sampling!r}")
@@ -102,11 +114,8 @@ class PatchPipeline(ResumableState):
                              f"'without_replacement', got {replacement!r}")
         if on_error not in ("skip", "raise"):
             raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
-        if open_timeout is not None and (isinstance(open_timeout, bool) or not isinstance(
-                open_timeout, (int, float)) or not math.isfinite(open_timeout)
-                or open_timeout <= 0):
-            raise ValueError(f"open_timeout must be seconds > 0 or None, got {open_timeout!r}")
-        self.open_timeout = None if open_timeout is None else float(open_timeout)
+        self.open_timeout = _seconds("open_timeout", open_timeout)
+        self.open_patience = _seconds("open_patience", open_patience)
         self.pool_size = _positive("pool_size", pool_size)
         self.patches_per_slide = _positive("patches_per_slide", patches_per_slide)
         self.patches_per_visit = _positive("patches_per_visit", patches_per_visit)
@@ -234,7 +243,7 @@ class PatchPipeline(ResumableState):
             patches_per_slide=self.patches_per_slide, patches_per_visit=self.patches_per_visit,
             cycle=self.cycle, prefetch=self.prefetch, io_threads=self.io_threads,
             open_threads=self.open_threads, open_ahead=self.open_ahead,
-            raise_errors=self.on_error == "raise")
+            raise_errors=self.on_error == "raise", open_patience=self.open_patience)
         return RunInput(schedule, stats=lambda: self._stats, slide_order=self.slide_order,
                         open_slide=self.open_for_pool, make_entry=self.make_entry,
                         read_patch=self.read_patch, render=self.render,

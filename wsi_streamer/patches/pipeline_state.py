@@ -30,6 +30,7 @@ from .types import PatchCoordinate
 if TYPE_CHECKING:
     from .engine import StreamRun
     from .sampling.base import PatchSampler
+    from .stats import PipelineStats
     from .transforms import PatchTransform
     from .views import ViewConfig
 
@@ -62,6 +63,7 @@ class ResumableState:
     _saved_pools: dict[str, PoolState]
     _run: StreamRun | None
     _resume: tuple[RunState | None, list[Any]] | None
+    _stats: PipelineStats
 
     def _seed_all(self) -> None:
         raise NotImplementedError
@@ -111,7 +113,8 @@ class ResumableState:
                 "recipe": self.recipe_digest(), "seed": seed_to_json(self._root),
                 "run": run.state() if run is not None else None,
                 "transforms": [dict(g.bit_generator.state)
-                               for g in self._consumer_generators()]}
+                               for g in self._consumer_generators()],
+                "stats": self._stats.handed_out()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Make the next iteration continue ``state``'s run (``state_dict``'s output).
@@ -147,6 +150,11 @@ class ResumableState:
         if not isinstance(transforms, list):
             raise ResumeStateError("malformed pipeline state: transforms")
         self._resume = (run, transforms)
+        if state.get("stats") is not None:  # absent in an earlier release's states
+            try:
+                self._stats.continue_from(state["stats"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ResumeStateError(f"malformed pipeline state: stats: {exc}") from exc
 
     def pool_states(self) -> dict[str, PoolState]:
         """Each slide pool's cycle, shuffle and pops consumed (restored ones not yet rebuilt

@@ -43,14 +43,25 @@ class PassMark:
     explicit: tuple[tuple[str, int], ...] | None = None
 
 
+class Slot(NamedTuple):
+    """A slot of the pool at a mark: its slide, its budget (that of the pass that queued it:
+    the pool may still hold slides of the previous pass), what it holds (an open entry, a
+    slide still opening (None), or a resumed one still opening: its saved counters), and
+    whether the stream stopped waiting for its open (``deferred``)."""
+
+    path: str
+    budget: int | None  # None: a state of an earlier release (the current pass's budget)
+    entry: Entry | EntryResume | None
+    deferred: bool = False
+
+
 class Mark(NamedTuple):  # a tuple: one is made per planned patch
-    """The planner between two tasks. ``slots``: the pool, each an open entry, a slide still
-    opening (None), or a resumed one still opening (its saved counters); ``left``: slides of
-    the pass still queued."""
+    """The planner between two tasks. ``slots``: the pool, each a ``Slot``; ``left``: slides
+    of the pass still queued."""
 
     passed: PassMark
     left: int
-    slots: tuple[tuple[str, Entry | EntryResume | None], ...]
+    slots: tuple[Slot, ...]
     idx: int
     visit: int
     ordinal: int
@@ -93,7 +104,7 @@ class RunState:
 
     passed: PassMark
     left: int
-    slots: list[tuple[str, EntryResume | None]]
+    slots: list[Slot]  # entries as EntryResume
     idx: int
     visit: int
     ordinal: int
@@ -175,12 +186,15 @@ def describe_config(value: Any, depth: int = 0) -> str:
 def mark_to_json(mark: Mark, failed: set[str], pools: dict[str, PoolState],
                  finished: bool) -> dict[str, Any]:
     slots: list[dict[str, Any]] = []
-    for path, entry in mark.slots:
-        if entry is None:
-            slots.append({"path": path})
+    for path, budget, entry, deferred in mark.slots:
+        if entry is not None:  # an open slot: never deferred
+            slots.append({"path": path, "budget": budget, "ordinal": entry.ordinal,
+                          "done": entry.done, "reads_ok": entry.reads_ok,
+                          "yielded": entry.yielded})
+        elif deferred:
+            slots.append({"path": path, "budget": budget, "deferred": True})
         else:
-            slots.append({"path": path, "ordinal": entry.ordinal, "done": entry.done,
-                          "reads_ok": entry.reads_ok, "yielded": entry.yielded})
+            slots.append({"path": path, "budget": budget})
     return {
         "pass": {"number": mark.passed.number, "order_state": mark.passed.order_state,
                  "failed": sorted(mark.passed.failed), "size": mark.passed.size,
@@ -200,12 +214,14 @@ def run_from_json(raw: dict[str, Any]) -> RunState:
     mistyped."""
     try:
         passed = raw["pass"]
-        slots: list[tuple[str, EntryResume | None]] = []
+        slots: list[Slot] = []
         for slot in raw["slots"]:
             resume = None if "ordinal" not in slot else EntryResume(
                 int(slot["ordinal"]), int(slot["done"]), int(slot["reads_ok"]),
                 int(slot["yielded"]))
-            slots.append((str(slot["path"]), resume))
+            budget = slot.get("budget")
+            slots.append(Slot(str(slot["path"]), None if budget is None else int(budget),
+                              resume, bool(slot.get("deferred", False))))
         pools = {str(path): PoolState(seed_from_json(p["seed"]), int(p["cycle"]),
                                       p["draws"] if isinstance(p["draws"], int)
                                       else [int(d) for d in p["draws"]], int(p["pops"]))

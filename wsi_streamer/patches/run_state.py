@@ -10,7 +10,7 @@ from threading import Event
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ResumeStateError
-from .resume import EntryResume, Mark, PassMark, RunState, mark_to_json
+from .resume import EntryResume, Mark, PassMark, RunState, Slot, mark_to_json
 from .slots import Entry, Opened, Pending, Task
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ class ResumableRun:
     finished: bool
     final: dict[str, Any] | None
     unsaved: Exception | None
-    layout: tuple[tuple[str, Entry | EntryResume | None], ...] | None
+    layout: tuple[Slot, ...] | None
     failures: tuple[tuple[str, int], ...] | None
     budgets: tuple[PassMark | None, dict[str, int]]
     passed: PassMark
@@ -52,7 +52,8 @@ class ResumableRun:
         return order
 
     def budget(self, path: str) -> int:
-        """Attempts of ``path``'s entries in this pass."""
+        """Attempts of ``path``'s entries in this pass (a slot keeps its own once it joins
+        the pool: a slide of the previous pass may still be there when the next is queued)."""
         if self.passed.explicit is None:
             return self.s.patches_per_slide
         if self.budgets[0] is not self.passed:
@@ -61,8 +62,9 @@ class ResumableRun:
 
     def mark_now(self) -> Mark:
         if self.layout is None:  # a resumed slot not yet open keeps its counters
-            self.layout = tuple((s.path, s.resume) if isinstance(s, Pending)
-                                else (s.opened.path, s) for s in self.pool)
+            self.layout = tuple(Slot(s.path, s.budget, s.resume, s.deferred)
+                                if isinstance(s, Pending) else Slot(s.opened.path, s.budget, s)
+                                for s in self.pool)
         if self.failures is None:
             self.failures = tuple(self.run.ledger.failures()[1].items())
         return Mark(self.passed, len(self.queue), self.layout, self.idx, self.visit,
@@ -111,7 +113,10 @@ class ResumableRun:
         open_failures.clear()
         open_failures.update(state.open_failures)
         self.queue = deque(Pending(path) for path in order[len(order) - state.left:])
-        self.pool = [Pending(path, resume=entry) for path, entry in state.slots]
+        self.pool = [Pending(slot.path, deferred=slot.deferred,
+                             resume=slot.entry if isinstance(slot.entry, EntryResume) else None,
+                             budget=self.budget(slot.path) if slot.budget is None
+                             else slot.budget) for slot in state.slots]
         for slot in self.pool:
             assert isinstance(slot, Pending)
             slot.future = self.openers.submit(self.run.open_slide, slot.path,
@@ -119,8 +124,9 @@ class ResumableRun:
         self.idx = state.idx % len(self.pool) if self.pool else 0
         self.visit, self.ordinal, self.finished = state.visit, state.ordinal, state.finished
 
-    def join_pool(self, opened: Opened, resumed: EntryResume | None) -> Entry:
-        """A slide joins the pool: a new entry (the next ordinal) or a resumed one."""
+    def join_pool(self, opened: Opened, slot: Pending) -> Entry:
+        """A slot of the pool is open: a new entry (the next ordinal) or a resumed one."""
+        resumed = slot.resume
         if resumed is None:
             entry = self.run.make_entry(opened, self.ordinal, 0)
             self.ordinal += 1
@@ -128,5 +134,5 @@ class ResumableRun:
             entry = self.run.make_entry(opened, resumed.ordinal, resumed.done)
             entry.planned = entry.done = resumed.done
             entry.reads_ok, entry.yielded = resumed.reads_ok, resumed.yielded
-        entry.budget = self.budget(opened.path)
+        entry.budget = slot.budget
         return entry

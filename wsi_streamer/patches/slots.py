@@ -70,6 +70,7 @@ class Pending:
     future: Future[Opened] | None = None
     deferred: bool = False
     resume: EntryResume | None = None  # a resumed run's entry, rebuilt when opened
+    budget: int = 0  # attempts of its entry: its pass's, set when it joins the pool
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -85,3 +86,19 @@ class PipelineStats:
         out["io/detections"] = self.detections
         out["io/mask_cache_hits"] = self.mask_cache_hits
         return out
+
+    def handed_out(self) -> dict[str, Any]:
+        """The counts of what the consumer was handed (counted as it takes each patch, so
+        exact between two results): patches, filtered, failed reads, per mpp. A pipeline's
+        resumable state carries them (the other counts are of this process's work)."""
+        return {"patches_extracted": self.patches_extracted,
+                "patches_filtered": self.patches_filtered, "patch_errors": self.patch_errors,
+                "mpp": [[mpp, n] for mpp, n in self.magnification_counts.items()]}
+
+    def continue_from(self, saved: dict[str, Any]) -> None:
+        """Take ``handed_out``'s counts (of a saved state) as this run's so far."""
+        counts = (int(saved["patches_extracted"]), int(saved["patches_filtered"]),
+                  int(saved["patch_errors"]))
+        per_mpp = {None if mpp is None else float(mpp): int(n) for mpp, n in saved["mpp"]}
+        self.patches_extracted, self.patches_filtered, self.patch_errors = counts
+        self.magnification_counts = per_mpp

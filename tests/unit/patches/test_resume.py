@@ -110,6 +110,11 @@ def test_resume_reads_only_what_is_left(island_paths, cache_dir):
     assert len(rest) == 20 - 12
     assert sum(READS.values()) == 8  # the remaining patches only: no replay of the 12
     assert len(json.dumps(state)) < 2048
+    stats = second.stats_dict()  # the counts of patches handed out go on from the state's
+    assert stats["pipeline/patches_extracted"] == 20
+    assert sum(v for k, v in stats.items() if k.startswith("pipeline/mpp_")) == 20
+    with pytest.raises(ResumeStateError, match="stats"):
+        pipeline(island_paths, cache_dir, **kwargs).load_state_dict({**state, "stats": {}})
 
 
 def test_pools_never_repeat_a_position_within_a_cycle_across_resumes(island_paths,
@@ -154,6 +159,49 @@ def test_a_state_of_other_sources_recipe_seed_or_version_is_refused(island_paths
     unseeded = pipeline(island_paths, cache_dir, seed=None)
     unseeded.load_state_dict(state)  # an unseeded pipeline takes the saved seed
     assert unseeded.state_dict()["seed"] == state["seed"]
+
+
+def test_a_first_pass_of_given_budgets_resumes_exactly(island_paths, cache_dir):
+    """An elastic resume's first pass (``first_pass``: each slide's budget left) is followed
+    by full passes; the pool holds a slide of the first pass while the next is queued: a
+    state taken then keeps that slide's own budget (4, not ``patches_per_slide``)."""
+    def make() -> PatchPipeline:
+        pipe = pipeline(island_paths[:3], cache_dir, cycle=True, pool_size=2)
+        pipe.first_pass = ((island_paths[0], 2), (island_paths[1], 4), (island_paths[2], 1))
+        return pipe
+
+    full = take(make(), 24)
+    overlaps = 0
+    for k in range(4, 11):
+        first = make()
+        stream = iter(first)
+        head = take(stream, k)
+        state = json.loads(json.dumps(first.state_dict()))
+        stream.close()  # type: ignore[attr-defined]
+        run = state["run"]
+        overlaps += run["pass"]["number"] == 1 and any(slot["budget"] == 4
+                                                       for slot in run["slots"])
+        second = make()
+        second.load_state_dict(state)
+        assert head + take(second, 24 - k) == full, k
+    assert overlaps  # some states had the first pass's slide in the second pass's pool
+
+
+def test_a_state_of_the_first_release_still_loads(island_paths, cache_dir):
+    """States taken before slots had budgets and before the counts were carried."""
+    full = take(pipeline(island_paths, cache_dir, cycle=False), 20)
+    first = pipeline(island_paths, cache_dir, cycle=False)
+    stream = iter(first)
+    head = take(stream, 7)
+    state = json.loads(json.dumps(first.state_dict()))
+    stream.close()  # type: ignore[attr-defined]
+    del state["stats"]
+    for slot in state["run"]["slots"]:
+        del slot["budget"]
+    second = pipeline(island_paths, cache_dir, cycle=False)
+    second.load_state_dict(state)
+    assert head + take(second, 20) == full
+    assert second.stats_dict()["pipeline/patches_extracted"] == 13
 
 
 def test_a_pipeline_that_has_run_pickles_without_its_stream(island_paths, cache_dir):

@@ -1,11 +1,15 @@
 """Slide opens that take long (issue 26, item 1): a slow open occupies one opening thread,
 never the stream (head-of-line), and an open past ``open_timeout`` is skipped with its
-reason. The slow slide is a real generated slide whose tiles pass a gate
+reason. With ``open_patience=None`` the stream waits for every open, so the order of patches
+never depends on timing; a resumed run waits for the slides that were open at its state
+(issue 24). The slow slide is a real generated slide whose tiles pass a gate
 (``tests.fixtures.slow_open``); counted work (patches, tiles), never wall-clock bounds."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -76,3 +80,81 @@ def test_open_timeout_is_validated(island_paths):
         with pytest.raises(ValueError, match="open_timeout"):
             PatchPipeline(island_paths, open_timeout=bad)  # type: ignore[arg-type]
     assert PatchPipeline(island_paths, open_timeout=None).open_timeout is None
+
+
+def keys(stream: Any, n: int | None = None) -> list[tuple[str, int, int]]:
+    out = []
+    for result in stream:
+        out.append((result.coordinate.slide_path, result.coordinate.x, result.coordinate.y))
+        if len(out) == n:
+            break
+    return out
+
+
+def gated(folder: Path, released: bool, tile_wait_s: float = 0.05) -> GatedBackend:
+    """The slow slide's open takes 48 x ``tile_wait_s`` (2.4 s: past the default patience),
+    or no time once released."""
+    folder.mkdir()
+    backend = GatedBackend(folder, SLOW, tile_wait_s=tile_wait_s)
+    if released:
+        backend.gate.release()
+    return backend
+
+
+def three(paths: list[str], backend: GatedBackend, patience: float | None) -> PatchPipeline:
+    return PatchPipeline(paths, backend=backend, sampler=RandomSampler(64),
+                         thumbnail_size=THUMBNAIL, pool_size=3, patches_per_slide=6, seed=1,
+                         cache_dir=None, open_patience=patience)  # no host cache: slow reopens
+
+
+def test_open_patience_none_gives_the_same_patches_whatever_the_open_times(
+        island_paths, slow_slide, tmp_path):
+    paths = [slow_slide, *island_paths[:2]]
+    fast = keys(three(paths, gated(tmp_path / "fast", released=True), None))
+    backend = gated(tmp_path / "slow", released=False)
+    assert keys(three(paths, backend, None)) == fast
+    assert backend.gate.tiles >= 48  # every tile of its open was held: the stream waited
+    assert fast[0][0] == slow_slide and len(fast) == 18
+
+
+def test_a_resumed_run_waits_for_the_slides_its_state_had_open(island_paths, slow_slide,
+                                                               tmp_path):
+    paths = [slow_slide, *island_paths[:2]]
+    fast = gated(tmp_path / "fast", released=True)
+    full = keys(three(paths, fast, None))
+    k = [i for i, key in enumerate(full) if key[0] == slow_slide][1]  # its second patch next
+    first = three(paths, fast, None)
+    stream = iter(first)
+    head = keys(stream, k)
+    state = json.loads(json.dumps(first.state_dict()))
+    stream.close()  # type: ignore[attr-defined]
+    # the slow slide reopens in 2.4 s, the others at once: with a patience of 0.05 s it
+    # would be deferred, but the interrupted run had it open, in the rotation
+    second = three(paths, gated(tmp_path / "slow", released=False), 0.05)
+    second.load_state_dict(state)
+    assert head + keys(second) == full
+
+
+def test_a_deferral_is_kept_in_the_state(island_paths, slow_slide, tmp_path):
+    paths = [slow_slide, *island_paths[:2]]
+    backend = gated(tmp_path / "held", released=False, tile_wait_s=0.6)
+    first = three(paths, backend, 0.05)
+    stream = iter(first)
+    head = keys(stream, 3)  # the other slides' patches while the slow open is held
+    state = json.loads(json.dumps(first.state_dict()))
+    backend.gate.release()
+    stream.close()  # type: ignore[attr-defined]
+    assert slow_slide not in [key[0] for key in head]
+    slots = {slot["path"]: slot for slot in state["run"]["slots"]}
+    assert slots[slow_slide].get("deferred") is True and "ordinal" not in slots[slow_slide]
+    second = three(paths, gated(tmp_path / "open", released=True), 0.05)
+    second.load_state_dict(state)
+    rest = [key[0] for key in keys(second)]
+    assert len(head) + len(rest) == 18 and rest.count(slow_slide) == 6
+
+
+def test_open_patience_is_validated(island_paths):
+    for bad in (0, -1.0, float("nan"), True, "2"):
+        with pytest.raises(ValueError, match="open_patience"):
+            PatchPipeline(island_paths, open_patience=bad)  # type: ignore[arg-type]
+    assert PatchPipeline(island_paths, open_patience=None).open_patience is None

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
-from ...limits import PIPELINE_OPEN_BUDGET_S
+from ...limits import PIPELINE_OPEN_BUDGET_S, PIPELINE_OPEN_PATIENCE_S
 from ..backends import SlideBackend, StreamingBackend
 from ..datasets import DatasetAdapter
 from ..filters import PatchFilter
@@ -124,7 +124,8 @@ class WsiStreamDataset(ResumableDataset, IterableDataset[dict[str, Any]]):
                  storage_options: Mapping[str, Any] | None = None,
                  cache_dir: str | None = DEFAULT, prefetch: int | None = None,
                  io_threads: int | None = None, on_error: str = "skip",
-                 open_timeout: float | None = PIPELINE_OPEN_BUDGET_S) -> None:
+                 open_timeout: float | None = PIPELINE_OPEN_BUDGET_S,
+                 open_patience: float | None = PIPELINE_OPEN_PATIENCE_S) -> None:
         if output_dtype not in ("float32", "uint8"):
             raise ValueError(f"output_dtype must be 'float32' or 'uint8', got {output_dtype!r}")
         self._kwargs: dict[str, Any] = dict(
@@ -135,7 +136,8 @@ class WsiStreamDataset(ResumableDataset, IterableDataset[dict[str, Any]]):
             cycle=cycle, replacement=replacement, views=views,
             shared_transforms=shared_transforms, tissue_mask_cache_size=tissue_mask_cache_size,
             storage_options=storage_options, cache_dir=cache_dir, prefetch=prefetch,
-            io_threads=io_threads, on_error=on_error, open_timeout=open_timeout)
+            io_threads=io_threads, on_error=on_error, open_timeout=open_timeout,
+            open_patience=open_patience)
         probe = PatchPipeline(slide_paths, seed=0, **self._kwargs)  # validates, resolves
         self.slide_paths: list[str] = list(probe.slide_paths)
         self._partition = ((slide_paths.rank, slide_paths.world_size)

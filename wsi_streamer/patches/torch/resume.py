@@ -36,7 +36,7 @@ DATASET_KIND = "wsi_streamer.patches.WsiStreamDataset"
 MERGED_KIND = "wsi_streamer.patches.WsiStreamDataset.merged"
 # Arguments that do not shape the stream (a resume may change them).
 NOT_RECIPE = ("storage_options", "cache_dir", "prefetch", "io_threads", "on_error",
-              "open_timeout", "backend")
+              "open_timeout", "open_patience", "backend")
 
 
 @dataclass
@@ -163,7 +163,9 @@ def pass_order(shard: list[str], run: RunState, slide_sampling: str) -> list[str
 
 def budgets_left(shard: list[str], state: Mapping[str, Any], patches_per_slide: int,
                  slide_sampling: str) -> tuple[dict[str, int], dict[str, PoolState]]:
-    """Per slide of one old stream, the attempts its current pass had left, and its pools."""
+    """Per slide of one old stream, the attempts it had left (those of its pool's slots,
+    whatever pass queued them: an endless stream's pool may still hold slides of the
+    previous pass, and those of the current pass still queued), and its pools."""
     pipeline = state.get("pipeline")
     if pipeline is None or pipeline.get("run") is None:
         return {path: patches_per_slide for path in shard}, {}
@@ -172,16 +174,13 @@ def budgets_left(shard: list[str], state: Mapping[str, Any], patches_per_slide: 
         return {}, run.pools
     order = pass_order(shard, run, slide_sampling)
     budget = dict(run.passed.explicit or ())
-    taken = len(order) - run.left
-    in_pool = {path: entry for path, entry in run.slots}
     left: dict[str, int] = {}
-    for index, path in enumerate(order):
-        full = budget.get(path, patches_per_slide)
-        if index >= taken:
-            left[path] = left.get(path, 0) + full
-        elif path in in_pool:
-            entry = in_pool[path]
-            left[path] = left.get(path, 0) + full - (entry.done if entry is not None else 0)
+    for path in order[len(order) - run.left:]:
+        left[path] = left.get(path, 0) + budget.get(path, patches_per_slide)
+    for slot in run.slots:
+        full = budget.get(slot.path, patches_per_slide) if slot.budget is None else slot.budget
+        done = slot.entry.done if slot.entry is not None else 0
+        left[slot.path] = left.get(slot.path, 0) + full - done
     return {path: n for path, n in left.items() if n > 0}, run.pools
 
 
