@@ -101,8 +101,8 @@ def test_overview_fetches_whole_rows_together(monkeypatch: pytest.MonkeyPatch) -
     bound of 12 tiles, two rows at a time; a bound under a row still takes a whole row. The
     pixels are the level's area average (DCT-scaled decode: JPEG's own error), whatever the
     batching."""
-    reference = np.asarray(read_region(open_slide(BytesReader(slide_bytes())), 0, 0, 0, 640,
-                                       512).reduce(2))
+    reference = np.asarray(read_region(open_slide(BytesReader(slide_bytes())), 0, x=0, y=0,
+                                       width=640, height=512).reduce(2))
     for bound, fetches in ((256, [20]), (12, [10, 10]), (3, [5, 5, 5, 5])):
         monkeypatch.setattr(region, "OVERVIEW_FETCH_TILES", bound)
         slide = CountingFetches(open_slide(BytesReader(slide_bytes())))
