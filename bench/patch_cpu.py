@@ -166,6 +166,8 @@ def main() -> None:
             n = sum(1 for _ in make_ours(args.system, paths, kwargs, endpoint, cache_dir))
             cpu, wall = time.process_time() - cpu0, time.perf_counter() - t0
             main_cpu = time.thread_time() - main0
+    if n == 0:
+        raise SystemExit(f"bench.patch_cpu: {args.system} {args.config} yielded no patch")
     out = report(cpu, n, main_cpu)
     out.update(system=args.system, config=args.config, seconds=round(wall, 2),
                patches_per_s=round(n / wall, 1), kwargs={k: kwargs.get(k) for k in

@@ -254,4 +254,7 @@ def report(results: list[dict[str, object]]) -> int:
           "reason above)")
     print("substitutions besides the prefix: " + "; ".join(
         f"{s.where or 'all'}: {s.why}" for s in SUBS))
+    if not ran:
+        print("FAIL: no block or example ran (nothing to compare)")
+        return 1
     return 0 if len(ok) == len(ran) else 1
