@@ -12,7 +12,9 @@ at most ``MAX_JPEG_SEGMENTS`` Python steps plus one C search over the bytes.
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..errors import LimitExceeded
@@ -25,7 +27,15 @@ _SOS, _EOI, _TEM, _DQT = 0xDA, 0xD9, 0x01, 0xDB
 _COLOUR = {0xE0, 0xEE}  # APP0 (JFIF), APP14 (Adobe)
 
 
-def _component_pixels(segment: bytes) -> dict[int, int]:
+def _frame_pixels(segment: bytes) -> Mapping[int, int]:
+    """``_component_pixels``, cached for frame headers of up to 4 components (the tiles of a
+    level share a handful: a third of the walk's time otherwise); a longer (hostile) header
+    is computed, not kept. Callers only read the mapping."""
+    return _cached_pixels(segment) if len(segment) <= _CACHED_SOF_BYTES else (
+        _component_pixels(segment))
+
+
+def _component_pixels(segment: bytes) -> Mapping[int, int]:
     """Pixels (whole 8x8 blocks) of each component of an SOF segment's payload, by id
     (ITU T.81 A.1.1: a component's size is the frame's scaled by its sampling factors)."""
     if len(segment) < 6:
@@ -43,6 +53,10 @@ def _component_pixels(segment: bytes) -> dict[int, int]:
 
 def _ceil(a: int, b: int) -> int:
     return -(-a // b)
+
+
+_CACHED_SOF_BYTES = 6 + 3 * 4
+_cached_pixels = functools.lru_cache(maxsize=256)(_component_pixels)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +88,7 @@ def scan_stream(stream: bytes, segments: int = 0) -> StreamScan:
     """``check_scans``' walk, summarised (``StreamScan``). ``segments`` are marker segments
     already counted against ``MAX_JPEG_SEGMENTS`` for this stream (a tile's JPEGTables, which
     are walked once per level)."""
-    pixels: dict[int, int] = {}
+    pixels: Mapping[int, int] = {}
     scans = work = largest = 0
     frame: tuple[int, int, int] | None = None
     dqt = colour = False
@@ -97,7 +111,7 @@ def scan_stream(stream: bytes, segments: int = 0) -> StreamScan:
         end = start + 2 + int.from_bytes(stream[start + 2 : start + 4], "big")
         if marker in _SOF:
             payload = stream[start + 4 : end]
-            pixels = _component_pixels(payload)
+            pixels = _frame_pixels(payload)
             largest = max(pixels.values(), default=0)
             if frame is None and not scans and len(payload) >= 6:
                 frame = (int.from_bytes(payload[3:5], "big"),
