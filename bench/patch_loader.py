@@ -12,8 +12,9 @@ process and its workers), one fresh process per row:
   ``WsiStreamDataset`` (``bench.patch_loader_peer``, in ``.venv-bench``) with its TiffSlide
   backend over s3fs on the same S3 endpoint, and with its OpenSlide backend on the local files.
 
-Same slides (``bench.patch_slides``, 12 x 40000x30000), configuration A (Otsu,
-``RandomSampler(224, target_mpp=0.5)``), pool 8, 100 patches per slide, ``cycle=True``, seed 0,
+Same slides (``bench.patch_slides``, 12 x 40000x30000, or ``--slide-set``), configurations of
+``bench.patches`` (``--configs``: A, Otsu + ``RandomSampler(224, target_mpp=0.5)``, by default;
+N, the same at level 0), pool 8, 100 patches per slide, ``cycle=True``, seed 0,
 batch size 32, the same ``output_dtype``, the platform's worker start method (fork) for both.
 Prints a table with ratio rows and the goal, writes ``bench/out/loader-<mode>.json``.
 ``--quick``: 3 small slides, our rows only, few batches (< 60 s).
@@ -26,6 +27,7 @@ than the dataset it measures (the runner's imports are inside ``main``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import math
@@ -36,7 +38,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from .patch_common import CONFIG_A, Spec, build_pipeline_kwargs, set_fake_aws
+from .patch_common import RUN, Spec, build_pipeline_kwargs, set_fake_aws
 
 OURS = ("ours-s3", "ours-local")
 PEERS = ("wsistream-tiffslide-s3fs", "wsistream-openslide-local")
@@ -167,43 +169,52 @@ COLUMNS = [("eff/s", "effective_sync_throughput"), ("p50 ms", "p50_batch_ms"),
 
 
 def table(rows: list[Row], workers_list: list[int]) -> str:
-    head = (f"{'workers':>7}  {'system':<28}" + "".join(f"{h:>12}" for h, _ in COLUMNS)
+    head = (f"{'config':<7}{'workers':>7}  {'system':<28}" + "".join(f"{h:>12}" for h, _ in COLUMNS)
             + f"{'batches':>9}{'row s':>7}{'others':>8}")
     lines = [head]
-    for nw in workers_list:
-        by = {r["system"]: r for r in rows if r["workers"] == nw}
-        for system, r in by.items():
-            if r.get("note"):
-                lines.append(f"{nw:>7}  {system:<28}  {r['note']}")
-                continue
-            batches = f"{r['warmup_batches']}+{r['measure_batches']}"
-            lines.append(f"{nw:>7}  {system:<28}" + "".join(
-                f"{_num(r.get(k)):>12}" for _, k in COLUMNS)
-                + f"{batches:>9}{r['process_s']:>7.0f}{r['others_pct']:>7.0f}%")
-        for label, num, den in RATIOS:
-            a, b = by.get(num), by.get(den)
-            if a is None or b is None or a.get("note") or b.get("note"):
-                continue
-            lines.append(f"{nw:>7}  {label:<28}" + "".join(
-                f"{_num(ratio(a.get(k), b.get(k))) + 'x':>12}" for _, k in COLUMNS))
-        lines.append("")
+    configs = list(dict.fromkeys(r.get("config", "A") for r in rows))
+    for config in configs:
+        for nw in workers_list:
+            by = {r["system"]: r for r in rows
+                  if r["workers"] == nw and r.get("config", "A") == config}
+            for system, r in by.items():
+                lead = f"{config:<7}{nw:>7}  {system:<28}"
+                if r.get("note"):
+                    lines.append(f"{lead}  {r['note']}")
+                    continue
+                batches = f"{r['warmup_batches']}+{r['measure_batches']}"
+                lines.append(lead + "".join(f"{_num(r.get(k)):>12}" for _, k in COLUMNS)
+                             + f"{batches:>9}{r['process_s']:>7.0f}{r['others_pct']:>7.0f}%")
+            for label, num, den in RATIOS:
+                a, b = by.get(num), by.get(den)
+                if a is None or b is None or a.get("note") or b.get("note"):
+                    continue
+                lines.append(f"{config:<7}{nw:>7}  {label:<28}" + "".join(
+                    f"{_num(ratio(a.get(k), b.get(k))) + 'x':>12}" for _, k in COLUMNS))
+            lines.append("")
     return "\n".join(lines).rstrip()
 
 
 def goals(rows: list[Row]) -> list[dict[str, Any]]:
-    by = {(r["system"], r["workers"]): r for r in rows if not r.get("note")}
-    ours = by.get(("ours-s3", GOAL_WORKERS))
-    local = by.get(("wsistream-openslide-local", GOAL_WORKERS))
+    """Per configuration: ours-s3 / wsistream-openslide-local effective patches/s at
+    ``GOAL_WORKERS`` workers (issue 21) and ours-s3's time to first batch."""
     out = []
-    if ours and local:
-        value = ratio(ours["effective_sync_throughput"], local["effective_sync_throughput"])
-        out.append({"goal": f"{GOAL_WORKERS} workers: ours-s3 / wsistream-openslide-local "
-                            f"effective patches/s >= {GOAL_RATIO:g}x", "value": value,
-                    "met": value >= GOAL_RATIO})
-    if ours:
-        value = ours["time_to_first_batch_s"]
-        out.append({"goal": f"{GOAL_WORKERS} workers: ours-s3 time to first batch < "
-                            f"{GOAL_FIRST_S:g} s", "value": value, "met": value < GOAL_FIRST_S})
+    for config in dict.fromkeys(r.get("config", "A") for r in rows):
+        by = {(r["system"], r["workers"]): r for r in rows
+              if not r.get("note") and r.get("config", "A") == config}
+        ours = by.get(("ours-s3", GOAL_WORKERS))
+        local = by.get(("wsistream-openslide-local", GOAL_WORKERS))
+        if ours and local:
+            value = ratio(ours["effective_sync_throughput"],
+                          local["effective_sync_throughput"])
+            out.append({"goal": f"{config}, {GOAL_WORKERS} workers: ours-s3 / "
+                                f"wsistream-openslide-local effective patches/s >= "
+                                f"{GOAL_RATIO:g}x", "value": value, "met": value >= GOAL_RATIO})
+        if ours:
+            value = ours["time_to_first_batch_s"]
+            out.append({"goal": f"{config}, {GOAL_WORKERS} workers: ours-s3 time to first "
+                                f"batch < {GOAL_FIRST_S:g} s", "value": value,
+                        "met": value < GOAL_FIRST_S})
     return out
 
 
@@ -263,15 +274,114 @@ def median_run(runs: list[Row]) -> Row:
     return row
 
 
+@dataclasses.dataclass(frozen=True)
+class LoaderOptions:
+    """What every loader row shares (the runner's flags)."""
+
+    batch_size: int = 32
+    dtype: str = "float32"
+    warmup: int = 5
+    measure: int = 40
+    s3fs_batches: tuple[int, int] = (2, 10)
+    torch_threads: int = 1
+    repeat: int = 1
+    timeout: float = 600.0
+
+
+def loader_rows(configs: dict[str, Spec], systems: list[str], workers_list: list[int],
+                keys: list[str], folder: str, endpoint: str, server_pid: int,
+                python: str | None, opts: LoaderOptions) -> list[Row]:
+    """Every (configuration, workers, system) row against a running S3 server, repeats
+    interleaved (alike load for each row); each row keeps the run with the median
+    effective patches/s. Peer rows need ``python`` (``.venv-bench``)."""
+    from .common import cpu_seconds
+    from .run import BUCKET
+
+    runs: dict[tuple[str, int, str], list[Row]] = {}
+    for i in range(max(1, opts.repeat)):
+        for config, spec in configs.items():
+            common = ["--spec", json.dumps(spec), "--dtype", opts.dtype, "--pool-size", "8",
+                      "--patches-per-slide", "100", "--batch-size", str(opts.batch_size),
+                      "--seed", "0", "--torch-threads", str(opts.torch_threads)]
+            for nw in workers_list:
+                for system in systems:
+                    local = system.endswith("-local")
+                    paths = ([os.path.join(folder, k) for k in keys] if local
+                             else [f"s3://{BUCKET}/{k}" for k in keys])
+                    if system in OURS:
+                        exe, module = sys.executable, "bench.patch_loader"
+                    elif python is not None:
+                        exe, module = python, "bench.patch_loader_peer"
+                    else:
+                        continue
+                    batches = (opts.s3fs_batches if system == "wsistream-tiffslide-s3fs"
+                               else (opts.warmup, opts.measure))
+                    row_args = [*common, "--endpoint", endpoint, "--warmup-batches",
+                                str(batches[0]), "--measure-batches", str(batches[1])]
+                    print(f"loader {config} workers={nw}: {system} (run {i + 1}) ...",
+                          file=sys.stderr, flush=True)
+                    cpu0, busy0, own0 = cpu_seconds(server_pid), busy_cpu_s(), children_cpu_s()
+                    row = run_row(exe, module, system, nw, paths, row_args, opts.timeout,
+                                  opts.torch_threads)
+                    row["config"] = config
+                    row["s3_server_cpu_s"] = cpu_seconds(server_pid) - cpu0
+                    # the row process and its workers (reaped), and everything else on the
+                    # host meanwhile (other users' work; the runner and S3 server excluded)
+                    row["row_cpu_s"] = children_cpu_s() - own0
+                    row["others_cpu_s"] = max(0.0, busy_cpu_s() - busy0 - row["row_cpu_s"]
+                                              - row["s3_server_cpu_s"])
+                    row["others_pct"] = (100 * row["others_cpu_s"] / (os.cpu_count() or 1)
+                                         / row["process_s"] if row.get("process_s")
+                                         else math.nan)
+                    if not row.get("note"):
+                        print(f"  {row['effective_sync_throughput']:.1f} patches/s, first "
+                              f"batch {row['time_to_first_batch_s']:.2f} s, "
+                              f"{row['process_s']:.0f} s, others {row['others_pct']:.0f}% "
+                              f"of the host", file=sys.stderr, flush=True)
+                    runs.setdefault((config, nw, system), []).append(row)
+    return [median_run(r) for r in runs.values()]
+
+
+def prepare_peer_python() -> tuple[str | None, list[str]]:
+    """``.venv-bench``'s interpreter with wsistream, torch 2.13.0 (the CPU build from the local
+    disk) and psutil, or None; and notes."""
+    import subprocess
+
+    from .patches import bench_python
+
+    python, note = bench_python(create=True)
+    if python is not None:
+        probe = subprocess.run([python, "-c", "import torch, psutil"], capture_output=True)
+        if probe.returncode != 0:  # the CPU build from the local disk, never another
+            subprocess.run([python, "-m", "pip", "install", "-q", "torch==2.13.0", "psutil"],
+                           check=False, timeout=900)
+    return python, [note] if note else []
+
+
+NOTES = ("every row timed by wsi_streamer.patches.torch.bench.benchmark_throughput in "
+         "its own process: eff/s = patches over the measured batches / their wall time; "
+         "p50/p95 of the time next(loader) took per measured batch; 1st batch from "
+         "iter(loader) (worker start-up, slide opens, tissue detection included; the "
+         "dataset is built before); PSS = peak proportional set size of the row process "
+         "and its workers. batches: warm-up + measured. row s: the row's whole process "
+         "(imports included); others: CPU that other work on the host took during the row, "
+         "in % of all its cores (from /proc/stat, less the row's processes and the S3 "
+         "server; the 1-min load averages are in the JSON). The S3 server runs on the "
+         "same cores.")
+
+
 def main() -> None:
     from . import make_slides, patch_report, patch_slides
-    from .common import S3Counters, cpu_seconds
-    from .patches import bench_python
-    from .run import BUCKET, s3_server
+    from .common import S3Counters
+    from .patches import configs as bench_configs
+    from .run import s3_server
 
     parser = argparse.ArgumentParser(description="DataLoader benchmark vs wsistream")
     parser.add_argument("--quick", action="store_true", help="3 small slides, our rows only")
     parser.add_argument("--latency-ms", type=float, default=20.0)
+    parser.add_argument("--configs", default="A", help="comma-separated: A, N (as bench.patches)")
+    parser.add_argument("--slide-set", choices=sorted(patch_slides.SETS),
+                        help="default full (--quick: quick); medium: 8 slides of 16000x12000")
     parser.add_argument("--workers", default="0,2", help="comma-separated num_workers")
     parser.add_argument("--systems", default=",".join(OURS + PEERS))
     parser.add_argument("--no-peers", action="store_true", help="our rows only")
@@ -290,110 +400,71 @@ def main() -> None:
                              "use 1 anyway)")
     args = parser.parse_args()
     started = time.perf_counter()
-    mode = "quick" if args.quick else "full"
-    warmup = args.warmup_batches or (2 if args.quick else 5)
-    measure = args.measure_batches or (6 if args.quick else 40)
-    slides = patch_slides.ensure_slides(args.quick)
+    mode = args.slide_set or ("quick" if args.quick else "full")
+    all_configs = {name: spec for name, (_, spec, recipe) in bench_configs(100)[0].items()
+                   if recipe is None}
+    unknown = set(args.configs.split(",")) - set(all_configs)
+    if unknown:
+        parser.error(f"unknown configs {sorted(unknown)}; choose among {sorted(all_configs)}")
+    chosen = {c: loader_spec(all_configs[c]) for c in args.configs.split(",")}
+    s3fs = tuple(int(v) for v in args.s3fs_batches.split(","))
+    opts = LoaderOptions(batch_size=args.batch_size, dtype=args.dtype,
+                         warmup=args.warmup_batches or (2 if args.quick else 5),
+                         measure=args.measure_batches or (6 if args.quick else 40),
+                         s3fs_batches=(s3fs[0], s3fs[1]), torch_threads=args.torch_threads,
+                         repeat=args.repeat, timeout=90.0 if args.quick else 600.0)
+    slides = patch_slides.ensure_slides(args.quick, name=args.slide_set)
     keys: list[str] = slides["keys"]
-    folder = str(slides["dir"])
     workers_list = [int(w) for w in args.workers.split(",")]
     systems = [s for s in OURS + PEERS if s in args.systems.split(",")]
     notes: list[str] = []
     python = None
     if not args.quick and not args.no_peers and any(s in PEERS for s in systems):
-        python, note = bench_python(create=True)
-        notes += [note] if note else []
-        if python is not None:
-            import subprocess
-
-            probe = subprocess.run([python, "-c", "import torch, psutil"], capture_output=True)
-            if probe.returncode != 0:  # the CPU build from the local disk, never another
-                subprocess.run([python, "-m", "pip", "install", "-q", "torch==2.13.0", "psutil"],
-                               check=False, timeout=900)
+        python, notes = prepare_peer_python()
     if python is None:
         systems = [s for s in systems if s not in PEERS]
-    spec = dict(CONFIG_A)
-    common = ["--spec", json.dumps(spec), "--dtype", args.dtype, "--pool-size", "8",
-              "--patches-per-slide", "100", "--batch-size", str(args.batch_size), "--seed", "0",
-              "--torch-threads", str(args.torch_threads)]
-    s3fs_warmup, s3fs_measure = (int(v) for v in args.s3fs_batches.split(","))
-    timeout = 90.0 if args.quick else 600.0
-    runs: dict[tuple[int, str], list[Row]] = {}
-    with s3_server(folder, args.latency_ms) as endpoint:
+    with s3_server(str(slides["dir"]), args.latency_ms) as endpoint:
         server_pid = int(S3Counters(endpoint).get()["pid"])
-        for i in range(max(1, args.repeat)):  # repeats interleaved: alike load for each row
-            for nw in workers_list:
-                for system in systems:
-                    local = system.endswith("-local")
-                    paths = ([os.path.join(folder, k) for k in keys] if local
-                             else [f"s3://{BUCKET}/{k}" for k in keys])
-                    exe, module = ((sys.executable, "bench.patch_loader") if system in OURS
-                                   else (str(python), "bench.patch_loader_peer"))
-                    batches = ((s3fs_warmup, s3fs_measure)
-                               if system == "wsistream-tiffslide-s3fs" else (warmup, measure))
-                    row_args = [*common, "--endpoint", endpoint, "--warmup-batches",
-                                str(batches[0]), "--measure-batches", str(batches[1])]
-                    print(f"workers={nw}: {system} (run {i + 1}) ...", file=sys.stderr,
-                          flush=True)
-                    cpu0, busy0, own0 = cpu_seconds(server_pid), busy_cpu_s(), children_cpu_s()
-                    row = run_row(exe, module, system, nw, paths, row_args, timeout,
-                                  args.torch_threads)
-                    row["s3_server_cpu_s"] = cpu_seconds(server_pid) - cpu0
-                    # the row process and its workers (reaped), and everything else on the
-                    # host meanwhile (other users' work; the runner and S3 server excluded)
-                    row["row_cpu_s"] = children_cpu_s() - own0
-                    row["others_cpu_s"] = max(0.0, busy_cpu_s() - busy0 - row["row_cpu_s"]
-                                              - row["s3_server_cpu_s"])
-                    row["others_pct"] = (100 * row["others_cpu_s"] / (os.cpu_count() or 1)
-                                         / row["process_s"] if row.get("process_s")
-                                         else math.nan)
-                    if not row.get("note"):
-                        print(f"  {row['effective_sync_throughput']:.1f} patches/s, first "
-                              f"batch {row['time_to_first_batch_s']:.2f} s, "
-                              f"{row['process_s']:.0f} s, others {row['others_pct']:.0f}% "
-                              f"of the host", file=sys.stderr, flush=True)
-                    runs.setdefault((nw, system), []).append(row)
-    rows = [median_run(r) for r in runs.values()]
-    spec0 = slides["spec"]
-    title = (f"wsi_streamer DataLoader bench ({mode}): {len(keys)} Aperio slides "
-             f"{spec0['width']}x{spec0['height']} (0.25 um/px), {args.latency_ms:g} ms per S3 "
-             f"request; config A (Otsu + RandomSampler(224, target_mpp=0.5)), pool 8, 100 "
-             f"patches per slide, cycle, seed 0; batch {args.batch_size}, {args.dtype}, "
-             f"{warmup} warm-up + {measure} measured batches (s3fs rows: {s3fs_warmup} + "
-             f"{s3fs_measure}), fork workers, world size 1, torch/OpenMP threads "
-             f"{args.torch_threads}")
-    host = patch_report.host()
+        rows = loader_rows(chosen, systems, workers_list, keys, str(slides["dir"]), endpoint,
+                           server_pid, python, opts)
+    title = loader_title(slides, mode, args.latency_ms, list(chosen), opts)
     goal_rows = goals(rows)
     print()
     print(title)
-    print(f"host: {host}")
+    print(f"host: {patch_report.host()}")
     print(table(rows, workers_list))
     for g in goal_rows if not args.quick else ():
         print(f"goal: {g['goal']}: {g['value']:.2f}: {'met' if g['met'] else 'NOT met'}")
-    print("notes: every row timed by wsi_streamer.patches.torch.bench.benchmark_throughput in "
-          "its own process: eff/s = patches over the measured batches / their wall time; "
-          "p50/p95 of the time next(loader) took per measured batch; 1st batch from "
-          "iter(loader) (worker start-up, slide opens, tissue detection included; the "
-          "dataset is built before); PSS = peak proportional set size of the row process "
-          "and its workers. batches: warm-up + measured. row s: the row's whole process "
-          "(imports included); others: CPU that other work on the host took during the row, "
-          "in % of all its cores (from /proc/stat, less the row's processes and the S3 "
-          "server; the 1-min load averages are in the JSON). The S3 server runs on the "
-          "same cores.")
+    print("notes:", NOTES)
     for note in notes + [f"{r['workers']} {r['system']}: {r['note']}" for r in rows
                          if r.get("note")]:
         print("note:", note)
     os.makedirs(make_slides.OUT, exist_ok=True)
     out_json = os.path.join(make_slides.OUT, f"loader-{mode}.json")
     with open(out_json, "w") as f:
-        json.dump({"title": title, "host": host, "latency_ms": args.latency_ms,
-                   "slides": slides, "config": {"description": "A", "spec": spec},
-                   "batch_size": args.batch_size, "dtype": args.dtype,
-                   "torch_threads": args.torch_threads,
-                   "warmup_batches": warmup, "measure_batches": measure,
-                   "s3fs_batches": [s3fs_warmup, s3fs_measure], "rows": rows,
-                   "goals": goal_rows, "notes": notes}, f, indent=1)
+        json.dump({"title": title, "host": patch_report.host(), "latency_ms": args.latency_ms,
+                   "slides": slides, "configs": chosen, "options": dataclasses.asdict(opts),
+                   "rows": rows, "goals": goal_rows, "notes": notes}, f, indent=1)
     print(f"wrote {out_json} in {time.perf_counter() - started:.0f} s")
+
+
+def loader_spec(spec: Spec) -> Spec:
+    """A configuration of ``bench.patches`` as the loader rows run it: its components, with
+    the DataLoader's own schedule (pool 8, 100 per slide, cycling, seed 0: the row flags)."""
+    return {k: v for k, v in spec.items() if k not in RUN}
+
+
+def loader_title(slides: dict[str, Any], mode: str, latency_ms: float, configs: list[str],
+                 opts: LoaderOptions) -> str:
+    spec0 = slides["spec"]
+    return (f"wsi_streamer DataLoader bench ({mode}): {len(slides['keys'])} Aperio slides "
+            f"{spec0['width']}x{spec0['height']} (0.25 um/px), {latency_ms:g} ms per S3 "
+            f"request; configs {', '.join(configs)} (A: Otsu + RandomSampler(224, "
+            f"target_mpp=0.5); N: RandomSampler(224) at level 0), pool 8, 100 patches per "
+            f"slide, cycle, seed 0; batch {opts.batch_size}, {opts.dtype}, {opts.warmup} "
+            f"warm-up + {opts.measure} measured batches (s3fs rows: {opts.s3fs_batches[0]} + "
+            f"{opts.s3fs_batches[1]}), fork workers, world size 1, torch/OpenMP threads "
+            f"{opts.torch_threads}")
 
 
 if __name__ == "__main__":

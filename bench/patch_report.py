@@ -96,17 +96,45 @@ def table(rows: list[Row], configs: Iterable[str]) -> str:
     return "\n".join(lines)
 
 
+#: Issue 21's goals on CPU per patch and peak memory: (configurations, numerator, denominator,
+#: column, at most this ratio).
+CEILINGS = [(("N",), "ours-s3", "wsistream-openslide-local", "CPU ms/p", 0.8),
+            (("N",), "ours-local", "wsistream-openslide-local", "CPU ms/p", 0.7),
+            (("A",), "ours-s3", "wsistream-openslide-local", "CPU ms/p", 1.0),
+            (("A",), "ours-s3", "floor-decode", "CPU ms/p", 1.6),
+            (("A", "N", "B"), "ours-s3", "wsistream-openslide-local", "peak MB", 1.2),
+            (("A", "N", "B"), "ours-local", "wsistream-openslide-local", "peak MB", 1.2)]
+
+
 def goals(rows: list[Row], configs: Iterable[str]) -> list[dict[str, Any]]:
-    """The issue's goals on patches/s, per configuration, where both rows exist."""
+    """The issue's goals, per configuration, where both rows exist: patches/s at least
+    (``RATIOS``), CPU per patch and peak memory at most (``CEILINGS``)."""
+    getters = {h: get for h, get, _ in COLUMNS}
     out = []
     for config in configs:
         group = {r["system"]: r for r in rows if r["config"] == config and not r.get("note")}
         for label, num, den, goal in RATIOS:
             if goal > 0 and num in group and den in group and group[den]["patches_per_s"] > 0:
                 ratio = group[num]["patches_per_s"] / group[den]["patches_per_s"]
-                out.append({"config": config, "ratio": label, "value": round(ratio, 2),
-                            "goal": goal, "met": ratio >= goal})
+                out.append({"config": config, "ratio": f"{label} patches/s",
+                            "value": round(ratio, 2), "goal": goal, "op": ">=",
+                            "met": ratio >= goal})
+        for where, num, den, column, ceiling in CEILINGS:
+            if config not in where or num not in group or den not in group:
+                continue
+            a, b = _num(getters[column](group[num])), _num(getters[column](group[den]))
+            if math.isnan(a) or math.isnan(b) or b <= 0:
+                continue
+            out.append({"config": config, "ratio": f"{num} / {SHORT[den]} {column}",
+                        "value": round(a / b, 2), "goal": ceiling, "op": "<=",
+                        "met": a / b <= ceiling})
     return out
+
+
+def goal_line(goal: dict[str, Any]) -> str:
+    """``goal A: ours-s3 / floor CPU ms/p = 2.10x (goal <= 1.6x): NOT met``."""
+    return (f"goal {goal['config']}: {goal['ratio']} = {goal['value']:.2f}x (goal "
+            f"{goal.get('op', '>=')} {goal['goal']:g}x): {'met' if goal['met'] else 'NOT met'}")
 
 
 def host() -> str:

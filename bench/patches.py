@@ -13,6 +13,10 @@ its own request counters), it runs, one process per row and configuration:
   its TiffSlide backend over s3fs on the same S3 endpoint, and with its OpenSlide backend on the
   local files (``bench.patch_peers``, in ``.venv-bench``, created on first use).
 
+After them (not in ``--quick``), the DataLoader rows of configurations A and N
+(``bench.patch_loader``: 2 workers by default, ``--loader-workers``) for ``LOADER_SYSTEMS`` on
+the same slides and S3 server, with their own table and goals.
+
 Configurations: A (Otsu, ``RandomSampler(224, target_mpp=0.5)``, no filter, no transforms) and
 B (the Midnight recipe: ours from ``recipes.midnight()``, wsistream's built from it with its own
 classes), both with pool 8, 100 attempts per slide, no cycling, seed 0. Prints one table
@@ -31,7 +35,7 @@ import sys
 import time
 from typing import Any
 
-from . import make_slides, patch_ours, patch_report, patch_slides
+from . import make_slides, patch_loader, patch_ours, patch_report, patch_slides
 from .common import FAKE_AWS_ENV, S3Counters, cpu_seconds
 from .patch_common import CONFIG_A, Spec, with_run
 from .run import BENCH_PACKAGES, BENCH_VENV, BUCKET, ROOT, s3_server
@@ -41,6 +45,8 @@ OURS = ("ours-s3", "ours-local", "ours-dicom-s3")
 DICOM = "ours-dicom-s3"  # the same slides as DICOM WSI series (one S3 prefix each)
 FLOOR = "floor-decode"  # decode + assemble only (``bench.patch_floor``), local files
 PEERS = ("wsistream-tiffslide-s3fs", "wsistream-openslide-local")
+#: The DataLoader rows' systems (issue 21: ours-s3 against wsistream + OpenSlide on local files)
+LOADER_SYSTEMS = ("ours-s3", "ours-local", "wsistream-openslide-local")
 Row = dict[str, Any]
 
 
@@ -127,6 +133,10 @@ def main() -> None:
     parser.add_argument("--no-peers", action="store_true", help="our rows only")
     parser.add_argument("--repeat", type=int, default=1,
                         help="runs per row; the one with the median patches/s is kept")
+    parser.add_argument("--loader-workers", default=None,
+                        help="DataLoader rows (bench.patch_loader) of configs A and N at these "
+                             "comma-separated num_workers, after the one-process rows, on the "
+                             "same slides and S3 server; default 2 ('' for none; --quick: none)")
     args = parser.parse_args()
     started = time.perf_counter()
     mode = args.slide_set or ("quick" if args.quick else "full")
@@ -151,9 +161,17 @@ def main() -> None:
     if peers and not args.no_peers:
         python, note = bench_python(create=not args.quick)
         notes += [note] if note else []
+    if python is not None and args.loader_workers != "" and not args.quick:
+        python, more = patch_loader.prepare_peer_python()  # torch and psutil for its rows
+        notes += more
     if python is None:
         systems = [s for s in systems if s not in PEERS]
     rows: list[Row] = []
+    loader: list[Row] = []
+    loader_workers = [int(w) for w in (args.loader_workers if args.loader_workers is not None
+                                       else "" if args.quick else "2").split(",") if w]
+    loader_configs = {c: patch_loader.loader_spec(spec) for c, (_, spec, recipe) in
+                      chosen.items() if recipe is None} if loader_workers else {}
     expected = len(keys) * ppslide
     timeout = 120.0 if args.quick else 3600.0
     with s3_server(folder, args.latency_ms) as endpoint:
@@ -175,6 +193,11 @@ def main() -> None:
                                         expected, timeout))
                     runs[-1]["s3_server_cpu_s"] = cpu_seconds(server_pid) - cpu0
                 rows.append(median_run(runs))
+        if loader_configs:
+            loader = patch_loader.loader_rows(
+                loader_configs, [s for s in LOADER_SYSTEMS if s in systems], loader_workers,
+                keys, folder, endpoint, server_pid, python,
+                patch_loader.LoaderOptions(repeat=args.repeat))
     spec0 = slides["spec"]
     total_gb = sum(slides["bytes"]) / 1e9
     title = (f"wsi_streamer patch bench ({mode}): {len(keys)} Aperio slides "
@@ -190,8 +213,16 @@ def main() -> None:
         print(f"config {name}: {desc}")
     print(patch_report.table(rows, chosen))
     for g in goal_rows if not args.quick else ():  # goals concern the full run
-        print(f"goal {g['config']}: {g['ratio']} patches/s = {g['value']:.2f}x "
-              f"(goal >= {g['goal']:g}x): {'met' if g['met'] else 'NOT met'}")
+        print(patch_report.goal_line(g))
+    if loader:
+        print()
+        print(patch_loader.loader_title(slides, mode, args.latency_ms, list(loader_configs),
+                                        patch_loader.LoaderOptions()))
+        print(patch_loader.table(loader, loader_workers))
+        for g in patch_loader.goals(loader):
+            print(f"goal: {g['goal']}: {g['value']:.2f}: {'met' if g['met'] else 'NOT met'}")
+    print(f"load average (1, 5, 15 min) at the end: "
+          f"{', '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print("notes: one process per row, started cold (ours: fresh cache_dir; local files are in "
           "the OS page cache). patches/s over the whole run from constructing the pipeline; "
           "steady/s after the first patch. GETs/KB per patch: S3 rows from the S3 server's "
@@ -207,7 +238,8 @@ def main() -> None:
         json.dump({"title": title, "host": host, "latency_ms": args.latency_ms,
                    "slides": slides, "configs": {k: {"description": d, "spec": s}
                                                  for k, (d, s, _) in chosen.items()},
-                   "rows": rows, "goals": goal_rows, "notes": notes}, f, indent=1)
+                   "rows": rows, "goals": goal_rows, "loader_rows": loader,
+                   "loader_goals": patch_loader.goals(loader), "notes": notes}, f, indent=1)
     print(f"wrote {out_json} in {time.perf_counter() - started:.0f} s")
 
 
