@@ -14,6 +14,7 @@ import numpy as np
 
 from .. import budget
 from ..errors import WorkAbandoned
+from ..io.location import url_scheme
 from ..limits import PIPELINE_OPEN_BUDGET_S, PIPELINE_OPEN_PATIENCE_S
 from .backends.base import SlideBackend, StreamingBackend, as_streaming
 from .backends.native import NativeBackend
@@ -45,7 +46,18 @@ from .views import ViewConfig, apply_views, validate_views
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 DEFAULT = "default"  # cache_dir: the host's default folder (None disables the host cache)
-DEFAULT_IO_THREADS = 16  # reads in flight: hides +20 ms per request at ~5 ms CPU per patch
+DEFAULT_IO_THREADS = 16  # reads in flight from remote storage: hides +20 ms per request
+
+
+def default_io_threads(slide_paths: Iterable[str]) -> int:
+    """Reads in flight when ``io_threads`` is not given: ``DEFAULT_IO_THREADS`` when a slide is
+    an object URL (each read waits on requests; a user backend's scheme too), else the CPUs
+    this process may use (local reads wait on nothing, and more threads only contend:
+    ``bench.patch_cpu``, docs/training.md)."""
+    if any(url_scheme(path) not in (None, "file") for path in slide_paths):
+        return DEFAULT_IO_THREADS
+    return max(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+               else os.cpu_count() or 2)
 DEFAULT_PREFETCH = 32  # patches planned ahead: two rounds of io_threads
 DEFAULT_OPEN_AHEAD = 8  # slides of the queue opened in the background
 DEFAULT_OPEN_THREADS = 2  # background opens at once: more would take CPU from the first patch
@@ -126,8 +138,8 @@ class PatchPipeline(ResumableState):
             raise ValueError(f"thumbnail_size must be two ints >= 1, got {thumbnail_size!r}")
         self.prefetch = _positive("prefetch", prefetch if prefetch is not None
                                   else DEFAULT_PREFETCH)
-        self.io_threads = _positive("io_threads", io_threads if io_threads is not None
-                                    else DEFAULT_IO_THREADS)
+        if io_threads is not None:
+            self.io_threads = _positive("io_threads", io_threads)
         validate_views(views, transforms, shared_transforms)
         sampler = sampler if sampler is not None else RandomSampler()
         if not callable(getattr(sampler, "sample", None)):
@@ -150,6 +162,8 @@ class PatchPipeline(ResumableState):
             any_scheme=self.reader is not self.backend)
         if self.reader is self.backend:
             check_schemes(self.slide_paths)
+        if io_threads is None:
+            self.io_threads = default_io_threads(self.slide_paths)
         if replacement == "without_replacement":
             dupes = sorted({p for p in self.slide_paths if self.slide_paths.count(p) > 1})
             if dupes:

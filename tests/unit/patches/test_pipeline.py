@@ -32,6 +32,7 @@ from wsi_streamer.patches import (
     TissueDetector,
     ViewConfig,
 )
+from wsi_streamer.patches.pipeline import default_io_threads
 from wsi_streamer.patches.tissue.detectors import Downsample, normalize_downsample
 
 FAST = {"thumbnail_size": (512, 512)}
@@ -224,6 +225,18 @@ def test_construction_errors_name_the_item(tmp_path, cache_dir):
 def test_invalid_arguments_name_themselves(island_paths, kwargs, name):
     with pytest.raises(ValueError, match=name):
         PatchPipeline(island_paths, **kwargs)
+
+
+def test_io_threads_default_follows_the_storage(island_paths, cache_dir):
+    """Local slides: as many reads in flight as this process has CPUs (local reads wait on
+    nothing; more threads only contend); object URLs: 16, to hide each request's latency;
+    an explicit value always wins."""
+    cpus = len(os.sched_getaffinity(0))
+    assert PatchPipeline(island_paths, cache_dir=cache_dir).io_threads == max(2, cpus)
+    assert default_io_threads([*island_paths, "s3://bucket/slide.svs"]) == 16
+    assert default_io_threads(["memory://slide_1.svs"]) == 16  # a user backend's scheme
+    assert default_io_threads([f"file://{island_paths[0]}"]) == max(2, cpus)
+    assert PatchPipeline(island_paths, cache_dir=cache_dir, io_threads=7).io_threads == 7
 
 
 def test_folder_source_gives_every_slide(island_dir, cache_dir):
