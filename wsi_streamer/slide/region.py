@@ -255,10 +255,11 @@ def overview_factor(info: LevelGeometry, out_size: tuple[int, int]) -> int:
 
 def overview_level(slide: SlideReader, size: tuple[int, int], fill: float = 1.0) -> int:
     """The level ``render_overview`` reads for an image of ``size``: the smallest at least
-    that large on both sides, or at least ``fill`` of it (``render_overview``'s ``fill``);
-    level 0 when none is."""
+    that large on both sides, or (``render_overview``'s ``fill``) between ``fill`` of it and
+    it on both sides; level 0 when none is."""
     fits = [lv.level for lv in slide.levels
-            if lv.width >= fill * size[0] and lv.height >= fill * size[1]]
+            if (lv.width >= size[0] and lv.height >= size[1])
+            or (fill * size[0] <= lv.width <= size[0] and fill * size[1] <= lv.height <= size[1])]
     return fits[-1] if fits else 0
 
 

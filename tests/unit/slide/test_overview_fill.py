@@ -73,6 +73,15 @@ def test_a_smaller_level_that_fills_enough_is_read_as_it_is() -> None:
     assert np.array_equal(image, np.asarray(level))
 
 
+def test_a_level_too_small_on_one_side_and_too_large_on_the_other_is_not_taken() -> None:
+    """Level 1 is 320x257: within 95% of 330 wide but over 256 high, so it is no overview of
+    330x256 as it is and cannot be resampled up to it: level 0 is read (and resampled)."""
+    reader = slide(640, 514)
+    assert (reader.level(1).width, reader.level(1).height) == (320, 257)
+    assert overview_level(reader, (330, 256), 0.95) == 0  # type: ignore[arg-type]
+    assert overview(reader, 0, (330, 256), 0.95).shape == (256, 330, 3)
+
+
 def test_a_partial_last_column_and_row_are_left_out() -> None:
     reader = slide(651, 501)
     image = overview(reader, 0, (330, 254), 0.95)
