@@ -106,7 +106,7 @@ def instrument() -> None:
 
     wrap(pipeline.PatchPipeline, "open_for_pool", "open")
     wrap(native.NativeBackend, "open_slide", "open:structure")
-    wrap(native.NativeSlide, "get_thumbnail", "open:thumbnail")
+    wrap(native.NativeSlide, "get_thumbnail_fit", "open:thumbnail")  # get_thumbnail too
     wrap(MaskStore, "detect", "open:detect")
     wrap(pipeline.PatchPipeline, "make_entry", "plan:entry")
     wrap(engine.StreamRun, "next_task", "plan:draw")

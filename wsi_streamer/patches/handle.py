@@ -56,6 +56,17 @@ class SlideHandle:
         """The whole slide fitted in ``size`` (aspect kept), RGB uint8."""
         return self._slide.get_thumbnail(size)
 
+    def get_thumbnail_fit(self, size: tuple[int, int], fill: float) -> np.ndarray:
+        """``get_thumbnail(size)``, or a cheaper image of the whole slide at least ``fill`` of
+        its size on each side when the backend's slide offers one (the optional
+        ``get_thumbnail_fit`` of ``backends.base.BackendSlide``: ``NativeBackend``'s returns
+        a reduced level as it is instead of resampling it); the scale is the slide's
+        dimensions over the image's."""
+        fit = getattr(self._slide, "get_thumbnail_fit", None)
+        if callable(fit):
+            return np.asarray(fit(size, fill))
+        return self._slide.get_thumbnail(size)
+
     def best_level_for_mpp(self, target_mpp: float) -> int:
         """The level whose mpp is nearest ``target_mpp`` (wsistream's rule; the samplers use
         ``sampling.base.plan_read`` instead, which resamples to the exact target)."""

@@ -1,7 +1,9 @@
 """Tissue masks: detected once per host. A mask is looked up in the process's LRU
 (``tissue_mask_cache_size``), then in the host cache (keyed by slide identity, detector
 configuration and thumbnail size, shared by every worker and rank), and only then detected
-from a thumbnail. Thread-safe."""
+from a thumbnail: the backend's cheapest one of at least ``DETECTION_FILL`` of
+``thumbnail_size``'s fit (``SlideHandle.get_thumbnail_fit``; the mask's downsample is the
+slide's width or height over the thumbnail's, the larger). Thread-safe."""
 
 from __future__ import annotations
 
@@ -18,6 +20,9 @@ from .tissue import TissueDetector
 from .types import TissueMask
 
 MASK_KIND = "wsi_streamer.tissue_mask"  # the host-cache record (``slide.codec``) of a mask
+# Detection takes a thumbnail down to this fraction of ``thumbnail_size``'s fit on each side
+# when the backend has one for less work (a level reduced while decoding, not resampled).
+DETECTION_FILL = 0.95
 
 
 def detector_key(detector: TissueDetector) -> str:
@@ -50,7 +55,7 @@ class MaskStore:
 
     def key(self, identity: str) -> str:
         w, h = self.thumbnail_size
-        return f"mask:{identity}:{detector_key(self.detector)}:{w}x{h}"
+        return f"mask:{identity}:{detector_key(self.detector)}:{w}x{h}/{DETECTION_FILL}"
 
     def get(self, slide: SlideHandle, host: HostCache | None) -> TissueMask:
         key = self.key(slide.identity)
@@ -76,7 +81,7 @@ class MaskStore:
         return mask
 
     def detect(self, slide: SlideHandle) -> TissueMask:
-        thumbnail = slide.get_thumbnail(self.thumbnail_size)
+        thumbnail = slide.get_thumbnail_fit(self.thumbnail_size, DETECTION_FILL)
         checkpoint()  # the open's budget: not past it into detection
         th, tw = thumbnail.shape[:2]
         sw, sh = slide.properties.dimensions

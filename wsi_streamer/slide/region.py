@@ -253,18 +253,44 @@ def overview_factor(info: LevelGeometry, out_size: tuple[int, int]) -> int:
     return factor
 
 
-def overview_level(slide: SlideReader, size: tuple[int, int]) -> int:
+def overview_level(slide: SlideReader, size: tuple[int, int], fill: float = 1.0) -> int:
     """The level ``render_overview`` reads for an image of ``size``: the smallest at least
-    that large on both sides (level 0 when none is)."""
-    fits = [lv.level for lv in slide.levels if lv.width >= size[0] and lv.height >= size[1]]
+    that large on both sides, or (``render_overview``'s ``fill``) between ``fill`` of it and
+    it on both sides; level 0 when none is."""
+    fits = [lv.level for lv in slide.levels
+            if (lv.width >= size[0] and lv.height >= size[1])
+            or (fill * size[0] <= lv.width <= size[0] and fill * size[1] <= lv.height <= size[1])]
     return fits[-1] if fits else 0
+
+
+def fitting_factor(info: LevelGeometry, out_size: tuple[int, int], fill: float) -> int | None:
+    """The power of two (dividing both tile sides) by which the level reduced, whole pixels
+    only, lies between ``fill`` x ``out_size`` and ``out_size`` on both sides: an overview of
+    that size needs no resampling. None when there is none."""
+    factor = 1
+    while True:
+        width, height = info.width // factor, info.height // factor
+        if width <= out_size[0] and height <= out_size[1]:
+            if width >= fill * out_size[0] and height >= fill * out_size[1]:
+                return factor
+            return None
+        factor *= 2
+        if info.tile_width % factor or info.tile_height % factor:
+            return None
 
 
 def render_overview(slide: SlideReader, level: int, out_size: tuple[int, int], *,
                     max_tiles: int, max_canvas: int,
-                    resample: Image.Resampling = Image.Resampling.LANCZOS) -> Image.Image:
+                    resample: Image.Resampling = Image.Resampling.LANCZOS,
+                    fill: float = 1.0) -> Image.Image:
     """The whole of ``level`` resampled (Lanczos, or ``resample``: BOX for an area average,
     e.g. a thumbnail for tissue detection) to ``out_size``, which must not be larger.
+
+    With ``fill`` < 1 the image may be smaller than ``out_size``, down to ``fill`` of it on
+    each side: when ``level`` reduced by a power of two (``fitting_factor``) lands in that
+    range, that reduction (whole pixels: a partial last column or row is left out) is the
+    image, exact area averages with no resampling; otherwise the image is ``out_size`` as
+    with ``fill`` 1. The caller reads the scale from the image's size.
 
     Every tile is decoded once, reduced by ``overview_factor`` while decoding (JPEG: DCT
     scaling up to 1/8, then exact box reductions) and pasted, whole rows of tiles fetched
@@ -276,14 +302,17 @@ def render_overview(slide: SlideReader, level: int, out_size: tuple[int, int], *
     fetch."""
     info = slide.level(level)
     out_w, out_h = out_size
-    if not (0 < out_w <= info.width and 0 < out_h <= info.height):
+    if not 0 < fill <= 1:
+        raise InvalidParameter(f"overview fill {fill} is not in (0, 1]")
+    exact = fitting_factor(info, out_size, fill) if fill < 1 and min(out_size) > 0 else None
+    if exact is None and not (0 < out_w <= info.width and 0 < out_h <= info.height):
         raise InvalidParameter(f"overview {out_w}x{out_h} of a {info.width}x{info.height} level")
     if info.tile_count > max_tiles:
         raise LimitExceeded("MAX_OVERVIEW_TILES", f"a thumbnail of this slide needs all "
                             f"{info.tile_count} tiles of its {info.width}x{info.height} level "
                             f"{level}, more than {max_tiles}: the slide has no reduced level "
                             "small enough")
-    factor = overview_factor(info, out_size)
+    factor = exact or overview_factor(info, out_size)
     canvas_w, canvas_h = math.ceil(info.width / factor), math.ceil(info.height / factor)
     if canvas_w * canvas_h > max_canvas:
         raise LimitExceeded("SERVICE_CANVAS_PIXELS", f"a thumbnail of this slide needs its "
@@ -307,6 +336,9 @@ def render_overview(slide: SlideReader, level: int, out_size: tuple[int, int], *
                 else:
                     tile = tile.resize((tw, th), Image.Resampling.BOX)
             canvas.paste(tile, (tx * tw, ty * th))
+    if exact is not None:
+        whole = (info.width // factor, info.height // factor)
+        return canvas if canvas.size == whole else canvas.crop((0, 0, *whole))
     box = (0.0, 0.0, info.width / factor, info.height / factor)
     if (canvas_w, canvas_h) == out_size and all(float(v).is_integer() for v in box):
         return canvas

@@ -23,6 +23,8 @@ from wsi_streamer.patches import (
     RandomSampler,
     SlideHandle,
 )
+from wsi_streamer.patches.masks import MaskStore
+from wsi_streamer.patches.tissue import OtsuTissueDetector
 
 openslide = pytest.importorskip("openslide")
 
@@ -141,3 +143,27 @@ def test_thumbnail_is_the_area_average_of_its_level(slides):
         level = slide.read_region(0, 0, 512, 384, level=1)
     want = np.asarray(Image.fromarray(level).resize((300, 225), Image.Resampling.BOX))
     assert np.array_equal(thumb, want)
+
+
+def test_detection_takes_a_level_as_it_is_when_it_nearly_fills_the_thumbnail(slides):
+    """Asked for 530 px: ``get_thumbnail`` area-averages level 0 (2048x1536, the smallest
+    level that large) to 530x398; the mask store accepts 95% of that, so level 1 (512x384)
+    is its thumbnail, decoded and nothing else (no resampling), and the mask's downsample
+    is level 1's."""
+    with SlideHandle(str(slides["jpeg"]), backend=uncached()) as slide:
+        assert slide.get_thumbnail((530, 530)).shape == (398, 530, 3)
+    with SlideHandle(str(slides["jpeg"]), backend=uncached()) as slide:
+        thumb = slide.get_thumbnail_fit((530, 530), 0.95)
+        assert np.array_equal(thumb, slide.read_region(0, 0, 512, 384, level=1))
+    assert set(slide._slide.reader._arrays) == {1}  # type: ignore[attr-defined]
+    with SlideHandle(str(slides["jpeg"]), backend=uncached()) as slide:
+        mask = MaskStore(OtsuTissueDetector(), (530, 530), 0).detect(slide)
+    assert mask.mask.shape == (384, 512) and mask.downsample == 4.0 and mask.mask.any()
+
+
+def test_a_backend_without_the_cheaper_thumbnail_gives_its_thumbnail(slides):
+    with SlideHandle(str(slides["jpeg"]), backend=OpenSlideBackend()) as slide:
+        thumb = slide.get_thumbnail_fit((530, 530), 0.95)
+        mask = MaskStore(OtsuTissueDetector(), (530, 530), 0).detect(slide)
+    assert thumb.shape == (398, 530, 3) and mask.mask.shape == (398, 530)
+    assert mask.downsample == pytest.approx(2048 / 530)

@@ -219,30 +219,30 @@ def test_require_extra_names_the_install_command() -> None:
 def test_fast_closing_and_blur_equal_the_scipy_filters() -> None:
     from scipy import ndimage
 
-    from wsi_streamer.patches.tissue import detectors as impl
+    from wsi_streamer.patches.tissue import imageops as impl
 
     rng = np.random.default_rng(3)
     mask = rng.random((120, 170)) > 0.55
-    for footprint in (impl._ellipse(5), impl._ellipse(7), np.ones((4, 4), dtype=bool)):
+    for footprint in (impl.ellipse(5), impl.ellipse(7), np.ones((4, 4), dtype=bool)):
         grown = ndimage.maximum_filter(mask.astype(np.uint8), footprint=footprint,
                                        mode="constant", cval=0)
         want = ndimage.minimum_filter(grown, footprint=footprint, mode="constant",
                                       cval=1).astype(bool)
-        assert np.array_equal(impl._close(mask, footprint), want)
+        assert np.array_equal(impl.close(mask, footprint), want)
     grey = rng.integers(0, 256, (90, 130), dtype=np.uint8)
     for ksize in (3, 5, 7):
-        kernel = np.asarray(impl._SMALL_GAUSSIANS[ksize], dtype=np.float64)
+        kernel = np.asarray(impl.SMALL_GAUSSIANS[ksize], dtype=np.float64)
         ref = grey.astype(np.float64)
         for axis in (0, 1):
             ref = ndimage.correlate1d(ref, kernel, axis=axis, mode="mirror")
-        diff = np.abs(impl._gaussian_blur(grey, ksize).astype(float) - ref)
+        diff = np.abs(impl.gaussian_blur(grey, ksize).astype(float) - ref)
         assert diff.max() <= 0.5 + 1e-9  # exact value, rounded
 
 
 def test_otsu_threshold_equals_scikit_image() -> None:
     from skimage.filters import threshold_otsu
 
-    from wsi_streamer.patches.tissue import detectors as impl
+    from wsi_streamer.patches.tissue import imageops as impl
 
     rng = np.random.default_rng(5)
     bimodal = np.concatenate([rng.normal(80, 20, 5000), rng.normal(220, 10, 9000)])
@@ -251,5 +251,59 @@ def test_otsu_threshold_equals_scikit_image() -> None:
               rng.integers(37, 41, (30, 30), dtype=np.uint8),  # a narrow range
               np.array([[0, 255]], dtype=np.uint8), np.array([[3, 4, 4, 9]], dtype=np.uint8)]
     for image in images:
-        assert impl._otsu_threshold(image) == float(threshold_otsu(image))
-    assert impl._otsu_threshold(np.full((5, 5), 7, dtype=np.uint8)) is None
+        assert impl.otsu_threshold(image) == float(threshold_otsu(image))
+    assert impl.otsu_threshold(np.full((5, 5), 7, dtype=np.uint8)) is None
+
+
+def test_banded_grey_and_blur_equal_the_whole_image_arithmetic() -> None:
+    """Over several bands of rows (and a last, partial one): OpenCV's fixed-point luma and the
+    exact rounded blur, as whole-image integer arithmetic computes them."""
+    from scipy import ndimage
+
+    from wsi_streamer.patches.color import BAND_ROWS, rgb_to_grey_cv
+    from wsi_streamer.patches.tissue import imageops as impl
+
+    rng = np.random.default_rng(8)
+    rgb = rng.integers(0, 256, (2 * BAND_ROWS + 37, 50, 3), dtype=np.uint8)
+    wide = rgb.astype(np.int64)
+    want = (9798 * wide[..., 0] + 19235 * wide[..., 1] + 3735 * wide[..., 2] + 16384) >> 15
+    grey = rgb_to_grey_cv(rgb)
+    assert grey.dtype == np.uint8 and np.array_equal(grey, want)
+    kernel = np.asarray([round(w * 64) for w in impl.SMALL_GAUSSIANS[7]], dtype=np.int64)
+    ref = grey.astype(np.int64)
+    for axis in (0, 1):
+        ref = ndimage.correlate1d(ref, kernel, axis=axis, mode="mirror")
+    assert np.array_equal(impl.gaussian_blur(grey, 7), (ref + 2048) >> 12)
+
+
+def test_closing_with_gaps_in_the_footprint_rows_equals_scipy() -> None:
+    from scipy import ndimage
+
+    from wsi_streamer.patches.tissue import imageops as impl
+
+    mask = np.random.default_rng(4).random((40, 70)) > 0.7
+    footprint = np.array([[1, 0, 1, 1, 0], [0, 0, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=bool)
+    grown = ndimage.maximum_filter(mask.astype(np.uint8), footprint=footprint,
+                                   mode="constant", cval=0)
+    want = ndimage.minimum_filter(grown, footprint=footprint, mode="constant", cval=1)
+    assert np.array_equal(impl.close(mask, footprint), want.astype(bool))
+
+
+@pytest.mark.parametrize("blobs", [40, 400])  # Pillow's uint8 path, then numpy's
+def test_small_components_are_dropped_as_their_areas_say(blobs: int) -> None:
+    from scipy import ndimage
+
+    from wsi_streamer.patches.tissue import imageops as impl
+
+    rng = np.random.default_rng(blobs)
+    mask = np.zeros((200, 300), dtype=bool)
+    for _ in range(blobs):  # squares of 1-6 px sides, most apart
+        y, x, side = rng.integers(0, 194), rng.integers(0, 294), rng.integers(1, 7)
+        mask[y:y + side, x:x + side] = True
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+    assert (count < 256) == (blobs < 256)
+    areas = np.bincount(labels.ravel())
+    kept = impl.drop_small_components(mask, 12)
+    assert kept.dtype == bool and kept.flags.writeable
+    assert np.array_equal(kept, (areas >= 12)[labels] & mask)
+    assert impl.drop_small_components(mask, 1) is mask  # nothing that small: untouched

@@ -63,7 +63,12 @@ class SlideBackend(ABC):
 
 class BackendSlide(Protocol):
     """One open slide of a ``StreamingBackend``. Thread-safe reads; region arguments are
-    keyword-only (x, y level-0; width, height at ``level``; ``out_size`` resamples)."""
+    keyword-only (x, y level-0; width, height at ``level``; ``out_size`` resamples).
+
+    Optional: ``get_thumbnail_fit(size, fill)``, the whole slide at least ``fill`` of
+    ``get_thumbnail(size)``'s size on each side at whatever scale is cheapest (the tissue
+    mask's thumbnail, ``SlideHandle.get_thumbnail_fit``); a slide without it is asked for
+    ``get_thumbnail(size)``."""
 
     @property
     def identity(self) -> str: ...  # content identity (ETag or mtime + size): a cache key

@@ -124,11 +124,19 @@ class NativeSlide:
         """The tile server's overview (``slide.region.render_overview``): the smallest level
         at least as large as the thumbnail (never a full high-resolution level), its tiles
         reduced while decoding (JPEG DCT scaling, exact box reductions), then area-averaged
-        (BOX) to the thumbnail's size."""
+        (BOX) to the thumbnail's size (OpenSlide's: ``thumbnail_dims``)."""
+        return self.get_thumbnail_fit(size, 1.0)
+
+    def get_thumbnail_fit(self, size: tuple[int, int], fill: float) -> np.ndarray:
+        """``get_thumbnail(size)``, or a cheaper image of the whole slide at least ``fill``
+        of its size on each side (0 < ``fill`` <= 1): a level reduced by a power of two while
+        decoding that lands in that range is returned as it is, exact area averages with no
+        resampling (``render_overview``'s ``fill``). Level-0 pixels per image pixel are the
+        slide's dimensions over the image's."""
         out = thumbnail_dims(self._reader.dimensions, size)
-        image = render_overview(self._reader, overview_level(self._reader, out), out,
+        image = render_overview(self._reader, overview_level(self._reader, out, fill), out,
                                 max_tiles=MAX_TILES_PER_LEVEL, max_canvas=MAX_CANVAS_PIXELS,
-                                resample=Image.Resampling.BOX)
+                                resample=Image.Resampling.BOX, fill=fill)
         return np.asarray(image)
 
     def close(self) -> None:

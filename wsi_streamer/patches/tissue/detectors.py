@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from ..color import (
     HSVRange,
@@ -28,6 +27,7 @@ from ..color import (
     rgb_to_grey_cv,
     rgb_to_hsv_cv,
 )
+from . import imageops
 
 Downsample = float | tuple[float, float]
 
@@ -91,128 +91,6 @@ def _check_number(name: str, value: object, minimum: float) -> None:
         raise ValueError(f"{name} must be a finite number >= {minimum}, got {value}")
 
 
-# OpenCV's fixed kernels for ``GaussianBlur(ksize, sigma=0)`` with ksize <= 7.
-_SMALL_GAUSSIANS = {3: (0.25, 0.5, 0.25), 5: (0.0625, 0.25, 0.375, 0.25, 0.0625),
-                    7: (0.03125, 0.109375, 0.21875, 0.28125, 0.21875, 0.109375, 0.03125)}
-
-
-def _gaussian_blur(image: np.ndarray, ksize: int) -> np.ndarray:
-    """``GaussianBlur(image, (ksize, ksize), 0)`` as OpenCV defines it (its fixed kernels up
-    to 7, else sigma = 0.3 ((ksize - 1) / 2 - 1) + 0.8), reflect-101 borders; within one grey
-    level of OpenCV (which rounds in fixed point). The fixed kernels are dyadic, so they run
-    as exact integer sums of shifted views (several times faster than a float filter)."""
-    if ksize == 1:
-        return image
-    if ksize in _SMALL_GAUSSIANS:
-        return _dyadic_blur(image, _SMALL_GAUSSIANS[ksize])
-    ndimage = require_extra("scipy.ndimage")
-    sigma = 0.3 * ((ksize - 1) * 0.5 - 1) + 0.8
-    offsets = np.arange(ksize, dtype=np.float64) - (ksize - 1) / 2
-    weights = np.exp(-(offsets**2) / (2 * sigma * sigma))
-    kernel = (weights / weights.sum()).astype(np.float32)
-    out = image.astype(np.float32)
-    for axis in (0, 1):
-        out = ndimage.correlate1d(out, kernel, axis=axis, mode="mirror")
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
-
-
-def _dyadic_blur(image: np.ndarray, kernel: tuple[float, ...]) -> np.ndarray:
-    """Separable blur with weights ``k / 2**n``: integer sums, rounded half up once. The
-    kernels are symmetric: each pass adds mirrored pairs of shifted views in place, the rows
-    in uint16 (at most 255 x 64), the columns in uint32."""
-    scale = 1 << 6  # every fixed kernel is in 64ths
-    weights = [int(round(w * scale)) for w in kernel]
-    n = len(weights)
-    half = n // 2
-    height, width = image.shape
-    padded = np.pad(image, half, mode="reflect").astype(np.uint16)
-    rows = _pair_sums(padded, weights, width, axis=1)
-    out = _pair_sums(rows.astype(np.uint32), weights, height, axis=0)
-    out += scale * scale // 2
-    out >>= 12
-    return out.astype(np.uint8)
-
-
-def _pair_sums(padded: np.ndarray, weights: list[int], size: int, axis: int) -> np.ndarray:
-    """``sum(weights[i] * padded shifted by i)`` along ``axis`` (``size`` outputs), for a
-    symmetric ``weights``: one multiply per mirrored pair, no temporaries per term."""
-    n = len(weights)
-    half = n // 2
-
-    def view(i: int) -> np.ndarray:
-        return padded[:, i:i + size] if axis == 1 else padded[i:i + size]
-
-    out: np.ndarray = view(half) * padded.dtype.type(weights[half])
-    pair = np.empty_like(out)
-    for i in range(half):
-        np.add(view(i), view(n - 1 - i), out=pair)
-        pair *= padded.dtype.type(weights[i])
-        out += pair
-    return out
-
-
-def _ellipse(ksize: int) -> np.ndarray:
-    """OpenCV's ``MORPH_ELLIPSE`` structuring element of ``ksize x ksize``."""
-    element = np.zeros((ksize, ksize), dtype=bool)
-    r = c = ksize // 2
-    for i in range(ksize):
-        dy = i - r
-        if abs(dy) <= r:
-            dx = int(np.rint(c * math.sqrt((r * r - dy * dy) / (r * r)))) if r else 0
-            element[i, max(c - dx, 0):min(c + dx + 1, ksize)] = True
-    return element
-
-
-def _close(mask: np.ndarray, footprint: np.ndarray) -> np.ndarray:
-    """Binary closing (dilate, then erode) with the anchor at ``size // 2``; outside the image
-    counts as neither foreground nor background (OpenCV's default), so tissue touching the
-    border is kept. Runs as ORs and ANDs of shifted views, one per footprint pixel."""
-    dilated = _shifted_reduce(mask, footprint, np.logical_or, fill=False)
-    return _shifted_reduce(dilated, footprint, np.logical_and, fill=True)
-
-
-def _shifted_reduce(mask: np.ndarray, footprint: np.ndarray, op: Any, *, fill: bool
-                    ) -> np.ndarray:
-    """``op`` over the mask shifted by every offset of ``footprint`` (centre at
-    ``size // 2``), the outside read as ``fill``: max/min filters on booleans."""
-    fh, fw = footprint.shape
-    cy, cx = fh // 2, fw // 2
-    height, width = mask.shape
-    padded = np.full((height + fh - 1, width + fw - 1), fill, dtype=bool)
-    padded[cy:cy + height, cx:cx + width] = mask
-    # Start from the first offset's view; each further offset reads pixel (y + dy - cy,
-    # x + dx - cx), as scipy's maximum_filter / minimum_filter do (correlation, no mirror).
-    offsets = list(zip(*np.nonzero(footprint), strict=True))
-    dy, dx = offsets[0]
-    out = padded[dy:dy + height, dx:dx + width].copy()
-    for dy, dx in offsets[1:]:
-        op(out, padded[dy:dy + height, dx:dx + width], out=out)
-    return out
-
-
-def _otsu_threshold(image: np.ndarray) -> float | None:
-    """Otsu's threshold (class 0 is ``<= t``) of a uint8 image, or None for an image with a
-    single value. scikit-image's ``threshold_otsu`` (its integer histogram: the grey levels
-    from the image's minimum to its maximum), the same float arithmetic, from one histogram
-    (Pillow's, ~10x numpy's ``bincount`` on uint8) instead of its four passes over the image."""
-    if image.size == 0:
-        return None
-    hist = np.asarray(Image.fromarray(np.ascontiguousarray(image)).histogram(),
-                      dtype=np.int64)
-    present = np.flatnonzero(hist)
-    if present.size < 2:
-        return None
-    lo, hi = int(present[0]), int(present[-1])
-    counts = hist[lo:hi + 1]
-    centers = np.arange(lo, hi + 1)
-    weight1 = np.cumsum(counts)
-    weight2 = np.cumsum(counts[::-1])[::-1]
-    mean1 = np.cumsum(counts * centers) / weight1
-    mean2 = (np.cumsum((counts * centers)[::-1]) / weight2[::-1])[::-1]
-    variance12 = weight1[:-1] * weight2[1:] * (mean1[:-1] - mean2[1:]) ** 2
-    return float(centers[int(np.argmax(variance12))])
-
-
 @dataclass
 class OtsuTissueDetector(TissueDetector):
     """Otsu (1979) on a Gaussian-blurred grey image: tissue is at or below the threshold
@@ -232,22 +110,16 @@ class OtsuTissueDetector(TissueDetector):
     def detect(self, thumbnail: np.ndarray, downsample: Downsample = (1.0, 1.0)) -> np.ndarray:
         rgb = check_rgb_uint8(thumbnail, "thumbnail")
         normalize_downsample(downsample)
-        blurred = _gaussian_blur(rgb_to_grey_cv(rgb), self.blur_ksize)
-        threshold = _otsu_threshold(blurred)
+        blurred = imageops.gaussian_blur(rgb_to_grey_cv(rgb), self.blur_ksize)
+        threshold = imageops.otsu_threshold(blurred)
         if threshold is None:
             return np.zeros(blurred.shape, dtype=bool)
         mask = blurred <= threshold
         if self.morph_close_ksize > 0:
-            mask = _close(mask, _ellipse(self.morph_close_ksize))
+            mask = imageops.close(mask, imageops.ellipse(self.morph_close_ksize))
         min_area = int(mask.size * self.min_area_ratio)
         if min_area > 0:
-            ndimage = require_extra("scipy.ndimage")
-            labels, count = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
-            if count:
-                areas = np.bincount(labels.ravel())
-                keep = areas >= min_area
-                keep[0] = False
-                mask = np.take(keep, labels)  # ``take``: about 2x fancy indexing's speed
+            mask = imageops.drop_small_components(mask, min_area)
         return mask
 
 
@@ -335,12 +207,12 @@ class CLAMTissueDetector(TissueDetector):
         rgb = check_rgb_uint8(thumbnail, "thumbnail")
         dsx, dsy = normalize_downsample(downsample)
         saturation = _median(rgb_to_hsv_cv(rgb)[..., 1], self.mthresh)
-        threshold = _otsu_threshold(saturation) if self.use_otsu else float(self.sthresh)
+        threshold = imageops.otsu_threshold(saturation) if self.use_otsu else float(self.sthresh)
         if threshold is None or self.sthresh_up == 0:
             return np.zeros(saturation.shape, dtype=bool)
         binary = saturation > threshold
         if self.close > 0:
-            binary = _close(binary, np.ones((self.close, self.close), dtype=bool))
+            binary = imageops.close(binary, np.ones((self.close, self.close), dtype=bool))
         unit = int(self.ref_patch_size**2 / (dsx * dsy))
         return _filter_components(binary, self.a_t * unit, self.a_h * unit, self.max_n_holes)
 
