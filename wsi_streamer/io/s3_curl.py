@@ -1,0 +1,180 @@
+"""The libcurl data plane of S3 (issue 21): the ranged ``GetObject`` that ``s3_lean`` signs and
+retries, sent with pycurl (libcurl's binding) instead of urllib3.
+
+What differs from ``s3_lean.LeanGet`` is the transport only: the request (path, SigV4 headers,
+``If-Match``, requester pays, anonymous) comes from ``SignedGet.request`` and the answer is
+read by the same loop (``get_range_lean``: short bodies retried, a longer one refused, the
+deadline, stats, slots, errors translated by ``s3_errors``). libcurl does the HTTP exchange in
+C: one ``perform`` per GET writes the body into a ``BytesIO`` and the header block into
+another (parsed once, a few fields kept), with no Python callback per chunk or header. CPU per
+ranged GET of 96 KB (``python -m bench.s3client``): see ``docs/training.md``.
+
+Connections: one ``pycurl.Curl`` handle (and its connection cache) per thread, made on first
+use, and never used in another process: after a fork (a DataLoader worker) the child makes its
+own and leaves the parent's untouched (closing it could write to the parent's TLS stream).
+Every attempt gets what is left of the read's deadline as ``TIMEOUT_MS`` (``NOSIGNAL``: no
+alarm), at most ``connect_timeout`` to connect and at least 1 B/s over ``read_timeout``; a
+body is capped at ``MAXFILESIZE`` (the range, or an error answer's ``ERROR_BODY``). Any failed
+or refused exchange closes the handle, so its connection is never reused. 429/5xx answers and
+failed connections are retried as ``LeanGet``'s urllib3 ``Retry`` does (``max_attempts`` in
+all, the same backoff); what is left raises ``ConnectionError`` (unreachable) or the answer's
+``ClientError``.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import threading
+import time
+from collections.abc import Callable
+
+import pycurl
+
+from ..errors import StorageTimeout
+from .s3_lean import (
+    BACKOFF,
+    BACKOFF_MAX,
+    ERROR_BODY,
+    RETRY_STATUS,
+    Answer,
+    FrozenCredentials,
+    SignedGet,
+    TooLong,
+    error_of,
+    range_size,
+)
+from .transfer import Clock
+
+_KEPT = (b"content-length", b"content-range", b"etag", b"x-amz-bucket-region")
+
+
+class CurlGet(SignedGet):
+    """Ranged GETs of one bucket with one libcurl handle per thread (and process)."""
+
+    def __init__(self, base_url: str, region: str,
+                 credentials: Callable[[], FrozenCredentials | None], *,
+                 max_connections: int, connect_timeout: float, read_timeout: float,
+                 max_attempts: int, requester_pays: bool) -> None:
+        super().__init__(base_url, region, credentials, requester_pays=requester_pays)
+        self._origin = self.base_url[:len(self.base_url) - len(self._base_path)]
+        del max_connections  # one connection per thread's handle
+        self._connect_s = connect_timeout
+        self._idle_s = max(1, math.ceil(read_timeout))
+        self._attempts = max(1, max_attempts)
+        self._local = threading.local()
+        self._inherited: list[pycurl.Curl] = []  # made before a fork: never used nor closed
+
+    def handle(self) -> pycurl.Curl:
+        """This thread's handle in this process (made now if there is none)."""
+        local = self._local
+        handle: pycurl.Curl | None = getattr(local, "handle", None)
+        if handle is not None and local.pid == os.getpid():
+            return handle
+        if handle is not None:
+            self._inherited.append(handle)  # the parent's: its sockets are the parent's too
+        handle = pycurl.Curl()
+        handle.setopt(pycurl.NOSIGNAL, 1)
+        handle.setopt(pycurl.PROXY, "")  # as urllib3's pool: straight to the endpoint
+        handle.setopt(pycurl.PATH_AS_IS, 1)  # the path as signed
+        handle.setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_1_1)
+        handle.setopt(pycurl.TCP_KEEPALIVE, 1)
+        handle.setopt(pycurl.LOW_SPEED_LIMIT, 1)
+        handle.setopt(pycurl.LOW_SPEED_TIME, self._idle_s)
+        local.handle, local.pid = handle, os.getpid()
+        return handle
+
+    def drop(self) -> None:
+        """Close this thread's handle and its connection (made again on next use)."""
+        handle = getattr(self._local, "handle", None)
+        self._local.handle = None
+        if handle is not None and self._local.pid == os.getpid():
+            handle.close()
+
+    def get(self, key: str, spec: str, if_match: str | None, clock: Clock) -> Answer:
+        path, headers = self.request(key, spec, if_match)
+        fields = [f"{k}: {v}" for k, v in headers.items()]
+        fields.append("Accept:")  # curl's default header, of no use here
+        cap = max(range_size(spec), ERROR_BODY)
+        for attempt in range(1, self._attempts + 1):
+            answer = self._perform(self._origin + path, fields, cap, clock)
+            status = answer.status
+            if status in (200, 206):
+                return answer
+            last = attempt == self._attempts
+            if status and answer.error is not None:
+                self.drop()  # an error answer cut short: that connection is done
+            if status and (status not in RETRY_STATUS or last):
+                raise error_of(status, answer.headers.items(), answer.data, "GetObject")
+            if not status and last:
+                raise ConnectionError(f"libcurl: {answer.error}")
+            if attempt > 1:
+                time.sleep(min(BACKOFF_MAX, BACKOFF * 2 ** (attempt - 1),
+                               max(0.0, clock.remaining())))
+        raise AssertionError("unreachable")
+
+    def _perform(self, url: str, fields: list[str], cap: int, clock: Clock) -> CurlAnswer:
+        """One exchange; ``StorageTimeout`` once the deadline has passed."""
+        left = clock.remaining()
+        if left <= 0:
+            raise StorageTimeout(clock.what, clock.seconds)
+        handle = self.handle()
+        body, head = io.BytesIO(), io.BytesIO()
+        handle.setopt(pycurl.URL, url)
+        handle.setopt(pycurl.HTTPHEADER, fields)
+        handle.setopt(pycurl.TIMEOUT_MS, max(1, math.ceil(left * 1000)))
+        handle.setopt(pycurl.CONNECTTIMEOUT_MS,
+                      max(1, math.ceil(min(left, self._connect_s) * 1000)))
+        handle.setopt(pycurl.MAXFILESIZE_LARGE, cap)
+        handle.setopt(pycurl.WRITEDATA, body)
+        handle.setopt(pycurl.WRITEHEADER, head)
+        error: str | None = None
+        try:
+            handle.perform()
+        except pycurl.error as exc:
+            code = exc.args[0]
+            if code == pycurl.E_OPERATION_TIMEDOUT and clock.remaining() <= 0:
+                self.drop()
+                raise StorageTimeout(clock.what, clock.seconds) from exc
+            error = ("too long" if code == pycurl.E_FILESIZE_EXCEEDED
+                     else f"error {code}: {exc.args[1] if len(exc.args) > 1 else ''}")
+        status = int(handle.getinfo(pycurl.RESPONSE_CODE))
+        if error is not None and status == 0:
+            self.drop()
+        return CurlAnswer(self, status, _headers(head.getvalue()), body.getvalue(), error)
+
+
+def _headers(block: bytes) -> dict[str, str]:
+    """The fields kept (``_KEPT``, lower-case names) of the last header block."""
+    out: dict[str, str] = {}
+    for line in block.rstrip(b"\r\n").rsplit(b"\r\n\r\n", 1)[-1].split(b"\r\n"):
+        name, sep, value = line.partition(b":")
+        if sep and name.lower() in _KEPT:
+            out[name.lower().decode("latin-1")] = value.strip().decode("latin-1")
+    return out
+
+
+class CurlAnswer:
+    """An ``Answer`` whose body libcurl has already read (or failed to read: ``error``)."""
+
+    __slots__ = ("data", "error", "headers", "status", "_owner")
+
+    def __init__(self, owner: CurlGet, status: int, headers: dict[str, str], data: bytes,
+                 error: str | None) -> None:
+        self._owner, self.status, self.headers, self.data = owner, status, headers, data
+        self.error = error
+
+    def body(self, expected: int, clock: Clock) -> bytes:
+        if self.error == "too long" or len(self.data) > expected:
+            raise TooLong
+        if self.error is not None:
+            raise ConnectionError(f"libcurl: {self.error}")  # a broken body: retried
+        return self.data
+
+    def release(self) -> None:
+        pass  # the handle keeps its connection
+
+    def refuse(self) -> None:
+        self._owner.drop()
+
