@@ -80,6 +80,7 @@ class CurlGet(SignedGet):
         handle.setopt(pycurl.PATH_AS_IS, 1)  # the path as signed
         handle.setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_1_1)
         handle.setopt(pycurl.TCP_KEEPALIVE, 1)
+        handle.setopt(pycurl.BUFFERSIZE, 256 * 1024)
         handle.setopt(pycurl.LOW_SPEED_LIMIT, 1)
         handle.setopt(pycurl.LOW_SPEED_TIME, self._idle_s)
         local.handle, local.pid = handle, os.getpid()

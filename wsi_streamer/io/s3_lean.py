@@ -1,5 +1,7 @@
 """The data plane of S3 (issue 21): ranged ``GetObject`` signed here (AWS Signature Version 4)
 and sent over one urllib3 connection pool per process, with no boto3 machinery per read.
+``io/s3_curl.py`` sends the same requests (``SignedGet``) with libcurl; both answers
+(``Answer``) are read by one retry loop (``get_range_lean``).
 
 CPU per ranged GET of 38 KB (``python -m bench.s3client --gets 2000``, loopback, 2 shared cores):
 boto3 1.1-1.2 ms with one thread, 1.5-1.7 ms with 16; this module 0.37-0.38 ms and 0.54-0.67 ms,
