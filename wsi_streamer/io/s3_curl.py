@@ -10,8 +10,10 @@ another (parsed once, a few fields kept), with no Python callback per chunk or h
 ranged GET of 96 KB (``python -m bench.s3client``): see ``docs/training.md``.
 
 Connections: one ``pycurl.Curl`` handle (and its connection cache) per thread, made on first
-use, and never used in another process: after a fork (a DataLoader worker) the child makes its
-own and leaves the parent's untouched (closing it could write to the parent's TLS stream).
+use, trusting what Python's ``ssl`` (and so the urllib3 plane) trusts, not the CA bundle
+libcurl was built with, and never used in another process: after a fork (a DataLoader
+worker) the child makes its own and leaves the parent's untouched (closing it could write to
+the parent's TLS stream).
 Every attempt gets what is left of the read's deadline as ``TIMEOUT_MS`` (``NOSIGNAL``: no
 alarm), at most ``connect_timeout`` to connect and at least 1 B/s over ``read_timeout``; a
 body is capped at ``MAXFILESIZE`` (the range, or an error answer's ``ERROR_BODY``). Any failed
@@ -26,11 +28,13 @@ from __future__ import annotations
 import io
 import math
 import os
+import ssl
 import threading
 import time
 from collections.abc import Callable
 
 import pycurl
+from urllib3.exceptions import IncompleteRead
 
 from ..errors import StorageTimeout
 from .s3_lean import (
@@ -83,6 +87,12 @@ class CurlGet(SignedGet):
         handle.setopt(pycurl.BUFFERSIZE, 256 * 1024)
         handle.setopt(pycurl.LOW_SPEED_LIMIT, 1)
         handle.setopt(pycurl.LOW_SPEED_TIME, self._idle_s)
+        if self._origin.startswith("https:"):
+            trust = ssl.get_default_verify_paths()  # urllib3's trust: SSL_CERT_FILE/_DIR too
+            if trust.cafile:
+                handle.setopt(pycurl.CAINFO, trust.cafile)
+            if trust.capath:
+                handle.setopt(pycurl.CAPATH, trust.capath)
         local.handle, local.pid = handle, os.getpid()
         return handle
 
@@ -169,6 +179,8 @@ class CurlAnswer:
     def body(self, expected: int, clock: Clock) -> bytes:
         if self.error == "too long" or len(self.data) > expected:
             raise TooLong
+        if self.error is not None and self.error.startswith(f"error {pycurl.E_PARTIAL_FILE}:"):
+            raise IncompleteRead(len(self.data), expected)  # cut short: as urllib3 says it
         if self.error is not None:
             raise ConnectionError(f"libcurl: {self.error}")  # a broken body: retried
         return self.data

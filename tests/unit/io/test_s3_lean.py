@@ -61,7 +61,8 @@ class FakeS3(BaseHTTPRequestHandler):
     """GET/HEAD of one object ``/b/slide.svs`` with Range and If-Match; 404 otherwise. Each
     entry of ``faults`` spoils one ranged GET (in order): ``503``, ``short`` (a complete body
     10 bytes short), ``long`` (100 bytes more than the range), ``stall`` (the head and half
-    the body, then silence until the test ends)."""
+    the body, then silence until the test ends), ``cut`` (half the body, then the connection
+closed)."""
 
     protocol_version = "HTTP/1.1"
     seen: list[tuple[str, dict[str, str]]] = []
@@ -103,13 +104,15 @@ class FakeS3(BaseHTTPRequestHandler):
         body = {"short": DATA[lo:hi - 9], "long": DATA[lo:hi + 101]}.get(fault, DATA[lo:hi + 1])
         if fault == "503":
             return self._answer(503, b"<Error><Code>SlowDown</Code></Error>", {})
-        if fault == "stall":
+        if fault in ("stall", "cut"):
             self.send_response(206)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body[:len(body) // 2])
             self.wfile.flush()
-            FakeS3.stop.wait(30)
+            if fault == "stall":
+                FakeS3.stop.wait(30)
+            self.close_connection = True
             return None
         self._answer(206, body, {"ETag": f'"{FakeS3.etag}"',
                                  "Content-Range": f"bytes {lo}-{hi}/{len(DATA)}"})
