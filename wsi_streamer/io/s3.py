@@ -10,11 +10,11 @@ deadline (``transfer.ReadDeadline``), its body read in chunks against it: botoco
 
 Three data planes, one table (``DATA_PLANES``), one retry loop for the first two
 (``s3_lean.get_range_lean``, SigV4 signed here, credentials from the boto3 session):
-``"curl"`` (``io/s3_curl.py``: libcurl through pycurl, one handle per thread and process), the
-default where ``pycurl`` imports (the ``patches`` extra installs it); ``"lean"``
+``"curl"`` (``io/s3_curl.py``: libcurl through pycurl, handles shared by threads, made per
+process), the default where ``pycurl`` imports (the ``patches`` extra installs it); ``"lean"``
 (``io/s3_lean.py``: one urllib3 pool per process), the default otherwise; ``"boto3"``.
 Process CPU per ranged GET of 96 KB, 16 threads, +20 ms per request (issue 21,
-``docs/training.md``): curl 0.44-0.49 ms, lean 0.85-0.91, boto3 2.1-2.4 (86 KB); obstore about
+``docs/training.md``): curl 0.40-0.42 ms, lean 0.70-0.72, boto3 2.1-2.4 (86 KB); obstore about
 what curl costs, but it hangs in forked DataLoader workers. The control plane
 (HeadObject, ListObjectsV2, HeadBucket: a few requests per slide or listing) stays on boto3,
 whose typed responses and error parsing it keeps.
