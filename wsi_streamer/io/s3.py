@@ -9,7 +9,7 @@ deadline (``transfer.ReadDeadline``), its body read in chunks against it: botoco
 ``read_timeout`` bounds one silent wait only. Past it: ``StorageTimeout`` (504).
 
 Three data planes, one table (``DATA_PLANES``), one retry loop for the first two
-(``s3_lean.get_range_lean``, SigV4 signed here, credentials from the boto3 session):
+(``s3_get.get_range_lean``, SigV4 signed here, credentials from the boto3 session):
 ``"curl"`` (``io/s3_curl.py``: libcurl through pycurl, handles shared by threads, made per
 process), the default where ``pycurl`` imports (the ``patches`` extra installs it); ``"lean"``
 (``io/s3_lean.py``: one urllib3 pool per process), the default otherwise; ``"boto3"``.
@@ -45,7 +45,8 @@ from ..errors import (
 )
 from .range_reader import IoStats, check_range, record_storage_request
 from .s3_errors import translate
-from .s3_lean import LeanGet, SignedGet, get_range_lean, object_base_url
+from .s3_get import get_range_lean
+from .s3_lean import LeanGet, SignedGet, object_base_url
 from .series import SeriesReader, head_reads, series_of, split_selection
 from .series_list import after_series, list_members, slide_of_key
 from .slots import claim

@@ -3,7 +3,7 @@ retries, sent with pycurl (libcurl's binding) instead of urllib3.
 
 What differs from ``s3_lean.LeanGet`` is the transport only: the request (path, SigV4 headers,
 ``If-Match``, requester pays, anonymous) comes from ``SignedGet.request`` and the answer is
-read by the same loop (``get_range_lean``: short bodies retried, a longer one refused, the
+read by the same loop (``s3_get.get_range_lean``: short bodies retried, a longer one refused, the
 deadline, stats, slots, errors translated by ``s3_errors``). libcurl does the HTTP exchange in
 C: one ``perform`` per GET writes the body into a ``BytesIO`` and the header block into
 another (parsed once, a few fields kept), with no Python callback per chunk or header. CPU per
@@ -39,17 +39,15 @@ import pycurl
 from urllib3.exceptions import IncompleteRead
 
 from ..errors import StorageTimeout
+from .s3_get import Answer, TooLong, range_size
 from .s3_lean import (
     BACKOFF,
     BACKOFF_MAX,
     ERROR_BODY,
     RETRY_STATUS,
-    Answer,
     FrozenCredentials,
     SignedGet,
-    TooLong,
     error_of,
-    range_size,
 )
 from .transfer import Clock
 

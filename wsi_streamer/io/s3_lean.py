@@ -1,7 +1,7 @@
 """The data plane of S3 (issue 21): ranged ``GetObject`` signed here (AWS Signature Version 4)
 and sent over one urllib3 connection pool per process, with no boto3 machinery per read.
 ``io/s3_curl.py`` sends the same requests (``SignedGet``) with libcurl; both answers
-(``Answer``) are read by one retry loop (``get_range_lean``).
+(``s3_get.Answer``) are read by one retry loop (``s3_get.get_range_lean``).
 
 CPU per ranged GET of 38 KB (``python -m bench.s3client --gets 2000``, loopback, 2 shared cores):
 boto3 1.1-1.2 ms with one thread, 1.5-1.7 ms with 16; this module 0.37-0.38 ms and 0.54-0.67 ms,
@@ -26,7 +26,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import hmac
-import logging
 import os
 import re
 import threading
@@ -38,15 +37,10 @@ from urllib.parse import quote, urlsplit
 import botocore.exceptions as bex
 import urllib3
 
-from ..errors import StorageError, StorageTimeout
 from .http_parts import refuse
-from .range_reader import IoStats, in_flight, record_storage_request
-from .s3_errors import translate
-from .slots import claim
-from .transfer import Clock, ReadDeadline, read_body
+from .s3_get import Answer, TooLong
+from .transfer import Clock, read_body
 
-logger = logging.getLogger(__name__)
-_BODY_ATTEMPTS = 3
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 RETRY_STATUS = (429, 500, 502, 503, 504)
 BACKOFF, BACKOFF_MAX = 0.1, 2.0  # seconds: the pause before retry n is BACKOFF * 2 ** (n - 1)
@@ -133,30 +127,6 @@ def object_base_url(endpoint: str, bucket: str, custom_endpoint: bool) -> str:
     if custom_endpoint or not _DNS_BUCKET.match(bucket):
         return f"{parts.scheme}://{parts.netloc}/{quote(bucket, safe='')}"
     return f"{parts.scheme}://{bucket}.{parts.netloc}"
-
-
-class TooLong(Exception):
-    """A body longer than the range asked for (the connection must not be reused)."""
-
-
-class Answer(Protocol):
-    """A 200 or 206 answer to a ranged GET, as the retry loop (``get_range_lean``) reads it
-    whatever carried it: its headers (``.get`` by lower-case name), its body, its connection
-    released for reuse or dropped."""
-
-    @property
-    def headers(self) -> Mapping[str, str]: ...
-
-    def body(self, expected: int, clock: Clock) -> bytes:
-        """At most ``expected`` bytes, before ``clock``'s deadline (``StorageTimeout``);
-        ``TooLong`` for more; a broken body raises ``OSError`` or urllib3's errors."""
-        ...
-
-    def release(self) -> None: ...
-
-    def refuse(self) -> None:
-        """Drop the connection (mid-body, or a body not wanted)."""
-        ...
 
 
 class SignedGet:
@@ -286,59 +256,3 @@ def error_of(status: int, headers: Iterable[tuple[str, str]], body: bytes,
         error["Region"] = region.group(1).decode("utf-8", "replace")
     meta = {"HTTPStatusCode": status, "HTTPHeaders": {k.lower(): v for k, v in headers}}
     return bex.ClientError({"Error": error, "ResponseMetadata": meta}, operation)
-
-
-def get_range_lean(lean: SignedGet, key: str, slide_id: str, stats: IoStats, spec: str,
-                   length: int | None, deadline: ReadDeadline | None,
-                   if_match: str | None) -> tuple[bytes, dict[str, Any]]:
-    """``s3._get_range`` over a lean data plane (urllib3 or libcurl: ``lean.get`` is all
-    that differs; retried and timed as there): the bytes and the answer's fields in boto3's
-    names (``ContentRange``, ``ETag``, ``ContentLength``)."""
-    what = f"GET {slide_id} [{spec}]"
-    clock = (deadline or ReadDeadline()).start(range_size(spec), what)
-    for attempt in range(1, _BODY_ATTEMPTS + 1):
-        logger.debug("GET %s bytes=%s", key, spec)
-        claim()
-        try:
-            with in_flight():
-                answer = lean.get(key, spec, if_match, clock)
-        except (bex.ClientError, urllib3.exceptions.HTTPError, OSError) as exc:
-            raise translate(exc, what, slide_id) from exc
-        if clock.remaining() <= 0:
-            answer.refuse()
-            raise StorageTimeout(clock.what, clock.seconds)
-        headers = answer.headers
-        declared = headers.get("content-length", "")
-        expected = length if length is not None else int(declared) if declared.isdigit() else -1
-        record_storage_request(stats, max(0, expected))
-        try:
-            data = answer.body(max(0, expected), clock)
-        except StorageTimeout:
-            answer.refuse()  # mid-body: never reuse that socket
-            raise
-        except TooLong as exc:  # more than announced: never reuse that socket
-            answer.refuse()
-            raise StorageError(f"{what}: storage sent more bytes than the range asked "
-                               "for") from exc
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            answer.refuse()
-            if attempt == _BODY_ATTEMPTS or clock.remaining() <= 0:
-                if "IncompleteRead" in repr(exc):  # as botocore's IncompleteReadError
-                    raise StorageError(f"{what}: truncated response") from exc
-                raise translate(exc, what) from exc
-            data = b""
-        else:
-            answer.release()
-        if len(data) == expected:
-            return data, {"ContentRange": headers.get("content-range", ""),
-                          "ETag": headers.get("etag", ""), "ContentLength": len(data)}
-        logger.warning("%s: body of %d bytes, retrying (%d/%d)", what, len(data),
-                       attempt, _BODY_ATTEMPTS)
-        time.sleep(0.05 * attempt)
-    raise StorageError(f"{what}: truncated response")
-
-
-def range_size(spec: str) -> int:
-    """The bytes ``Range: bytes=<spec>`` asks for (``a-b`` or a suffix ``-n``)."""
-    first, _, last = spec.partition("-")
-    return int(last) - int(first) + 1 if first else int(last)
