@@ -22,7 +22,6 @@ whose typed responses and error parsing it keeps.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import threading
 import time
@@ -373,8 +372,12 @@ def _make_curl(storage: S3Storage, client: Any) -> SignedGet:
 
 
 def default_data_plane() -> str:
-    """``"curl"`` where pycurl is installed, else ``"lean"``."""
-    return "curl" if importlib.util.find_spec("pycurl") is not None else "lean"
+    """``"curl"`` where pycurl imports (installed, and its libcurl loads), else ``"lean"``."""
+    try:
+        import pycurl  # noqa: F401
+    except ImportError:
+        return "lean"
+    return "curl"
 
 
 #: How ranged reads reach S3: one entry per data plane (``S3Storage(data_plane=...)``).

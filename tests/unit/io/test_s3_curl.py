@@ -9,6 +9,7 @@ import datetime
 import ipaddress
 import os
 import ssl
+import sys
 import threading
 import time
 from http.server import ThreadingHTTPServer
@@ -90,7 +91,7 @@ def test_curl_is_the_default_where_pycurl_imports(fake_s3: str,  # noqa: F811
 
     storage = S3Storage("b", endpoint_url=fake_s3)
     assert storage.data_plane == "curl" and isinstance(storage.getter, CurlGet)
-    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    monkeypatch.setitem(sys.modules, "pycurl", None)  # as if it did not import
     assert default_data_plane() == "lean"
     assert S3Storage("b", endpoint_url=fake_s3).data_plane == "lean"
 
