@@ -163,7 +163,7 @@ def test_https_trusts_what_python_trusts(fake_s3: str, plane: str,  # noqa: F811
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeS3)
     server.daemon_threads = True
     server.socket = context.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     endpoint = f"https://127.0.0.1:{server.server_address[1]}"
     try:
         with pytest.raises(StorageConnectionError):

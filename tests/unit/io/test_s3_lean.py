@@ -130,7 +130,7 @@ def fake_s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     FakeS3.stop = threading.Event()
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeS3)
     server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     FakeS3.stop.set()
     server.shutdown()
