@@ -8,8 +8,9 @@ server's counters) and the load average. Rows:
 
 - ``boto3``: ``client.get_object(...)["Body"].read()`` (the client as today's ``S3Storage``
   configures it: standard retries, no parameter validation, lean timestamp parser);
-- ``ours-boto3`` / ``ours-lean``: our ``RangeReader.read`` through ``io/factory.py`` with the
-  data plane chosen by ``S3Storage(data_plane=...)`` (deadline, slots, If-Match, stats);
+- ``ours-boto3`` / ``ours-lean`` / ``ours-curl``: our ``RangeReader.read`` through
+  ``io/factory.py`` with the data plane chosen by ``S3Storage(data_plane=...)`` (deadline,
+  slots, If-Match, stats; ``ours-curl``: libcurl through pycurl, when it imports);
 - ``botocore-signer+urllib3``: botocore's ``S3SigV4Auth`` over a urllib3 pool;
 - ``obstore``: ``obstore.get`` with a range and ``if_match`` (when ``obstore`` imports;
   ``--obstore-path DIR`` adds a folder it was installed into with ``pip install --target``).
@@ -52,6 +53,8 @@ def _ours(kind: str) -> Callable[[str, str, str], Get]:
     def make(endpoint: str, key: str, etag: str) -> Get:
         from wsi_streamer.io.factory import open_storage
 
+        if kind == "curl":
+            import pycurl  # noqa: F401  (the row is skipped without it)
         reader = open_storage(f"s3://{BUCKET}", endpoint_url=endpoint, data_plane=kind).open(key)
         return reader.read
     return make
@@ -97,7 +100,7 @@ def _obstore(endpoint: str, key: str, etag: str) -> Get:
 
 ROWS: dict[str, Callable[[str, str, str], Get]] = {
     "boto3": _boto3, "ours-boto3": _ours("boto3"), "botocore-signer+urllib3": _signer,
-    "ours-lean": _ours("lean"), "obstore": _obstore}
+    "ours-lean": _ours("lean"), "ours-curl": _ours("curl"), "obstore": _obstore}
 
 
 def run_row(make: Callable[[str, str, str], Get], endpoint: str, key: str, etag: str,

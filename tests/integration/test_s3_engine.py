@@ -6,6 +6,7 @@ by ``HttpCounter``, which sees every HTTP request actually sent (retries too).""
 
 from __future__ import annotations
 
+import importlib.util
 import socket
 import threading
 from typing import Any
@@ -40,8 +41,8 @@ KEY = "cases/svs4.svs"
 class HttpCounter:
     """Every HTTP request sent to S3, retries included: botocore's ``before-send`` hook for
     the boto3 control plane, and urllib3's per-attempt ``_make_request`` on plain urllib3
-    pools (not botocore's) for the lean data plane (``io/s3_lean.py``) when ``monkeypatch``
-    is given."""
+    pools (not botocore's) for the lean data plane (``io/s3_lean.py``) and each libcurl
+    exchange (``CurlGet._perform``) for the curl data plane, when ``monkeypatch`` is given."""
 
     def __init__(self, client: Any, monkeypatch: Any = None) -> None:
         self.sent: list[str] = []
@@ -59,6 +60,17 @@ class HttpCounter:
                     self._record(method, (kwargs.get("headers") or {}).get("Range", ""))
                 return real(pool, conn, method, url, *args, **kwargs)
             monkeypatch.setattr(HTTPConnectionPool, "_make_request", counting)
+            if importlib.util.find_spec("pycurl") is not None:
+                from wsi_streamer.io.s3_curl import CurlGet
+
+                perform = CurlGet._perform
+
+                def counting_curl(get: Any, handle: Any, url: str, fields: list[str],
+                                  *args: Any) -> Any:
+                    self._record("GET", next((f[len("Range: "):] for f in fields
+                                              if f.startswith("Range: ")), ""))
+                    return perform(get, handle, url, fields, *args)
+                monkeypatch.setattr(CurlGet, "_perform", counting_curl)
 
     def _on_send(self, request: Any, **_: Any) -> None:
         rng = request.headers.get("Range", b"")

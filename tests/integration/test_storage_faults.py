@@ -5,6 +5,7 @@ retries, nothing from a failed read is cached, and service recovers without a re
 from __future__ import annotations
 
 import functools
+import importlib.util
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,23 +101,29 @@ def tile_url(x: int, y: int) -> str:
 def test_endpoint_down(bucket: S3Bucket, tmp_path: Path,
                        monkeypatch: pytest.MonkeyPatch) -> None:
     """A closed port: 502 for every storage-backed route, after a bounded number of HTTP
-    sends (counted at urllib3's ``HTTPConnectionPool.urlopen``, which both S3 planes call
-    once per attempt: botocore with its own retries off, the lean data plane per urllib3
-    retry). The default client (``max_attempts=3``) sends at most 4 times per S3 call here
+    sends (counted at urllib3's ``HTTPConnectionPool.urlopen``, which boto3 and the lean data
+    plane call once per attempt: botocore with its own retries off, the lean data plane per
+    urllib3 retry; and at ``CurlGet._perform``, once per attempt of the curl data plane).
+    The default client (``max_attempts=3``) sends at most 4 times per S3 call here
     (3 seen), and a request makes at most two calls (the open's head and tail reads);
     backoff-heavy retries (the legacy mode's 5 attempts, or retrying forever) would show as
     more. This app is built
     by hand: the module's ``app_config`` points at the proxy and lowers the retries."""
     from urllib3.connectionpool import HTTPConnectionPool
 
-    sends = []
-    send = HTTPConnectionPool.urlopen
+    sends: list[str] = []
 
-    def counting(self: Any, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-        sends.append(url)
-        return send(self, method, url, *args, **kwargs)
+    def counting(real: Any) -> Any:
+        def send(self: Any, *args: Any, **kwargs: Any) -> Any:
+            sends.append(repr(args[:2]))
+            return real(self, *args, **kwargs)
+        return send
 
-    monkeypatch.setattr(HTTPConnectionPool, "urlopen", counting)
+    monkeypatch.setattr(HTTPConnectionPool, "urlopen", counting(HTTPConnectionPool.urlopen))
+    if importlib.util.find_spec("pycurl") is not None:
+        from wsi_streamer.io.s3_curl import CurlGet
+
+        monkeypatch.setattr(CurlGet, "_perform", counting(CurlGet._perform))
     app = create_app(Config(s3_bucket=bucket.name, s3_endpoint=f"http://127.0.0.1:{free_port()}",
                             tile_cache_dir=str(tmp_path / "tc")))
     client = app.test_client()

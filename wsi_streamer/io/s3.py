@@ -8,11 +8,14 @@ anything else -> ``StorageError``. Throttling and 5xx are retried with backoff b
 deadline (``transfer.ReadDeadline``), its body read in chunks against it: botocore's
 ``read_timeout`` bounds one silent wait only. Past it: ``StorageTimeout`` (504).
 
-Two data planes, one table (``DATA_PLANES``): ranged reads go through ``io/s3_lean.py``
-(SigV4 signed here over a urllib3 pool, credentials from the boto3 session: 0.4-0.7 ms of
-CPU per ranged GET instead of boto3's 1.1-1.7 ms, 1 to 16 threads, issue 21; obstore measured
-cheaper but hangs in forked DataLoader workers, ``docs/training.md``) unless
-``data_plane="boto3"``. The control plane
+Three data planes, one table (``DATA_PLANES``), one retry loop for the first two
+(``s3_get.get_range_lean``, SigV4 signed here, credentials from the boto3 session):
+``"curl"`` (``io/s3_curl.py``: libcurl through pycurl, handles shared by threads, made per
+process), the default where ``pycurl`` imports (the ``patches`` extra installs it); ``"lean"``
+(``io/s3_lean.py``: one urllib3 pool per process), the default otherwise; ``"boto3"``.
+Process CPU per ranged GET of 96 KB, 16 threads, +20 ms per request (issue 21,
+``docs/training.md``): curl 0.40-0.42 ms, lean 0.70-0.72, boto3 2.1-2.4 (86 KB); obstore about
+what curl costs, but it hangs in forked DataLoader workers. The control plane
 (HeadObject, ListObjectsV2, HeadBucket: a few requests per slide or listing) stays on boto3,
 whose typed responses and error parsing it keeps.
 """
@@ -41,7 +44,8 @@ from ..errors import (
 )
 from .range_reader import IoStats, check_range, record_storage_request
 from .s3_errors import translate
-from .s3_lean import LeanGet, get_range_lean, object_base_url
+from .s3_get import get_range_lean
+from .s3_lean import LeanGet, SignedGet, object_base_url
 from .series import SeriesReader, head_reads, series_of, split_selection
 from .series_list import after_series, list_members, slide_of_key
 from .slots import claim
@@ -82,7 +86,7 @@ class S3Reader:
     def __init__(self, client: Any, bucket: str, key: str, slide_id: str,
                  stats: IoStats | None = None, *, size: int | None = None,
                  etag: str | None = None, deadline: ReadDeadline | None = None,
-                 lean: LeanGet | None = None) -> None:
+                 lean: SignedGet | None = None) -> None:
         self._client, self._bucket, self._key, self._slide_id = client, bucket, key, slide_id
         self._deadline = deadline or ReadDeadline()
         self._lean = lean
@@ -127,7 +131,7 @@ def _get_range(client: Any, bucket: str, key: str, slide_id: str, stats: IoStats
     """One ranged ``GetObject`` (``Range: bytes=<spec>``) with short or broken bodies retried,
     all attempts within ``deadline``; ``length`` None accepts whatever ``Content-Length``
     announces (suffix ranges). ``client``: a boto3 client or the lean data plane."""
-    if isinstance(client, LeanGet):
+    if isinstance(client, SignedGet):
         return get_range_lean(client, key, slide_id, stats, spec, length, deadline,
                               if_match)
     what = f"GET {slide_id} [{spec}]"
@@ -195,7 +199,9 @@ class S3Storage:
                  connect_timeout: float = 5.0, read_timeout: float = 30.0,
                  max_attempts: int = 3, profile_name: str | None = None,
                  anonymous: bool = False, requester_pays: bool = False,
-                 deadline: ReadDeadline | None = None, data_plane: str = "lean") -> None:
+                 deadline: ReadDeadline | None = None, data_plane: str | None = None
+                 ) -> None:
+        data_plane = data_plane or default_data_plane()
         if data_plane not in DATA_PLANES:
             raise ValueError(f"data_plane must be one of {sorted(DATA_PLANES)}, "
                              f"got {data_plane!r}")
@@ -223,7 +229,7 @@ class S3Storage:
             "connect_timeout": connect_timeout, "read_timeout": read_timeout}
         self._client: Any = None
         self._session: Any = None
-        self._lean: LeanGet | None = None
+        self._lean: SignedGet | None = None
         self._lock = threading.Lock()
 
     @property
@@ -251,7 +257,8 @@ class S3Storage:
                 self._lean = DATA_PLANES[self.data_plane](self, client)
             return self._lean
 
-    def make_lean(self, client: Any) -> LeanGet:
+    def make_lean(self, client: Any, kind: type[SignedGet] = LeanGet) -> SignedGet:
+        """The lean data plane of ``kind`` (``LeanGet``: urllib3; ``CurlGet``: libcurl)."""
         session = self._session
         credentials = session.get_credentials() if not self._anonymous else None
 
@@ -259,8 +266,8 @@ class S3Storage:
             return credentials.get_frozen_credentials() if credentials is not None else None
         base = object_base_url(client.meta.endpoint_url, self.bucket,
                                self._client_args["endpoint_url"] is not None)
-        return LeanGet(base, client.meta.region_name, frozen,
-                       requester_pays=self._requester_pays, **self._pool_args)
+        return kind(base, client.meta.region_name, frozen,
+                    requester_pays=self._requester_pays, **self._pool_args)
 
     def open(self, slide_id: str) -> S3Reader | SeriesReader:
         """The object's reader, or for a prefix holding a series (``io.series``; ids without
@@ -289,9 +296,9 @@ class S3Storage:
             size=sizes[name][0], etag=sizes[name][1], deadline=self.deadline, lean=lean),
             f"s3://{self.bucket}/{key.rstrip('/')}", selection)
 
-    def _lean_or_none(self) -> LeanGet | None:
+    def _lean_or_none(self) -> SignedGet | None:
         getter = self.getter
-        return getter if isinstance(getter, LeanGet) else None
+        return getter if isinstance(getter, SignedGet) else None
 
     def open_probed(self, slide_id: str, head: int, tail: int
                     ) -> tuple[S3Reader | SeriesReader, list[tuple[int, bytes]]]:
@@ -358,8 +365,24 @@ class S3Storage:
         return f"s3://{self.bucket}/{self.prefix}"
 
 
+def _make_curl(storage: S3Storage, client: Any) -> SignedGet:
+    from .s3_curl import CurlGet  # pycurl: an optional dependency
+
+    return storage.make_lean(client, CurlGet)
+
+
+def default_data_plane() -> str:
+    """``"curl"`` where pycurl imports (installed, and its libcurl loads), else ``"lean"``."""
+    try:
+        import pycurl  # noqa: F401
+    except ImportError:
+        return "lean"
+    return "curl"
+
+
 #: How ranged reads reach S3: one entry per data plane (``S3Storage(data_plane=...)``).
 DATA_PLANES: dict[str, Callable[[S3Storage, Any], Any]] = {
+    "curl": _make_curl,
     "lean": S3Storage.make_lean,
     "boto3": lambda storage, client: client,
 }

@@ -1,5 +1,7 @@
 """The data plane of S3 (issue 21): ranged ``GetObject`` signed here (AWS Signature Version 4)
 and sent over one urllib3 connection pool per process, with no boto3 machinery per read.
+``io/s3_curl.py`` sends the same requests (``SignedGet``) with libcurl; both answers
+(``s3_get.Answer``) are read by one retry loop (``s3_get.get_range_lean``).
 
 CPU per ranged GET of 38 KB (``python -m bench.s3client --gets 2000``, loopback, 2 shared cores):
 boto3 1.1-1.2 ms with one thread, 1.5-1.7 ms with 16; this module 0.37-0.38 ms and 0.54-0.67 ms,
@@ -24,30 +26,25 @@ from __future__ import annotations
 import datetime
 import hashlib
 import hmac
-import logging
 import os
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
 
 import botocore.exceptions as bex
 import urllib3
 
-from ..errors import StorageError, StorageTimeout
 from .http_parts import refuse
-from .range_reader import IoStats, in_flight, record_storage_request
-from .s3_errors import translate
-from .slots import claim
-from .transfer import ReadDeadline, read_body
+from .s3_get import Answer, TooLong
+from .transfer import Clock, read_body
 
-logger = logging.getLogger(__name__)
-_BODY_ATTEMPTS = 3
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
-_RETRY_STATUS = (429, 500, 502, 503, 504)
-_ERROR_BODY = 64 * 1024  # the most of an error answer read (its XML names the code)
+RETRY_STATUS = (429, 500, 502, 503, 504)
+BACKOFF, BACKOFF_MAX = 0.1, 2.0  # seconds: the pause before retry n is BACKOFF * 2 ** (n - 1)
+ERROR_BODY = 64 * 1024  # the most of an error answer read (its XML names the code)
 _CODE = re.compile(rb"<Code>([^<]{1,128})</Code>")
 _REGION = re.compile(rb"<Region>([^<]{1,64})</Region>")
 _DNS_BUCKET = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
@@ -132,7 +129,43 @@ def object_base_url(endpoint: str, bucket: str, custom_endpoint: bool) -> str:
     return f"{parts.scheme}://{bucket}.{parts.netloc}"
 
 
-class LeanGet:
+class SignedGet:
+    """What a ranged GET of one bucket sends, whatever sends it: the path and the headers
+    (range, If-Match, requester pays, SigV4 unless anonymous). Subclasses send it
+    (``get``); thread-safe."""
+
+    def __init__(self, base_url: str, region: str,
+                 credentials: Callable[[], FrozenCredentials | None], *,
+                 requester_pays: bool) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._host = signed_host(self.base_url)
+        self._base_path = urlsplit(self.base_url).path
+        self._signer = SigV4(region)
+        self._credentials = credentials
+        self._extra = {"x-amz-request-payer": "requester"} if requester_pays else {}
+
+    def request(self, key: str, spec: str, if_match: str | None) -> tuple[str, dict[str, str]]:
+        """The path (percent-encoded as sent) and headers of ``GET key`` with ``Range:
+        bytes=<spec>``."""
+        path = f"{self._base_path}/{quote(key, safe='/~')}"
+        headers = {"Range": f"bytes={spec}", **self._extra}
+        if if_match is not None:
+            headers["If-Match"] = f'"{if_match}"'
+        credentials = self._credentials()
+        if credentials is not None:
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            headers = self._signer.sign_path("GET", self._host, path, "", headers,
+                                             credentials, stamp)
+        return path, headers
+
+    def get(self, key: str, spec: str, if_match: str | None, clock: Clock) -> Answer:
+        """The 200 or 206 answer to ``GET key`` (its body unread), ``ClientError`` for any
+        other status, ``StorageTimeout`` past ``clock``'s deadline, urllib3's errors or
+        ``OSError`` for an unreachable storage (all after the retries the plane makes)."""
+        raise NotImplementedError
+
+
+class LeanGet(SignedGet):
     """Ranged GETs of one bucket over one urllib3 connection pool (of the bucket's host) made
     on first use in each process (after a fork the child makes its own). Thread-safe."""
 
@@ -140,18 +173,13 @@ class LeanGet:
                  credentials: Callable[[], FrozenCredentials | None], *,
                  max_connections: int, connect_timeout: float, read_timeout: float,
                  max_attempts: int, requester_pays: bool) -> None:
-        self.base_url = base_url.rstrip("/")
-        self._host = signed_host(self.base_url)
-        self._base_path = urlsplit(self.base_url).path
-        self._signer = SigV4(region)
-        self._credentials = credentials
-        self._extra = {"x-amz-request-payer": "requester"} if requester_pays else {}
+        super().__init__(base_url, region, credentials, requester_pays=requester_pays)
         self._max_connections = max_connections
         self._timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
         self._retries = urllib3.Retry(
             total=max_attempts - 1, redirect=0, raise_on_redirect=False,
-            status_forcelist=_RETRY_STATUS, allowed_methods=frozenset({"GET"}),
-            backoff_factor=0.1, backoff_max=2.0, raise_on_status=False,
+            status_forcelist=RETRY_STATUS, allowed_methods=frozenset({"GET"}),
+            backoff_factor=BACKOFF, backoff_max=BACKOFF_MAX, raise_on_status=False,
             respect_retry_after_header=False)
         self._pool: urllib3.HTTPConnectionPool | None = None
         self._pid = -1
@@ -173,89 +201,58 @@ class LeanGet:
                 self._pid = os.getpid()
             return self._pool
 
-    def get(self, key: str, spec: str, if_match: str | None) -> urllib3.BaseHTTPResponse:
-        """The answer to ``GET key`` with ``Range: bytes=<spec>`` (a 200 or 206; its body
-        unread) or ``ClientError`` for any other status (the body read, the connection
-        freed). urllib3's errors (unreachable, reset) propagate."""
-        path = f"{self._base_path}/{quote(key, safe='/~')}"
-        headers = {"Range": f"bytes={spec}", **self._extra}
-        if if_match is not None:
-            headers["If-Match"] = f'"{if_match}"'
-        credentials = self._credentials()
-        if credentials is not None:
-            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-            headers = self._signer.sign_path("GET", self._host, path, "", headers,
-                                             credentials, stamp)
+    def get(self, key: str, spec: str, if_match: str | None, clock: Clock) -> Answer:
+        path, headers = self.request(key, spec, if_match)
         response = self.pool.urlopen("GET", path, headers=headers, preload_content=False,
                                      redirect=False)
         if response.status in (200, 206):
-            return response
+            return _PoolAnswer(response)
         raise client_error(response, "GetObject")
+
+
+class _PoolAnswer:
+    """An ``Answer`` over a urllib3 response, its body read in chunks against the clock."""
+
+    __slots__ = ("_response",)
+
+    def __init__(self, response: urllib3.BaseHTTPResponse) -> None:
+        self._response = response
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self._response.headers
+
+    def body(self, expected: int, clock: Clock) -> bytes:
+        data = read_body(self._response, expected + 1, clock)
+        if len(data) > expected:
+            raise TooLong
+        return data
+
+    def release(self) -> None:
+        self._response.release_conn()
+
+    def refuse(self) -> None:
+        refuse(self._response)
 
 
 def client_error(response: urllib3.BaseHTTPResponse, operation: str) -> bex.ClientError:
     """botocore's ``ClientError`` for an S3 error answer (the connection released)."""
     try:
-        body = response.read(_ERROR_BODY, decode_content=True) or b""
+        body = response.read(ERROR_BODY, decode_content=True) or b""
     finally:
         response.release_conn()
+    return error_of(response.status, response.headers.items(), body, operation)
+
+
+def error_of(status: int, headers: Iterable[tuple[str, str]], body: bytes,
+             operation: str) -> bex.ClientError:
+    """botocore's ``ClientError`` for an S3 error answer: the code from its XML body (else
+    the status), the region from the body or ``x-amz-bucket-region``."""
     code = _CODE.search(body)
     region = _REGION.search(body)
-    headers = dict(response.headers.items())
     error: dict[str, Any] = {"Code": code.group(1).decode("utf-8", "replace") if code
-                             else str(response.status), "Message": ""}
+                             else str(status), "Message": ""}
     if region:
         error["Region"] = region.group(1).decode("utf-8", "replace")
-    meta = {"HTTPStatusCode": response.status,
-            "HTTPHeaders": {k.lower(): v for k, v in headers.items()}}
+    meta = {"HTTPStatusCode": status, "HTTPHeaders": {k.lower(): v for k, v in headers}}
     return bex.ClientError({"Error": error, "ResponseMetadata": meta}, operation)
-
-
-def get_range_lean(lean: LeanGet, key: str, slide_id: str, stats: IoStats, spec: str,
-                length: int | None, deadline: ReadDeadline | None,
-                if_match: str | None) -> tuple[bytes, dict[str, Any]]:
-    """``s3._get_range`` over the lean data plane (retried and timed as there): the bytes
-    and the answer's fields in boto3's names (``ContentRange``, ``ETag``, ``ContentLength``)."""
-    what = f"GET {slide_id} [{spec}]"
-    first, _, last = spec.partition("-")
-    size = int(last) - int(first) + 1 if first else int(last)
-    clock = (deadline or ReadDeadline()).start(size, what)
-    for attempt in range(1, _BODY_ATTEMPTS + 1):
-        logger.debug("GET %s bytes=%s", key, spec)
-        claim()
-        try:
-            with in_flight():
-                response = lean.get(key, spec, if_match)
-        except (bex.ClientError, urllib3.exceptions.HTTPError) as exc:
-            raise translate(exc, what, slide_id) from exc
-        if clock.remaining() <= 0:
-            refuse(response)
-            raise StorageTimeout(clock.what, clock.seconds)
-        headers = response.headers
-        declared = headers.get("Content-Length", "")
-        expected = length if length is not None else int(declared) if declared.isdigit() else -1
-        record_storage_request(stats, max(0, expected))
-        try:
-            data = read_body(response, max(0, expected) + 1, clock)
-        except StorageTimeout:
-            refuse(response)  # mid-body: never reuse that socket
-            raise
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            refuse(response)
-            if attempt == _BODY_ATTEMPTS or clock.remaining() <= 0:
-                if "IncompleteRead" in repr(exc):  # as botocore's IncompleteReadError
-                    raise StorageError(f"{what}: truncated response") from exc
-                raise translate(exc, what) from exc
-            data = b""
-        else:
-            if len(data) > max(0, expected):  # more than announced: never reuse that socket
-                refuse(response)
-                raise StorageError(f"{what}: storage sent more bytes than the range asked for")
-            response.release_conn()
-        if len(data) == expected:
-            return data, {"ContentRange": headers.get("Content-Range", ""),
-                          "ETag": headers.get("ETag", ""), "ContentLength": len(data)}
-        logger.warning("%s: body of %d bytes, retrying (%d/%d)", what, len(data),
-                       attempt, _BODY_ATTEMPTS)
-        time.sleep(0.05 * attempt)
-    raise StorageError(f"{what}: truncated response")

@@ -6,6 +6,7 @@ A loopback server (stdlib) records every request's headers and answers like S3."
 from __future__ import annotations
 
 import datetime
+import importlib.util
 import io
 import threading
 from collections.abc import Iterator
@@ -57,10 +58,17 @@ ETAG = "0123abcd"
 
 
 class FakeS3(BaseHTTPRequestHandler):
-    """GET/HEAD of one object ``/b/slide.svs`` with Range and If-Match; 404 otherwise."""
+    """GET/HEAD of one object ``/b/slide.svs`` with Range and If-Match; 404 otherwise. Each
+    entry of ``faults`` spoils one ranged GET (in order): ``503``, ``short`` (a complete body
+    10 bytes short), ``long`` (100 bytes more than the range), ``stall`` (the head and half
+    the body, then silence until the test ends), ``cut`` (half the body, then the connection
+closed)."""
 
     protocol_version = "HTTP/1.1"
     seen: list[tuple[str, dict[str, str]]] = []
+    ports: list[int] = []  # the client port of each GET (its connection)
+    faults: list[str] = []
+    stop = threading.Event()
     etag = ETAG
 
     def log_message(self, *args: Any) -> None:
@@ -79,6 +87,8 @@ class FakeS3(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802
         FakeS3.seen.append((self.command, {k.lower(): v for k, v in self.headers.items()}))
+        if self.command == "GET":
+            FakeS3.ports.append(self.client_address[1])
         if self.path != "/b/slide.svs":
             body = b"<Error><Code>NoSuchKey</Code></Error>"
             return self._answer(404, body if self.command == "GET" else b"", {})
@@ -90,8 +100,22 @@ class FakeS3(BaseHTTPRequestHandler):
         first, last = rng.removeprefix("bytes=").split("-")
         lo = len(DATA) - int(last) if not first else int(first)
         hi = len(DATA) - 1 if not first else min(int(last), len(DATA) - 1)
-        self._answer(206, DATA[lo:hi + 1], {"ETag": f'"{FakeS3.etag}"',
-                                             "Content-Range": f"bytes {lo}-{hi}/{len(DATA)}"})
+        fault = FakeS3.faults.pop(0) if FakeS3.faults else ""
+        body = {"short": DATA[lo:hi - 9], "long": DATA[lo:hi + 101]}.get(fault, DATA[lo:hi + 1])
+        if fault == "503":
+            return self._answer(503, b"<Error><Code>SlowDown</Code></Error>", {})
+        if fault in ("stall", "cut"):
+            self.send_response(206)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[:len(body) // 2])
+            self.wfile.flush()
+            if fault == "stall":
+                FakeS3.stop.wait(30)
+            self.close_connection = True
+            return None
+        self._answer(206, body, {"ETag": f'"{FakeS3.etag}"',
+                                 "Content-Range": f"bytes {lo}-{hi}/{len(DATA)}"})
 
 
 @pytest.fixture
@@ -102,10 +126,13 @@ def fake_s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
-    FakeS3.seen, FakeS3.etag = [], ETAG
+    FakeS3.seen, FakeS3.ports, FakeS3.faults, FakeS3.etag = [], [], [], ETAG
+    FakeS3.stop = threading.Event()
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeS3)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
+    FakeS3.stop.set()
     server.shutdown()
     server.server_close()
 
@@ -118,8 +145,14 @@ def _no_boto3_reads(storage: S3Storage) -> list[str]:
     return calls
 
 
-def test_reads_are_signed_pinned_and_never_go_through_boto3(fake_s3: str) -> None:
-    storage = S3Storage("b", endpoint_url=fake_s3, requester_pays=True)
+#: The lean data planes: the same loop over urllib3 and over libcurl (``io/s3_curl.py``).
+PLANES = ["lean", pytest.param("curl", marks=pytest.mark.skipif(
+    importlib.util.find_spec("pycurl") is None, reason="pycurl is not installed"))]
+
+
+@pytest.mark.parametrize("plane", PLANES)
+def test_reads_are_signed_pinned_and_never_go_through_boto3(fake_s3: str, plane: str) -> None:
+    storage = S3Storage("b", endpoint_url=fake_s3, requester_pays=True, data_plane=plane)
     boto3_gets = _no_boto3_reads(storage)
     reader, parts = storage.open_probed("slide.svs", 1024, 512)
     assert parts == [(0, DATA[:1024]), (len(DATA) - 512, DATA[-512:])]
@@ -135,21 +168,23 @@ def test_reads_are_signed_pinned_and_never_go_through_boto3(fake_s3: str) -> Non
         assert "x-amz-request-payer" in h["authorization"]
 
 
-def test_anonymous_reads_are_unsigned(fake_s3: str) -> None:
-    storage = S3Storage("b", endpoint_url=fake_s3, anonymous=True)
+@pytest.mark.parametrize("plane", PLANES)
+def test_anonymous_reads_are_unsigned(fake_s3: str, plane: str) -> None:
+    storage = S3Storage("b", endpoint_url=fake_s3, anonymous=True, data_plane=plane)
     assert storage.open("slide.svs").read(0, 10) == DATA[:10]
     assert all("authorization" not in h for _, h in FakeS3.seen)
 
 
-def test_errors_translate_as_on_the_boto3_plane(fake_s3: str) -> None:
-    storage = S3Storage("b", endpoint_url=fake_s3, max_attempts=1)
+@pytest.mark.parametrize("plane", PLANES)
+def test_errors_translate_as_on_the_boto3_plane(fake_s3: str, plane: str) -> None:
+    storage = S3Storage("b", endpoint_url=fake_s3, max_attempts=1, data_plane=plane)
     reader = storage.open("slide.svs")
     FakeS3.etag = "replaced"
     with pytest.raises(ObjectChanged):
         reader.read(0, 10)
     with pytest.raises(SlideNotFound):
         storage.open_probed("missing.svs", 100, 100)
-    dead = S3Storage("b", endpoint_url="http://127.0.0.1:9", max_attempts=1)
+    dead = S3Storage("b", endpoint_url="http://127.0.0.1:9", max_attempts=1, data_plane=plane)
     with pytest.raises(StorageError, match="storage unreachable"):
         dead.open_probed("slide.svs", 10, 10)
 
@@ -160,7 +195,7 @@ def test_a_read_makes_no_call_past_its_content_length(fake_s3: str,
     return ``b""`` (issue 21: CPU per GET), and the connection is reused by the next read."""
     import urllib3.response
 
-    storage = S3Storage("b", endpoint_url=fake_s3)
+    storage = S3Storage("b", endpoint_url=fake_s3, data_plane="lean")
     reader = storage.open("slide.svs")
     calls: list[int] = []
     real = urllib3.response.HTTPResponse.read1
