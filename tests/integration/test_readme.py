@@ -194,15 +194,31 @@ COVERAGE: dict[str, Run | Exempt | Output] = {
         Output("python -m bench.patches's table"),
     "python -m bench.patches":
         Exempt("minutes of benchmark; its --quick mode runs in test_bench_patches.py"),
-    "config   system                        patches patches/s  steady/s  CPU ms/p    TTFP s "
-    "GETs/patch  KB/patch   peak MB  mpp served":
-        Output("python -m bench.patches's table, with CPU ms per patch and the floor row"),
     "scripts/wsistream_compat.sh --no-unit --min-passed 0 -- -m e2e --slide-dir DIR --backend "
     "openslide": Exempt("wsistream's e2e suite in its own venv over a folder of TCGA-named real "
                         "slides (minutes); its unit suite runs in .ci/run with a floor"),
-    "python -m bench.patches --slide-set medium --configs A,N":
-        Exempt("minutes of benchmark; its --quick mode (floor row included) runs in "
+    "config   system                        patches patches/s  steady/s  CPU ms/p    TTFP s "
+    "GETs/patch  KB/patch   peak MB   S3 ms/p  mpp served":
+        Output("python -m bench.patches's tables: the one-process rows with CPU ms per patch, "
+               "the floor row and the S3 server's CPU, then the DataLoader rows"),
+    "client      16 threads    1 thread":
+        Output("python -m bench.s3client's CPU per ranged GET of each data plane"),
+    "python -m bench.patches --slide-set medium --configs A,N --repeat 3":
+        Exempt("ten minutes of benchmark; its --quick mode (floor row included) runs in "
                "test_bench_patches.py"),
+    "python -m bench.patch_cpu --system ours-local --config A|N --slide-set medium "
+    "--io-threads 2|4|16":
+        Exempt("minutes of benchmark on the medium slide set (issue 21's choice of io_threads); "
+               "the default it chose is tested in test_pipeline.py::test_io_threads_default_"
+               "follows_the_storage"),
+    "python -m bench.patch_cpu --system ours-local --config A --slide-set medium":
+        Exempt("a minute of benchmark on the medium slide set (issue 21's cost of opens); the "
+               "detection thumbnail it measures is tested in test_patch_pixels.py and "
+               "tests/unit/slide/test_overview_fill.py"),
+    "python -m bench.s3client --gets 1500 --size 96000 --threads 16|1 --latency-ms 20 --rows "
+    "ours-lean,ours-curl,obstore":
+        Exempt("a minute of benchmark against the loopback S3 server (issue 21's choice of "
+               "S3 client); both data planes are tested in tests/unit/io"),
     "python -m bench.patch_cpu --system ours-s3 --config A":
         Exempt("a minute of benchmark on the medium slide set (issue 21's CPU breakdown); "
                "benchmarks stay out of the suite, the pipeline it wraps is bench.patch_ours'"),
