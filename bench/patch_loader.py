@@ -446,6 +446,10 @@ def main() -> None:
                    "slides": slides, "configs": chosen, "options": dataclasses.asdict(opts),
                    "rows": rows, "goals": goal_rows, "notes": notes}, f, indent=1)
     print(f"wrote {out_json} in {time.perf_counter() - started:.0f} s")
+    failed = [r for r in rows if r.get("note")]
+    if failed:  # a row that measured nothing fails the run (the table says which and why)
+        sys.exit(f"{len(failed)} row(s) measured nothing: " + "; ".join(
+            f"{r.get('config', '')} {r['system']}: {r['note']}".strip() for r in failed))
 
 
 def loader_spec(spec: Spec) -> Spec:

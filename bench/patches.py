@@ -241,6 +241,10 @@ def main() -> None:
                    "rows": rows, "goals": goal_rows, "loader_rows": loader,
                    "loader_goals": patch_loader.goals(loader), "notes": notes}, f, indent=1)
     print(f"wrote {out_json} in {time.perf_counter() - started:.0f} s")
+    failed = [r for r in rows + loader if r.get("note")]
+    if failed:  # a row that measured nothing fails the run (the table says which and why)
+        sys.exit(f"{len(failed)} row(s) measured nothing: " + "; ".join(
+            f"{r.get('config', '')} {r['system']}: {r['note']}".strip() for r in failed))
 
 
 if __name__ == "__main__":
