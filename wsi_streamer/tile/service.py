@@ -97,7 +97,7 @@ class TileService:
         self.overviews = OverviewStore(cache, self.gate, size=overview_size,
                                        build_s=overview_deadline)
         self._stats_lock = threading.Lock()
-        self._flights: BudgetedFlights[bytes] = BudgetedFlights("a render")
+        self._flights: BudgetedFlights[tuple[bytes, bool]] = BudgetedFlights("a render")
 
     def slide(self, slide_id: str) -> SlideReader:
         return self.registry.get(slide_id)
@@ -112,19 +112,21 @@ class TileService:
             self._count(hit=True)
             return ImageResult(data, etag, True, quality)
 
-        def render() -> bytes:
-            again = self.cache.get(key)  # another process may have finished meanwhile
+        def render() -> tuple[bytes, bool]:
+            """The image, and whether the cache had it after all: another process or
+            another flight of this one may have stored it since the lookup above."""
+            again = self.cache.get(key)
             if again is not None:
-                return again
+                return again, True
             with self._stats_lock:
                 self.stats.rendered += 1
             encoded = produce()
             self.cache.set(key, encoded)
-            return encoded
+            return encoded, False
 
-        data, shared = self._flights.do(key, render)
-        self._count(hit=False)
-        return ImageResult(data, etag, shared, quality)
+        (data, cached), shared = self._flights.do(key, render)
+        self._count(hit=cached)
+        return ImageResult(data, etag, shared or cached, quality)
 
     def _count(self, hit: bool) -> None:
         with self._stats_lock:

@@ -103,3 +103,24 @@ def test_matching_if_none_match_renders_and_reads_nothing(storage: Storage,
     assert (storage.reads(), len(storage.readers), cold.stats.rendered) == (reads, opens, 0)
     assert cold.tile("a.svs", 0, 1, 1, if_none_match='"nope"').data is not None
     assert cold.stats.rendered == 1  # (a small slide: its open already read every byte)
+
+
+def test_a_render_that_finds_the_image_cached_meanwhile_is_a_cache_hit(
+        storage: Storage, tmp_path: Path) -> None:
+    """The image stored between a request's first lookup and its render (by another process,
+    or by a flight of this one that ended in between): served from the cache, not rendered,
+    and reported as a hit (the access log's ``cache_hit``), as the stats count it."""
+    svc = service(storage, tmp_path)
+    first = svc.tile("a.svs", 0, 1, 1)
+    lookups = 0
+    real_get = svc.cache.get
+
+    def late(key: str) -> bytes | None:  # the first lookup misses: stored just after it
+        nonlocal lookups
+        lookups += 1
+        return None if lookups == 1 else real_get(key)
+
+    svc.cache.get = late  # type: ignore[method-assign]
+    again = svc.tile("a.svs", 0, 1, 1)
+    assert lookups == 2 and again.data == first.data
+    assert again.cache_hit and (svc.stats.rendered, svc.stats.cache_hits) == (1, 1)
