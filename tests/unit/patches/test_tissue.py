@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import importlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -214,6 +217,37 @@ def test_config_key_is_stable_and_distinguishes_configurations() -> None:
 def test_require_extra_names_the_install_command() -> None:
     with pytest.raises(ImportError, match=r'pip install "wsi_streamer\[patches\]"'):
         require_extra("wsi_streamer_no_such_module")
+
+
+def test_detectors_import_their_extras_when_built_not_at_first_detection() -> None:
+    """Forked DataLoader workers inherit what the builder imported: building the default Otsu
+    detector imports scipy.ndimage (its component filter), which importing the package does
+    not; an Otsu detector without that filter imports nothing."""
+    code = ("import sys\n"
+            "from wsi_streamer.patches.tissue import OtsuTissueDetector\n"
+            "assert 'scipy.ndimage' not in sys.modules\n"
+            "OtsuTissueDetector(min_area_ratio=0)\n"
+            "assert 'scipy.ndimage' not in sys.modules\n"
+            "OtsuTissueDetector()\n"
+            "assert 'scipy.ndimage' in sys.modules\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("build", [OtsuTissueDetector, CLAMTissueDetector])
+def test_a_missing_extra_fails_when_the_detector_is_built(
+        build: type[TissueDetector], monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.import_module
+
+    def without_scipy(name: str, package: str | None = None) -> object:
+        if name.startswith(("scipy", "skimage")):
+            raise ImportError(f"No module named {name!r}")
+        return real(name, package)
+
+    monkeypatch.setattr(importlib, "import_module", without_scipy)
+    with pytest.raises(ImportError, match=r'pip install "wsi_streamer\[patches\]"'):
+        build()
 
 
 def test_fast_closing_and_blur_equal_the_scipy_filters() -> None:
