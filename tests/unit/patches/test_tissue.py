@@ -219,20 +219,25 @@ def test_require_extra_names_the_install_command() -> None:
         require_extra("wsi_streamer_no_such_module")
 
 
-def test_detectors_import_their_extras_when_built_not_at_first_detection() -> None:
-    """Forked DataLoader workers inherit what the builder imported: building the default Otsu
-    detector imports scipy.ndimage (its component filter), which importing the package does
-    not; an Otsu detector without that filter imports nothing."""
+@pytest.mark.parametrize(("args", "imports"), [
+    ("", True),  # the default component filter (min_area_ratio 0.001) labels with scipy
+    ("min_area_ratio=0", False),  # a fixed dyadic blur kernel, no component filter
+    ("min_area_ratio=0, blur_ksize=9", True),  # a blur without a fixed kernel
+])
+def test_detectors_import_their_extras_when_built_not_at_first_detection(
+        args: str, imports: bool) -> None:
+    """Forked DataLoader workers inherit what the builder imported: building an Otsu detector
+    imports scipy.ndimage exactly when its detect() will use it; importing the package does
+    not."""
     code = ("import sys\n"
             "from wsi_streamer.patches.tissue import OtsuTissueDetector\n"
             "assert 'scipy.ndimage' not in sys.modules\n"
-            "OtsuTissueDetector(min_area_ratio=0)\n"
-            "assert 'scipy.ndimage' not in sys.modules\n"
-            "OtsuTissueDetector()\n"
-            "assert 'scipy.ndimage' in sys.modules\n")
+            f"OtsuTissueDetector({args})\n"
+            "print('scipy.ndimage' in sys.modules)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(imports)
 
 
 @pytest.mark.parametrize("build", [OtsuTissueDetector, CLAMTissueDetector])

@@ -111,7 +111,7 @@ class OtsuTissueDetector(TissueDetector):
         _check_int("blur_ksize", self.blur_ksize, 1, odd=True)
         _check_int("morph_close_ksize", self.morph_close_ksize, 0)
         _check_number("min_area_ratio", self.min_area_ratio, 0.0)
-        if self.min_area_ratio > 0 or self.blur_ksize not in imageops.SMALL_GAUSSIANS:
+        if self.min_area_ratio > 0 or imageops.blur_needs_scipy(self.blur_ksize):
             require_extra("scipy.ndimage")  # when built: ``TissueDetector``
 
     def detect(self, thumbnail: np.ndarray, downsample: Downsample = (1.0, 1.0)) -> np.ndarray:

@@ -28,10 +28,8 @@ def gaussian_blur(image: np.ndarray, ksize: int) -> np.ndarray:
     to 7, else sigma = 0.3 ((ksize - 1) / 2 - 1) + 0.8), reflect-101 borders; within one grey
     level of OpenCV (which rounds in fixed point). The fixed kernels are dyadic, so they run
     as exact integer sums of shifted views, band by band."""
-    if ksize == 1:
-        return image
-    if ksize in SMALL_GAUSSIANS:
-        return _dyadic_blur(image, SMALL_GAUSSIANS[ksize])
+    if not blur_needs_scipy(ksize):
+        return image if ksize == 1 else _dyadic_blur(image, SMALL_GAUSSIANS[ksize])
     ndimage = require_extra("scipy.ndimage")
     sigma = 0.3 * ((ksize - 1) * 0.5 - 1) + 0.8
     offsets = np.arange(ksize, dtype=np.float64) - (ksize - 1) / 2
@@ -41,6 +39,11 @@ def gaussian_blur(image: np.ndarray, ksize: int) -> np.ndarray:
     for axis in (0, 1):
         out = ndimage.correlate1d(out, kernel, axis=axis, mode="mirror")
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def blur_needs_scipy(ksize: int) -> bool:
+    """Whether ``gaussian_blur(_, ksize)`` runs on scipy.ndimage (no fixed dyadic kernel)."""
+    return ksize != 1 and ksize not in SMALL_GAUSSIANS
 
 
 def _dyadic_blur(image: np.ndarray, kernel: tuple[float, ...]) -> np.ndarray:
